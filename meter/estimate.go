@@ -1,0 +1,307 @@
+package meter
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// Counter counts the tokens of a text; *tokenizer.Tokenizer is one.
+type Counter interface{ Count(string) int }
+
+// countText counts s with c. Without a counter it falls back to the usual
+// rule of thumb of four bytes per token.
+func countText(c Counter, s string) int64 {
+	if s == "" {
+		return 0
+	}
+	if c == nil {
+		return int64(len(s)+3) / 4
+	}
+	return int64(c.Count(s))
+}
+
+// The chat framing overhead, as in OpenAI's cookbook token counting: each
+// message costs its role and content plus about three tokens of template,
+// a name one more, and the reply is primed with three.
+const (
+	tokensPerMessage = 3
+	tokensPerName    = 1
+	replyPriming     = 3
+)
+
+// MediaPartTokens is the estimate for one image, audio, video or file part of
+// a message. vLLM counts the model's placeholder tokens for these, which
+// depend on the model and the media (a few hundred to a few thousand); the
+// local estimate cannot know them, and the usage vLLM reports settles the
+// difference.
+const MediaPartTokens = 512
+
+// EstimatePrompt estimates the request's prompt tokens with c (nil: four
+// bytes per token):
+//   - chat: each message's role, text content (string or text parts; media
+//     parts at MediaPartTokens), name and tool calls, plus the per-message
+//     overhead and the reply priming; tools and functions as compact JSON;
+//   - completions: the prompt (a string, a list of strings, or token arrays,
+//     which count their length);
+//   - embeddings: the input, in the same forms (or chat messages);
+//   - responses: instructions, the input (a string or items with text) and
+//     tools.
+//
+// Each string is decoded once and counted as it is met.
+func (r *Request) EstimatePrompt(c Counter) int64 {
+	e := estimator{c: c}
+	switch r.Endpoint {
+	case EndpointChat:
+		e.messages(r.messages)
+		e.json(r.tools)
+		e.json(r.functions)
+	case EndpointCompletions:
+		e.inputs(r.prompt)
+	case EndpointEmbeddings:
+		e.inputs(r.input)
+		e.messages(r.messages)
+	case EndpointResponses:
+		e.str(r.instructions)
+		e.inputs(r.input)
+		e.json(r.tools)
+	default:
+		e.messages(r.messages)
+		e.inputs(r.prompt)
+		e.str(r.instructions)
+		e.inputs(r.input)
+		e.json(r.tools)
+		e.json(r.functions)
+	}
+	return e.n
+}
+
+// estimator accumulates a prompt estimate.
+type estimator struct {
+	c   Counter
+	buf []byte
+	n   int64
+}
+
+// str counts a string value; other values count nothing.
+func (e *estimator) str(v []byte) {
+	body, ok := stringBody(v)
+	if !ok {
+		return
+	}
+	e.buf = appendUnescaped(e.buf[:0], body)
+	e.n += countText(e.c, string(e.buf))
+}
+
+// json counts a value's compact JSON text (tool definitions).
+func (e *estimator) json(v []byte) {
+	if len(v) == 0 {
+		return
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, v); err != nil {
+		return
+	}
+	e.n += countText(e.c, b.String())
+}
+
+// messages counts a chat messages array.
+func (e *estimator) messages(v []byte) {
+	it, ok := newArrIter(v)
+	if !ok {
+		return
+	}
+	seen := false
+	var kb [maxKeyBytes]byte
+	for {
+		msg, more := it.next()
+		if !more {
+			break
+		}
+		seen = true
+		e.n += tokensPerMessage
+		mi, ok := newObjIter(msg)
+		if !ok {
+			continue
+		}
+		for {
+			key, val, more := mi.next()
+			if !more {
+				break
+			}
+			switch string(keyName(key, &kb)) {
+			case "role":
+				e.str(val)
+			case "name":
+				if isString(val) {
+					e.str(val)
+					e.n += tokensPerName
+				}
+			case "content":
+				e.content(val)
+			case "tool_calls":
+				e.toolCalls(val)
+			case "function_call":
+				e.function(val)
+			}
+		}
+	}
+	if seen {
+		e.n += replyPriming
+	}
+}
+
+// content counts message content: a string, or a list of parts where text
+// parts count their text and anything else (image_url, input_audio, …) counts
+// MediaPartTokens.
+func (e *estimator) content(v []byte) {
+	if isString(v) {
+		e.str(v)
+		return
+	}
+	it, ok := newArrIter(v)
+	if !ok {
+		return
+	}
+	var kb [maxKeyBytes]byte
+	for {
+		part, more := it.next()
+		if !more {
+			break
+		}
+		if isString(part) {
+			e.str(part)
+			continue
+		}
+		pi, ok := newObjIter(part)
+		if !ok {
+			continue
+		}
+		var text []byte
+		for {
+			key, val, more := pi.next()
+			if !more {
+				break
+			}
+			switch string(keyName(key, &kb)) {
+			case "text", "refusal":
+				if isString(val) {
+					text = val
+				}
+			}
+		}
+		if text != nil {
+			e.str(text)
+		} else {
+			e.n += MediaPartTokens
+		}
+	}
+}
+
+// toolCalls counts the names and arguments of an assistant message's calls.
+func (e *estimator) toolCalls(v []byte) {
+	it, ok := newArrIter(v)
+	if !ok {
+		return
+	}
+	var kb [maxKeyBytes]byte
+	for {
+		call, more := it.next()
+		if !more {
+			break
+		}
+		ci, ok := newObjIter(call)
+		if !ok {
+			continue
+		}
+		for {
+			key, val, more := ci.next()
+			if !more {
+				break
+			}
+			if string(keyName(key, &kb)) == "function" {
+				e.function(val)
+			}
+		}
+	}
+}
+
+// function counts a {"name","arguments"} object.
+func (e *estimator) function(v []byte) {
+	it, ok := newObjIter(v)
+	if !ok {
+		return
+	}
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "name", "arguments":
+			e.str(val)
+		}
+	}
+}
+
+// inputs counts a completions prompt, an embeddings input or a Responses
+// input: a string; or a list whose elements are strings, token ids (one
+// token each), token arrays (their length) or Responses items (a message
+// overhead plus their text).
+func (e *estimator) inputs(v []byte) {
+	if isString(v) {
+		e.str(v)
+		return
+	}
+	it, ok := newArrIter(v)
+	if !ok {
+		return
+	}
+	items := false
+	for {
+		el, more := it.next()
+		if !more {
+			break
+		}
+		switch el[0] {
+		case '"':
+			e.str(el)
+		case '[':
+			e.n += int64(max(arrayLen(el), 0))
+		case '{':
+			items = true
+			e.item(el)
+		case 'n', 't', 'f':
+			// null and booleans carry no text.
+		default:
+			e.n++ // one token id
+		}
+	}
+	if items {
+		e.n += replyPriming
+	}
+}
+
+// item counts one Responses input item: a message ({role, content}), a
+// function call ({name, arguments}), a call's output ({output}) or a
+// reasoning item ({summary: [{text}]}).
+func (e *estimator) item(v []byte) {
+	it, ok := newObjIter(v)
+	if !ok {
+		return
+	}
+	e.n += tokensPerMessage
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "role", "name", "arguments", "text":
+			e.str(val)
+		case "content", "output", "summary":
+			e.content(val)
+		}
+	}
+}

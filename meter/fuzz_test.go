@@ -1,0 +1,263 @@
+package meter
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"regexp"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// meterResult is everything a StreamMeter reports.
+type meterResult struct {
+	out      []byte
+	usage    Usage
+	usageOK  bool
+	final    bool
+	err      UpstreamError
+	hasErr   bool
+	done     bool
+	first    bool
+	estimate int64
+}
+
+func runMeter(t testing.TB, ep Endpoint, hide bool, chunks [][]byte) meterResult {
+	m := NewStreamMeter(ep, hide, byteCounter{})
+	var r meterResult
+	r.out = feedChunks(t, m, chunks)
+	r.usage, r.usageOK = m.Usage()
+	r.final = m.UsageFinal()
+	if e := m.Err(); e != nil {
+		r.err, r.hasErr = *e, true
+	}
+	r.done, r.first, r.estimate = m.Done(), m.FirstToken(), m.EstimateCompletion()
+	return r
+}
+
+func sameResult(a, b meterResult) bool {
+	return bytes.Equal(a.out, b.out) && a.usage == b.usage && a.usageOK == b.usageOK &&
+		a.final == b.final && a.err == b.err && a.hasErr == b.hasErr && a.done == b.done &&
+		a.first == b.first && a.estimate == b.estimate
+}
+
+// FuzzStreamMeter feeds any stream in one write and in a random split of it:
+// both must emit the same bytes and find the same usage, error, end and text.
+// Without hiding, the output must be the input.
+func FuzzStreamMeter(f *testing.F) {
+	for i, c := range streamCases {
+		in := c.join(false)
+		f.Add(in, uint64(i), true, uint8(c.ep))
+		f.Add(bytes.ReplaceAll(in, []byte("\n"), []byte("\r\n")), uint64(i)*7, false, uint8(c.ep))
+		f.Add(bytes.ReplaceAll(in, []byte("\n"), []byte("\r")), uint64(i)*13, true, uint8(c.ep))
+	}
+	f.Add([]byte("data: x\r"), uint64(1), true, uint8(0))
+	f.Add([]byte("\r\n\r\n:\r\r\ndata"), uint64(2), true, uint8(1))
+	f.Fuzz(func(t *testing.T, in []byte, seed uint64, hide bool, ep uint8) {
+		e := Endpoint(ep % 5)
+		whole := runMeter(t, e, hide, [][]byte{in})
+		if !hide && !bytes.Equal(whole.out, in) {
+			t.Fatalf("pass-through changed the stream:\n%q\n%q", in, whole.out)
+		}
+		if len(whole.out) > len(in) {
+			t.Fatalf("emitted %d bytes of %d", len(whole.out), len(in))
+		}
+		rng := rand.New(rand.NewPCG(seed, seed>>32))
+		var chunks [][]byte
+		for rest := in; len(rest) > 0; {
+			n := rng.IntN(len(rest) + 1)
+			if rng.IntN(4) == 0 {
+				n = min(n, 3) // many tiny pieces: splits inside CRLF and keys
+			}
+			chunks = append(chunks, rest[:n])
+			rest = rest[n:]
+		}
+		split := runMeter(t, e, hide, chunks)
+		if !sameResult(whole, split) {
+			t.Fatalf("split %q:\nwhole %+v\nsplit %+v", chunks, whole, split)
+		}
+	})
+}
+
+var lineBreak = regexp.MustCompile(`\r\n|\r|\n`)
+
+// FuzzStreamEvent checks what the meter reads from one event's JSON against
+// the same rules applied with encoding/json.
+func FuzzStreamEvent(f *testing.F) {
+	for _, c := range streamCases {
+		for _, e := range c.events {
+			for _, line := range bytes.Split([]byte(e.raw), []byte("\n")) {
+				if p, ok := bytes.CutPrefix(line, []byte("data: ")); ok && json.Valid(p) {
+					f.Add(p)
+				}
+			}
+		}
+	}
+	f.Add([]byte(`{"choices":[{"index":1,"delta":{"content":"a","content":"b"}}],"usage":{"prompt_tokens":1.0e1,"prompt_tokens":2,"completion_tokens":-3}}`))
+	f.Add([]byte(`{"choices":[{"index":"1","text":"\ud800\u0041\udc00 \xff"}],"usage":{}}`))
+	f.Add([]byte(`{"type":"response\u002ecompleted","response":{"usage":{"input_tokens":3},"usage":null}}`))
+	f.Add([]byte(`{"error":null,"choices":null,"usage":[1]}`))
+	f.Add([]byte(`{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2}}`))
+	f.Add([]byte(`{"choices":{},"usage":{"prompt_tokens":1}}`))
+	f.Add([]byte(` { "choices" : [ ] , "usage" : { "total_tokens" : 9 } } `))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		if !json.Valid(payload) {
+			return
+		}
+		var ev []byte
+		for _, line := range lineBreak.Split(string(payload), -1) {
+			ev = append(ev, "data: "+line+"\n"...)
+		}
+		ev = append(ev, '\n')
+		got := runMeter(t, EndpointChat, true, [][]byte{ev})
+		want := refEvent(payload)
+		wantOut := ev
+		if want.usageOnly {
+			wantOut = nil
+		}
+		var wantErr UpstreamError
+		if want.err != nil {
+			wantErr = *want.err
+		}
+		if !bytes.Equal(got.out, wantOut) || got.usage != want.usage || got.usageOK != want.usageOK ||
+			got.final != want.final || got.hasErr != (want.err != nil) || got.err != wantErr ||
+			got.done != want.done || got.estimate != int64(len(want.text)) || got.first != (want.text != "") {
+			t.Fatalf("payload %s\ngot  %+v\nwant %+v", payload, got, want)
+		}
+	})
+}
+
+// FuzzJSONMeter checks a JSONMeter against encoding/json on whole bodies,
+// and that any split of a body gives the same result as one write.
+func FuzzJSONMeter(f *testing.F) {
+	for _, b := range jsonBodies {
+		f.Add([]byte(b.body), uint64(len(b.body)))
+	}
+	f.Add([]byte(`{"usage":{"prompt_tokens":1},"usage":null}`), uint64(3))
+	f.Add([]byte(`{"\u0075sage":{"prompt_tokens":1}, "x":"\"}", "error":{"code":"c"}}`), uint64(5))
+	f.Add([]byte(`{"object":"error","message":{"a":[1,2]},"code":"400"}`), uint64(9))
+	f.Fuzz(func(t *testing.T, body []byte, seed uint64) {
+		whole := NewJSONMeter()
+		whole.Write(body)
+		split := NewJSONMeter()
+		rng := rand.New(rand.NewPCG(seed, 1))
+		for rest := body; len(rest) > 0; {
+			n := rng.IntN(min(len(rest), 16) + 1)
+			split.Write(rest[:n])
+			rest = rest[n:]
+		}
+		u1, ok1 := whole.Usage()
+		u2, ok2 := split.Usage()
+		e1, e2 := whole.Err(), split.Err()
+		if u1 != u2 || ok1 != ok2 || (e1 == nil) != (e2 == nil) || e1 != nil && *e1 != *e2 {
+			t.Fatalf("split differs: %+v %v %+v / %+v %v %+v", u1, ok1, e1, u2, ok2, e2)
+		}
+		if !json.Valid(body) {
+			return
+		}
+		ru, rok, re := refBody(body)
+		if u1 != ru || ok1 != rok || (e1 == nil) != (re == nil) || e1 != nil && *e1 != *re {
+			t.Fatalf("body %s\ngot  %+v %v %+v\nwant %+v %v %+v", body, u1, ok1, e1, ru, rok, re)
+		}
+	})
+}
+
+// FuzzScanner walks any valid JSON value with the scanner and compares every
+// object, array and string with what encoding/json decodes.
+func FuzzScanner(f *testing.F) {
+	f.Add([]byte(`{"a":1,"b":[true,null,"x\"y"],"a":{"c":"\u00e9\ud83d\ude00"}}`))
+	f.Add([]byte(`[ 1 , -2.5e3 , "\\" , {} , [] ]`))
+	f.Add([]byte(`"\/\b\f\n\r\t"`))
+	f.Add([]byte(`{"k\u0065y" : "v"}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !json.Valid(in) {
+			// Malformed input must not crash the scanner.
+			if it, ok := newObjIter(in); ok {
+				for {
+					if _, _, more := it.next(); !more {
+						break
+					}
+				}
+			}
+			arrayLen(in)
+			return
+		}
+		compareValue(t, trimSpace(in))
+	})
+}
+
+func compareValue(t *testing.T, v []byte) {
+	t.Helper()
+	if end := skipValue(v, 0); end != len(v) {
+		t.Fatalf("skipValue(%s) = %d, want %d", v, end, len(v))
+	}
+	switch v[0] {
+	case '"':
+		var want string
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := stringBody(v)
+		if got := string(appendUnescaped(nil, body)); got != want {
+			t.Fatalf("unescape %s = %q, want %q", v, got, want)
+		}
+	case '{':
+		var want map[string]json.RawMessage
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]byte{}
+		it, _ := newObjIter(v)
+		for {
+			key, val, more := it.next()
+			if !more {
+				break
+			}
+			if !bytes.Equal(v[it.vs:it.ve], val) {
+				t.Fatal("value offsets do not match the value")
+			}
+			got[string(appendUnescaped(nil, key))] = val
+			compareValue(t, val)
+		}
+		if it.bad || len(got) != len(want) {
+			t.Fatalf("object %s: %d members, want %d (bad %v)", v, len(got), len(want), it.bad)
+		}
+		for k, w := range want {
+			if g, ok := got[k]; !ok || !bytes.Equal(g, bytes.TrimSpace(w)) {
+				t.Fatalf("object %s: member %q = %s, want %s", v, k, g, w)
+			}
+			// member matches keys as written (after unescaping); a key with
+			// invalid UTF-8, which encoding/json replaces, is not one it is
+			// asked for.
+			if !strings.ContainsRune(k, utf8.RuneError) && string(member(v, k)) != string(bytes.TrimSpace(w)) {
+				t.Fatalf("member(%q) differs", k)
+			}
+		}
+	case '[':
+		var want []json.RawMessage
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		if n := arrayLen(v); n != len(want) {
+			t.Fatalf("arrayLen(%s) = %d, want %d", v, n, len(want))
+		}
+		it, _ := newArrIter(v)
+		for {
+			el, more := it.next()
+			if !more {
+				break
+			}
+			compareValue(t, el)
+		}
+	default:
+		var f float64
+		if json.Unmarshal(v, &f) == nil {
+			n, ok := parseInt(v)
+			wn, wok := refInt(v)
+			if n != wn || ok != wok {
+				t.Fatalf("parseInt(%s) = %d %v, want %d %v", v, n, ok, wn, wok)
+			}
+		}
+	}
+}

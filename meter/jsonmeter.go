@@ -1,0 +1,264 @@
+package meter
+
+// maxCapture bounds the bytes a JSONMeter keeps of one member's value. A
+// value longer than this is treated as absent.
+const maxCapture = 64 << 10
+
+// The top-level members a JSONMeter keeps.
+const (
+	capUsage = iota
+	capError
+	capObject // "object":"error" marks the flat (≤ v0.10.0) error envelope
+	capMessage
+	capType
+	capCode
+	numCaptures
+)
+
+// captureIndex maps a top-level key to the capture that keeps its value.
+func captureIndex(key []byte) int {
+	var kb [maxKeyBytes]byte
+	switch string(keyName(key, &kb)) {
+	case "usage":
+		return capUsage
+	case "error":
+		return capError
+	case "object":
+		return capObject
+	case "message":
+		return capMessage
+	case "type":
+		return capType
+	case "code":
+		return capCode
+	}
+	return -1
+}
+
+// structural marks the bytes that matter inside a member's value.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true, ',': true}
+
+// Scanner states of a JSONMeter.
+const (
+	jsStart   uint8 = iota // before the top-level value
+	jsKey                  // in the top-level object, expecting a key or '}'
+	jsInKey                // inside a top-level key
+	jsColon                // after a key, expecting ':'
+	jsValue                // after ':', expecting the value
+	jsInValue              // inside a top-level member's value
+	jsEnd                  // after the top-level object, or not an object
+)
+
+// JSONMeter scans a non-streaming JSON response as it is relayed, for the
+// top-level "usage" and "error" members (and the flat error envelope's
+// members), without buffering the body: it tracks nesting and strings and
+// copies only those members' values, each up to 64 KiB. A key that repeats
+// takes its last value, as JSON decoders do.
+type JSONMeter struct {
+	state uint8
+	depth int  // nesting inside the current member's value
+	inStr bool // inside a string
+	esc   bool // after a backslash inside a string
+
+	key     []byte
+	capture int // the capture receiving the current value, or -1
+	raw     [numCaptures][]byte
+	set     [numCaptures]bool
+}
+
+// NewJSONMeter returns a meter for one response body.
+func NewJSONMeter() *JSONMeter { return &JSONMeter{capture: -1} }
+
+// Reset makes m ready for a new body, keeping its buffers.
+func (m *JSONMeter) Reset() {
+	m.state, m.depth, m.inStr, m.esc = jsStart, 0, false, false
+	m.key, m.capture = m.key[:0], -1
+	for i := range m.raw {
+		m.raw[i], m.set[i] = reuse(m.raw[i]), false
+	}
+}
+
+// Write scans the next bytes of the body.
+func (m *JSONMeter) Write(p []byte) {
+	i := 0
+	// capStart is where the current value's bytes in p begin when they are
+	// being captured.
+	capStart := -1
+	if m.state == jsInValue && m.capture >= 0 {
+		capStart = 0
+	}
+	for i < len(p) && m.state != jsEnd {
+		c := p[i]
+		switch m.state {
+		case jsStart:
+			switch {
+			case isSpace(c):
+			case c == '{':
+				m.state = jsKey
+			default:
+				m.state = jsEnd
+			}
+		case jsKey:
+			switch {
+			case isSpace(c), c == ',':
+			case c == '"':
+				m.state, m.key, m.esc = jsInKey, m.key[:0], false
+			default: // '}' or malformed
+				m.state = jsEnd
+			}
+		case jsInKey:
+			// Keys the meter wants are short; longer ones are kept only in
+			// part, which is enough to see they match nothing.
+			j := i
+			for j < len(p) {
+				b := p[j]
+				if m.esc {
+					m.esc = false
+				} else if b == '\\' {
+					m.esc = true
+				} else if b == '"' {
+					break
+				}
+				j++
+			}
+			if room := maxKeyBytes + 1 - len(m.key); room > 0 {
+				m.key = append(m.key, p[i:i+min(j-i, room)]...)
+			}
+			if j == len(p) {
+				i = j
+				continue
+			}
+			m.state = jsColon
+			i = j
+		case jsColon:
+			switch {
+			case isSpace(c):
+			case c == ':':
+				m.state, m.capture = jsValue, -1
+				if len(m.key) <= maxKeyBytes {
+					m.capture = captureIndex(m.key)
+				}
+			default:
+				m.state = jsEnd
+			}
+		case jsValue:
+			if isSpace(c) {
+				break
+			}
+			m.state, m.depth, m.inStr, m.esc = jsInValue, 0, false, false
+			if m.capture >= 0 {
+				m.raw[m.capture], m.set[m.capture] = m.raw[m.capture][:0], true
+				capStart = i
+			}
+			continue // read c as part of the value
+		case jsInValue:
+			if m.inStr {
+				// Skip to the string's end.
+				j := i
+				for j < len(p) {
+					b := p[j]
+					if m.esc {
+						m.esc = false
+					} else if b == '\\' {
+						m.esc = true
+					} else if b == '"' {
+						m.inStr = false
+						break
+					}
+					j++
+				}
+				i = j + 1
+				continue
+			}
+			if !structural[c] {
+				// Skip numbers, literals and whitespace in one go.
+				i++
+				for i < len(p) && !structural[p[i]] {
+					i++
+				}
+				continue
+			}
+			switch c {
+			case '"':
+				m.inStr = true
+			case '{', '[':
+				m.depth++
+			case '}', ']':
+				if m.depth > 0 {
+					m.depth--
+					break
+				}
+				// The top-level object closes: the value ended.
+				m.endValue(p, capStart, i)
+				capStart = -1
+				m.state = jsEnd
+			case ',':
+				if m.depth == 0 {
+					m.endValue(p, capStart, i)
+					capStart = -1
+					m.state = jsKey
+				}
+			}
+		}
+		i++
+	}
+	if capStart >= 0 && m.capture >= 0 {
+		m.keep(p[capStart:min(i, len(p))])
+	}
+}
+
+// endValue finishes the value that ended at p[end].
+func (m *JSONMeter) endValue(p []byte, capStart, end int) {
+	if m.capture < 0 {
+		return
+	}
+	if capStart >= 0 {
+		m.keep(p[capStart:end])
+	}
+	m.capture = -1
+}
+
+// keep appends value bytes to the current capture; a value past maxCapture
+// is dropped.
+func (m *JSONMeter) keep(b []byte) {
+	c := m.capture
+	if !m.set[c] {
+		return
+	}
+	if len(m.raw[c])+len(b) > maxCapture {
+		m.raw[c], m.set[c] = m.raw[c][:0], false
+		return
+	}
+	m.raw[c] = append(m.raw[c], b...)
+}
+
+// value returns a captured member's value, nil if absent.
+func (m *JSONMeter) value(c int) []byte {
+	if !m.set[c] {
+		return nil
+	}
+	return trimSpace(m.raw[c])
+}
+
+// Usage returns the body's top-level usage; ok is false if it has none (or
+// null).
+func (m *JSONMeter) Usage() (Usage, bool) {
+	v := m.value(capUsage)
+	if isNull(v) {
+		return Usage{}, false
+	}
+	return parseUsage(v)
+}
+
+// Err returns the error the body reports: a non-null top-level "error"
+// (object or string), or the flat envelope ("object":"error" with message,
+// type and code at the top level). It returns nil for a body without one.
+func (m *JSONMeter) Err() *UpstreamError {
+	if e := parseErrorValue(m.value(capError)); e != nil {
+		return e
+	}
+	if stringEq(m.value(capObject), "error") {
+		return errorFromFields(m.value(capMessage), m.value(capType), m.value(capCode))
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package meter
+
+import (
+	"strings"
+	"testing"
+)
+
+// jsonBodies are non-streaming response bodies as vLLM sends them.
+var jsonBodies = []struct {
+	name    string
+	body    string
+	usage   Usage
+	usageOK bool
+	err     *UpstreamError
+}{
+	{
+		name: "chat completion",
+		body: `{"id":"chatcmpl-1","object":"chat.completion","created":1760000000,"model":"m",` +
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"Hi! {\"usage\":1}","refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":[],"reasoning":null},` +
+			`"logprobs":null,"finish_reason":"stop","stop_reason":null,"token_ids":null}],` +
+			`"service_tier":null,"system_fingerprint":null,` +
+			`"usage":{"prompt_tokens":12,"total_tokens":15,"completion_tokens":3,"prompt_tokens_details":null},` +
+			`"prompt_logprobs":null,"prompt_token_ids":null,"kv_transfer_params":null}`,
+		usage: Usage{12, 3, 15, 0}, usageOK: true,
+	},
+	{
+		name: "completion with cached tokens, pretty-printed",
+		body: "{\n  \"id\": \"cmpl-1\",\n  \"object\": \"text_completion\",\n  \"choices\": [\n    {\"index\": 0, \"text\": \"]}\\\\\", \"logprobs\": null}\n  ],\n" +
+			"  \"usage\": {\n    \"prompt_tokens\": 100,\n    \"total_tokens\": 116,\n    \"completion_tokens\": 16,\n    \"prompt_tokens_details\": {\"cached_tokens\": 64}\n  }\n}\n",
+		usage: Usage{100, 16, 116, 64}, usageOK: true,
+	},
+	{
+		name: "embeddings",
+		body: `{"id":"embd-1","object":"list","created":1,"model":"e","data":[{"index":0,"object":"embedding","embedding":[0.0123,-0.5,1e-3,3.25]},` +
+			`{"index":1,"object":"embedding","embedding":"AAAAAA=="}],"usage":{"prompt_tokens":8,"total_tokens":8,"completion_tokens":0,"prompt_tokens_details":null}}`,
+		usage: Usage{8, 0, 8, 0}, usageOK: true,
+	},
+	{
+		name: "responses API",
+		body: `{"id":"resp_1","object":"response","created_at":1,"error":null,"incomplete_details":null,"output":[{"type":"message","content":[{"type":"output_text","text":"hello"}]}],` +
+			`"status":"completed","usage":{"input_tokens":20,"input_tokens_details":{"cached_tokens":4},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":25}}`,
+		usage: Usage{20, 5, 25, 4}, usageOK: true,
+	},
+	{
+		name: "nested error (v0.10.1+)",
+		body: `{"error":{"message":"The model ` + "`x`" + ` does not exist.","type":"NotFoundError","param":"model","code":404}}`,
+		err:  &UpstreamError{Message: "The model `x` does not exist.", Type: "NotFoundError", Code: "404", Status: 404},
+	},
+	{
+		name: "flat error (v0.10.0 and older)",
+		body: `{"object":"error","message":"This model's maximum context length is 4096 tokens.","type":"BadRequestError","param":null,"code":400}`,
+		err:  &UpstreamError{Message: "This model's maximum context length is 4096 tokens.", Type: "BadRequestError", Code: "400", Status: 400},
+	},
+	{
+		name: "401 from --api-key",
+		body: `{"error":"Unauthorized"}`,
+		err:  &UpstreamError{Message: "Unauthorized"},
+	},
+	{
+		name: "error envelope sent with status 200",
+		body: `{"error":{"message":"The model does not support Chat Completions API","type":"BadRequestError","param":null,"code":400}}`,
+		err:  &UpstreamError{Message: "The model does not support Chat Completions API", Type: "BadRequestError", Code: "400", Status: 400},
+	},
+	{
+		name: "responses API failed",
+		body: `{"id":"resp_2","object":"response","error":{"code":"server_error","message":"boom"},"status":"failed","usage":null}`,
+		err:  &UpstreamError{Message: "boom", Code: "server_error"},
+	},
+	{
+		name: "FastAPI detail",
+		body: `{"detail":"Not Found"}`,
+	},
+	{
+		name: "not an object",
+		body: `[{"usage":{"prompt_tokens":1}}]`,
+	},
+	{
+		name: "empty",
+		body: ``,
+	},
+	{
+		name: "usage nested deeper only",
+		body: `{"data":{"usage":{"prompt_tokens":1}},"choices":[{"usage":{"prompt_tokens":2}}]}`,
+	},
+	{
+		name:  "truncated after usage",
+		body:  `{"usage":{"prompt_tokens":3,"total_tokens":3,"completion_tokens":0},"choices":[{"text":"abc`,
+		usage: Usage{3, 0, 3, 0}, usageOK: true,
+	},
+}
+
+func TestJSONMeter(t *testing.T) {
+	for _, c := range jsonBodies {
+		t.Run(c.name, func(t *testing.T) {
+			// Whole, byte by byte, and in chunks of every size up to 9.
+			for size := 0; size <= 9; size++ {
+				m := NewJSONMeter()
+				if size == 0 {
+					m.Write([]byte(c.body))
+				} else {
+					for k := 0; k < len(c.body); k += size {
+						m.Write([]byte(c.body[k:min(k+size, len(c.body))]))
+					}
+				}
+				u, ok := m.Usage()
+				if u != c.usage || ok != c.usageOK {
+					t.Fatalf("size %d: Usage() = %+v %v, want %+v %v", size, u, ok, c.usage, c.usageOK)
+				}
+				e := m.Err()
+				if (e == nil) != (c.err == nil) || e != nil && *e != *c.err {
+					t.Fatalf("size %d: Err() = %+v, want %+v", size, e, c.err)
+				}
+			}
+		})
+	}
+}
+
+func TestJSONMeterBounds(t *testing.T) {
+	// A value longer than maxCapture is dropped, not kept in part.
+	big := `{"error":{"message":"` + strings.Repeat("x", maxCapture) + `"},"usage":{"prompt_tokens":1}}`
+	m := NewJSONMeter()
+	for k := 0; k < len(big); k += 1000 {
+		m.Write([]byte(big[k:min(k+1000, len(big))]))
+	}
+	if m.Err() != nil {
+		t.Fatal("kept an oversized error")
+	}
+	if u, ok := m.Usage(); !ok || u.PromptTokens != 1 {
+		t.Fatalf("usage after an oversized member: %+v %v", u, ok)
+	}
+	if c := cap(m.raw[capError]); c > 2*maxCapture {
+		t.Fatalf("capture grew to %d", c)
+	}
+	// Long keys match nothing, whatever their prefix.
+	m.Reset()
+	m.Write([]byte(`{"usage` + strings.Repeat(" ", 300) + `":{"prompt_tokens":1},"error":null}`))
+	if _, ok := m.Usage(); ok || m.Err() != nil {
+		t.Fatal("matched a long key")
+	}
+	// Reset forgets the previous body.
+	m.Reset()
+	m.Write([]byte(`{"object":"chat.completion","usage":{"prompt_tokens":5}}`))
+	if u, ok := m.Usage(); !ok || u.PromptTokens != 5 || m.Err() != nil {
+		t.Fatalf("after Reset: %+v %v %v", u, ok, m.Err())
+	}
+}

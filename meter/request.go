@@ -1,0 +1,431 @@
+package meter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Endpoint is one of the OpenAI-compatible endpoints the gate meters.
+type Endpoint uint8
+
+// The metered endpoints; EndpointOther is everything else.
+const (
+	EndpointOther Endpoint = iota
+	EndpointChat
+	EndpointCompletions
+	EndpointEmbeddings
+	EndpointResponses
+)
+
+// EndpointFor maps a request path to its endpoint. Only the exact paths are
+// metered endpoints; anything else (including a trailing slash, which vLLM
+// does not route either) is EndpointOther.
+func EndpointFor(path string) Endpoint {
+	switch path {
+	case "/v1/chat/completions":
+		return EndpointChat
+	case "/v1/completions":
+		return EndpointCompletions
+	case "/v1/embeddings":
+		return EndpointEmbeddings
+	case "/v1/responses":
+		return EndpointResponses
+	}
+	return EndpointOther
+}
+
+// String returns the endpoint's short name, as used in usage records.
+func (e Endpoint) String() string {
+	switch e {
+	case EndpointChat:
+		return "chat"
+	case EndpointCompletions:
+		return "completions"
+	case EndpointEmbeddings:
+		return "embeddings"
+	case EndpointResponses:
+		return "responses"
+	}
+	return "other"
+}
+
+// ErrInvalidJSON is wrapped by every error ParseRequest returns: the body is
+// not JSON, not an object, or a field the gate reads has the wrong type.
+var ErrInvalidJSON = errors.New("invalid request body")
+
+// DefaultCompletionsMaxTokens is the output cap vLLM (like OpenAI) applies to
+// /v1/completions when the request sets no max_tokens. Chat and Responses
+// requests without a cap may run to the end of the context instead.
+const DefaultCompletionsMaxTokens = 16
+
+// MaxN is the largest n ParseRequest accepts. It keeps the arithmetic of a
+// reservation (n × prompts × cap) far from overflowing.
+const MaxN = 1 << 16
+
+// Request is what the gate needs to know about an inference request body.
+//
+// It keeps references into the body it was parsed from (the prompt parts,
+// for EstimatePrompt), so the body must not be modified while the Request is
+// in use.
+type Request struct {
+	// Endpoint is the endpoint the body was parsed for.
+	Endpoint Endpoint
+	// Model is the requested model; "" when absent (vLLM then serves its
+	// first model).
+	Model string
+	// Stream is the request's "stream" flag.
+	Stream bool
+	// N is the number of choices per prompt (default 1).
+	N int
+	// Prompts is the number of prompts of a completions request (a list of
+	// strings or of token arrays), or of inputs of an embeddings request; 1
+	// otherwise.
+	Prompts int
+	// MaxTokens is the client's per-choice output cap, 0 when it set none:
+	// max_completion_tokens, else max_tokens for chat; max_tokens for
+	// completions (vLLM's CompletionRequest has no max_completion_tokens,
+	// so a cap given only there would not bind); max_output_tokens for
+	// responses. An explicit 0 reads as 0, with MaxTokensField set.
+	MaxTokens int64
+	// MaxTokensField is the member MaxTokens came from, "" if none.
+	MaxTokensField string
+	// StreamOptions reports that the request carries a stream_options object.
+	StreamOptions bool
+	// IncludeUsage reports that the client asked for the stream's usage
+	// chunk: stream_options.include_usage is true, or absent from a present
+	// stream_options object (current vLLM's default).
+	IncludeUsage bool
+	// ContinuousUsage is stream_options.continuous_usage_stats.
+	ContinuousUsage bool
+
+	// Raw values of the prompt parts, referencing the body; nil if absent.
+	messages, prompt, input, instructions, tools, functions []byte
+	// model's raw value, and the chat members that change how vLLM renders
+	// the prompt, for TokenizeBody.
+	model      []byte
+	renderOpts []rawMember
+}
+
+// rawMember is a member of the body, its value kept raw.
+type rawMember struct {
+	name string
+	val  []byte
+}
+
+// Choices is the number of choices the request generates: n, times the
+// number of prompts for completions.
+func (r *Request) Choices() int {
+	if r.Endpoint == EndpointCompletions && r.Prompts > 1 {
+		return r.N * r.Prompts
+	}
+	return r.N
+}
+
+// invalid builds a field error wrapping ErrInvalidJSON.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidJSON}, args...)...)
+}
+
+// ParseRequest reads the fields the gate needs from a request body. The body
+// must be a JSON object; a field the gate reads with the wrong type is an
+// error that names the field. Unknown fields are ignored, keys are matched
+// exactly (after unescaping, as vLLM's Python parser does) and a repeated key
+// takes its last value.
+func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
+	if !json.Valid(body) {
+		var raw json.RawMessage
+		if err := json.Unmarshal(body, &raw); err != nil {
+			var se *json.SyntaxError
+			if errors.As(err, &se) {
+				return nil, invalid("body is not valid JSON: %v (at byte %d)", err, se.Offset)
+			}
+			return nil, invalid("body is not valid JSON: %v", err)
+		}
+		return nil, invalid("body is not valid JSON")
+	}
+	it, ok := newObjIter(body)
+	if !ok {
+		return nil, invalid("body must be a JSON object")
+	}
+	r := &Request{Endpoint: ep, N: 1, Prompts: 1}
+	var maxTokens, maxCompletion, maxOutput optInt
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		var err error
+		switch name := string(keyName(key, &kb)); name {
+		case "model":
+			r.Model, err = stringField(name, val)
+			r.model = nonNull(val)
+		case "add_generation_prompt", "continue_final_message", "add_special_tokens",
+			"chat_template", "chat_template_kwargs", "mm_processor_kwargs":
+			// Options of vLLM's chat rendering, which /tokenize accepts too.
+			r.renderOpts = append(r.renderOpts, rawMember{name, val})
+		case "stream":
+			r.Stream, err = boolField(name, val)
+		case "n":
+			var o optInt
+			o, err = intField(name, val)
+			r.N = 1
+			if err == nil && o.set {
+				if o.v < 1 || o.v > MaxN {
+					err = invalid("n must be between 1 and %d", MaxN)
+				} else {
+					r.N = int(o.v)
+				}
+			}
+		case "max_tokens":
+			maxTokens, err = capField(name, val)
+		case "max_completion_tokens":
+			maxCompletion, err = capField(name, val)
+		case "max_output_tokens":
+			maxOutput, err = capField(name, val)
+		case "stream_options":
+			err = r.streamOptions(val)
+		case "messages", "tools", "functions":
+			if !isNull(val) && val[0] != '[' {
+				err = invalid("%s must be an array", name)
+			}
+			switch name {
+			case "messages":
+				r.messages = nonNull(val)
+			case "tools":
+				r.tools = nonNull(val)
+			default:
+				r.functions = nonNull(val)
+			}
+		case "prompt", "input":
+			if !isNull(val) && val[0] != '[' && val[0] != '"' {
+				err = invalid("%s must be a string or an array", name)
+			}
+			if name == "prompt" {
+				r.prompt = nonNull(val)
+			} else {
+				r.input = nonNull(val)
+			}
+		case "instructions":
+			if !isNull(val) && val[0] != '"' {
+				err = invalid("instructions must be a string")
+			}
+			r.instructions = nonNull(val)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch ep {
+	case EndpointCompletions:
+		r.setCap(maxTokens, "max_tokens")
+		r.Prompts = promptCount(r.prompt)
+	case EndpointEmbeddings:
+		r.Prompts = promptCount(r.input)
+	case EndpointResponses:
+		r.setCap(maxOutput, "max_output_tokens")
+	default:
+		if maxCompletion.set {
+			r.setCap(maxCompletion, "max_completion_tokens")
+		} else {
+			r.setCap(maxTokens, "max_tokens")
+		}
+	}
+	return r, nil
+}
+
+// optInt is an integer member that may be absent or null.
+type optInt struct {
+	v   int64
+	set bool
+}
+
+func (r *Request) setCap(o optInt, field string) {
+	if o.set {
+		r.MaxTokens, r.MaxTokensField = o.v, field
+	}
+}
+
+// nonNull returns v, or nil for a null value.
+func nonNull(v []byte) []byte {
+	if isNull(v) {
+		return nil
+	}
+	return v
+}
+
+func stringField(name string, v []byte) (string, error) {
+	if isNull(v) {
+		return "", nil
+	}
+	body, ok := stringBody(v)
+	if !ok {
+		return "", invalid("%s must be a string", name)
+	}
+	return string(appendUnescaped(nil, body)), nil
+}
+
+func boolField(name string, v []byte) (bool, error) {
+	switch string(v) {
+	case "true":
+		return true, nil
+	case "false", "null":
+		return false, nil
+	}
+	return false, invalid("%s must be a boolean", name)
+}
+
+// intField reads an integer member; null counts as absent.
+func intField(name string, v []byte) (optInt, error) {
+	if isNull(v) {
+		return optInt{}, nil
+	}
+	if len(v) == 0 || !(v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
+		return optInt{}, invalid("%s must be an integer", name)
+	}
+	n, ok := parseInt(v)
+	if !ok {
+		f, err := strconv.ParseFloat(string(v), 64)
+		if errors.Is(err, strconv.ErrRange) || err == nil && f == math.Trunc(f) {
+			return optInt{}, invalid("%s is out of range", name)
+		}
+		return optInt{}, invalid("%s must be an integer", name)
+	}
+	return optInt{v: n, set: true}, nil
+}
+
+// capField reads an output cap: a non-negative integer or null.
+func capField(name string, v []byte) (optInt, error) {
+	o, err := intField(name, v)
+	if err == nil && o.v < 0 {
+		err = invalid("%s must not be negative", name)
+	}
+	return o, err
+}
+
+// streamOptions reads the stream_options member.
+func (r *Request) streamOptions(v []byte) error {
+	if isNull(v) {
+		r.StreamOptions, r.IncludeUsage, r.ContinuousUsage = false, false, false
+		return nil
+	}
+	it, ok := newObjIter(v)
+	if !ok {
+		return invalid("stream_options must be an object")
+	}
+	r.StreamOptions = true
+	include, includeSet := false, false
+	r.ContinuousUsage = false
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "include_usage":
+			b, err := boolField("stream_options.include_usage", val)
+			if err != nil {
+				return err
+			}
+			// null is an explicit "no" for pydantic (None), unlike absence.
+			include, includeSet = b, true
+		case "continuous_usage_stats":
+			b, err := boolField("stream_options.continuous_usage_stats", val)
+			if err != nil {
+				return err
+			}
+			r.ContinuousUsage = b
+		}
+	}
+	r.IncludeUsage = include || !includeSet
+	return nil
+}
+
+// promptCount is the number of prompts in a completions prompt or an
+// embeddings input: a string or one token array is one prompt, a list of
+// strings or of token arrays is one per element.
+func promptCount(v []byte) int {
+	it, ok := newArrIter(v)
+	if !ok {
+		return 1
+	}
+	n := 0
+	for {
+		el, more := it.next()
+		if !more {
+			break
+		}
+		if el[0] != '"' && el[0] != '[' {
+			return 1 // a token array: a single prompt
+		}
+		n++
+	}
+	if n == 0 {
+		return 1
+	}
+	return n
+}
+
+// TokenizeBody returns the body of a POST to vLLM's /tokenize that counts
+// this request's prompt exactly as the request itself would be rendered: for
+// chat, its messages and tools with the rendering options the client set
+// (chat template and its kwargs, add_generation_prompt, …); for completions
+// and embeddings, a single string prompt. ok is false where /tokenize cannot
+// count the prompt in one call (a list of prompts, token arrays — which
+// EstimatePrompt counts exactly —, the Responses API): estimate those.
+func (r *Request) TokenizeBody() (body []byte, ok bool) {
+	b := []byte{'{'}
+	sep := func() {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+	}
+	add := func(name string, val []byte) {
+		sep()
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, `":`...)
+		b = append(b, val...)
+	}
+	if r.model != nil {
+		add("model", r.model)
+	}
+	switch r.Endpoint {
+	case EndpointChat:
+		if r.messages == nil {
+			return nil, false
+		}
+		add("messages", r.messages)
+		if r.tools != nil {
+			add("tools", r.tools)
+		}
+		// A repeated member keeps its last value, as vLLM reads it.
+		for i, m := range r.renderOpts {
+			last := true
+			for _, later := range r.renderOpts[i+1:] {
+				if later.name == m.name {
+					last = false
+				}
+			}
+			if last {
+				add(m.name, m.val)
+			}
+		}
+	case EndpointCompletions, EndpointEmbeddings:
+		p := r.prompt
+		if r.Endpoint == EndpointEmbeddings {
+			p = r.input
+		}
+		if !isString(p) {
+			return nil, false
+		}
+		add("prompt", p)
+	default:
+		return nil, false
+	}
+	return append(b, '}'), true
+}

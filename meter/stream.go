@@ -1,0 +1,713 @@
+package meter
+
+import (
+	"bytes"
+	"unicode/utf8"
+)
+
+// Bounds on what a StreamMeter holds, so that an odd upstream cannot make it
+// grow without limit.
+const (
+	// maxHold is the largest event a hiding meter holds back until its end.
+	// A larger event is relayed as it arrives and never dropped (a usage
+	// chunk is a few hundred bytes).
+	maxHold = 64 << 10
+	// maxData is the largest data payload of one event that is parsed; a
+	// larger event is relayed but not read.
+	maxData = 1 << 20
+	// maxLine bounds the part of one line kept across writes.
+	maxLine = maxData + 64
+	// textKeep is how much relayed text is kept before it is counted and
+	// dropped.
+	textKeep = 4 << 10
+	// maxChoiceIndex bounds the per-choice running usage table.
+	maxChoiceIndex = 1 << 16
+	// maxEventType bounds the kept value of an event: line.
+	maxEventType = 64
+	// maxPooledBuf is the largest buffer Reset keeps for reuse.
+	maxPooledBuf = 64 << 10
+)
+
+// How the last write ended, when it ended in a CR: the LF that may follow at
+// the start of the next write belongs to the same line terminator.
+const (
+	crNone    uint8 = iota
+	crLine          // the CR ended a field line of the current event
+	crKept          // the CR ended an event that was relayed
+	crDropped       // the CR ended an event that was dropped
+)
+
+// choiceUsage is the latest running usage of one choice index.
+type choiceUsage struct {
+	prompt, completion int64
+	seen               bool
+}
+
+// StreamMeter reads an SSE response (text/event-stream) as it is relayed to
+// the client: it finds the usage vLLM reports, upstream errors, the end of the
+// stream, and the text generated (to estimate the completion when no usage
+// arrives), and can remove the usage-only chunk the gate asked for.
+//
+// It handles events split or merged across writes, LF, CRLF and CR line
+// endings, multi-line data, comments, event: lines and data: [DONE]. It works
+// in place on the bytes it is given and keeps only what it must: a partial
+// line or (when hiding usage) a partial event, and up to ~4 KiB of text. In
+// the steady state it does not allocate.
+//
+// A StreamMeter is not safe for concurrent use. Reuse one with Reset.
+type StreamMeter struct {
+	ep      Endpoint
+	hide    bool
+	counter Counter
+
+	// The current line's bytes from earlier writes, capped at maxLine, and
+	// its full length.
+	line    []byte
+	lineLen int
+	cr      uint8
+
+	// The current event.
+	evType   []byte
+	data     []byte
+	hasData  bool
+	dataOver bool   // data exceeded maxData: not parsed
+	evSize   int    // raw bytes of the event so far
+	held     []byte // hiding: the event's bytes from earlier writes
+	relayed  bool   // hiding: the event outgrew maxHold and is being relayed
+
+	// What was found.
+	final     Usage
+	finalOK   bool
+	choices   []choiceUsage
+	contOK    bool
+	perPrompt int
+	err       *UpstreamError
+	done      bool
+	first     bool
+	finished  bool
+
+	typ []byte // scratch: an event's unescaped "type"
+
+	// Relayed text not yet counted, and the count of what was dropped.
+	text    []byte
+	counted int64
+}
+
+// NewStreamMeter returns a meter for a stream from endpoint ep. With
+// hideUsage it removes the usage-only chunk ("choices":[] with "usage") from
+// what it relays; c counts relayed text for EstimateCompletion (nil: four
+// bytes per token).
+func NewStreamMeter(ep Endpoint, hideUsage bool, c Counter) *StreamMeter {
+	m := &StreamMeter{}
+	m.Reset(ep, hideUsage, c)
+	return m
+}
+
+// Reset makes m ready for a new stream, keeping its buffers (unless they grew
+// large) so that a sync.Pool of meters allocates nothing per request.
+func (m *StreamMeter) Reset(ep Endpoint, hideUsage bool, c Counter) {
+	*m = StreamMeter{
+		ep:      ep,
+		hide:    hideUsage,
+		counter: c,
+		line:    reuse(m.line),
+		evType:  reuse(m.evType),
+		data:    reuse(m.data),
+		held:    reuse(m.held),
+		choices: m.choices[:0],
+		text:    reuse(m.text),
+		typ:     reuse(m.typ),
+	}
+	if cap(m.choices) > 1024 {
+		m.choices = nil
+	}
+}
+
+// reuse empties b for reuse, or drops it if it grew past maxPooledBuf.
+func reuse(b []byte) []byte {
+	if cap(b) > maxPooledBuf {
+		return nil
+	}
+	return b[:0]
+}
+
+// SetChoicesPerPrompt tells the meter how many choices each prompt has (the
+// request's n). It matters only for completions with several prompts whose
+// stream carries continuous usage but no final usage chunk: vLLM reports each
+// choice's own prompt there, and choices index as prompt×n+i, so the prompt
+// counts are summed per group of n. Without it the prompt is counted once.
+func (m *StreamMeter) SetChoicesPerPrompt(n int) { m.perPrompt = n }
+
+// Write consumes p, the next bytes from upstream, and calls emit with the
+// bytes the client must get, in order. emit must not retain its argument.
+//
+// Without hiding, emit gets p at once, unchanged, and p is parsed after. With
+// hiding, each complete event is emitted as soon as its terminating blank
+// line is seen (consecutive ones in one call), except the usage-only chunk,
+// which is dropped; a partial event is held until its end arrives.
+//
+// An error from emit is returned at once; the meter should then only be
+// queried.
+func (m *StreamMeter) Write(p []byte, emit func([]byte) error) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if !m.hide || m.finished {
+		if err := emit(p); err != nil {
+			return err
+		}
+		if !m.finished {
+			_ = m.feed(p, nil)
+		}
+		return nil
+	}
+	return m.feed(p, emit)
+}
+
+// Finish ends the stream: a trailing event without its blank line is read
+// (for its usage, if complete) and, when held, emitted as it is.
+func (m *StreamMeter) Finish(emit func([]byte) error) error {
+	if m.finished {
+		return nil
+	}
+	m.finished = true
+	if m.lineLen > 0 {
+		m.field(m.line, m.lineLen)
+		m.line, m.lineLen = m.line[:0], 0
+	}
+	m.dispatch()
+	m.cr = crNone
+	if len(m.held) > 0 {
+		h := m.held
+		m.held = m.held[:0]
+		return emit(h)
+	}
+	return nil
+}
+
+// feed parses p; with a non-nil emit it also relays p without the dropped
+// events.
+func (m *StreamMeter) feed(p []byte, emit func([]byte) error) error {
+	hide := emit != nil
+	// runStart..evStart is the part of p that is ready to emit; evStart is
+	// where the current event begins in p.
+	i, runStart, evStart := 0, 0, 0
+	if p[0] == '\n' {
+		switch m.cr {
+		case crLine:
+			i = 1
+			m.evSize++
+		case crKept:
+			i, evStart = 1, 1
+		case crDropped:
+			i, evStart, runStart = 1, 1, 1
+		}
+	}
+	m.cr = crNone
+	for i < len(p) {
+		rest := p[i:]
+		end := bytes.IndexByte(rest, '\n')
+		seg := rest
+		if end >= 0 {
+			seg = rest[:end]
+		}
+		isCR := false
+		if c := bytes.IndexByte(seg, '\r'); c >= 0 {
+			end, isCR = c, true
+		}
+		if end < 0 {
+			m.carry(rest)
+			m.evSize += len(rest)
+			break
+		}
+		next := i + end + 1
+		pendingCR := false
+		if isCR {
+			if next < len(p) {
+				if p[next] == '\n' {
+					next++
+				}
+			} else {
+				pendingCR = true
+			}
+		}
+		content := p[i : i+end]
+		full := len(content)
+		if m.lineLen > 0 {
+			full += m.lineLen
+			m.carry(content)
+			content = m.line
+		}
+		if full == 0 {
+			// A blank line ends the event.
+			size := m.evSize
+			drop := m.dispatch() && hide && size <= maxHold && !m.relayed
+			if hide {
+				if drop {
+					if evStart > runStart {
+						if err := emit(p[runStart:evStart]); err != nil {
+							return err
+						}
+					}
+					m.held = m.held[:0]
+					runStart = next
+				} else if len(m.held) > 0 {
+					m.held = append(m.held, p[runStart:next]...)
+					err := emit(m.held)
+					m.held = m.held[:0]
+					runStart = next
+					if err != nil {
+						return err
+					}
+				}
+			}
+			m.evSize, m.relayed, evStart = 0, false, next
+			if pendingCR {
+				m.cr = crKept
+				if drop {
+					m.cr = crDropped
+				}
+			}
+		} else {
+			m.evSize += next - i
+			m.field(content, full)
+			if pendingCR {
+				m.cr = crLine
+			}
+		}
+		m.line, m.lineLen = m.line[:0], 0
+		i = next
+	}
+	if !hide {
+		return nil
+	}
+	if evStart > runStart {
+		if err := emit(p[runStart:evStart]); err != nil {
+			return err
+		}
+	}
+	tail := p[evStart:]
+	if len(tail) == 0 {
+		return nil
+	}
+	switch {
+	case m.relayed:
+		return emit(tail)
+	case m.evSize > maxHold:
+		// Too large to be a usage chunk: stop holding it.
+		m.relayed = true
+		if len(m.held) > 0 {
+			err := emit(m.held)
+			m.held = m.held[:0]
+			if err != nil {
+				return err
+			}
+		}
+		return emit(tail)
+	default:
+		m.held = append(m.held, tail...)
+		return nil
+	}
+}
+
+// carry keeps the start of a line that continues in the next write.
+func (m *StreamMeter) carry(b []byte) {
+	m.lineLen += len(b)
+	if room := maxLine - len(m.line); room > 0 {
+		m.line = append(m.line, b[:min(len(b), room)]...)
+	}
+}
+
+// field processes one non-blank line l of full length full (l may be cut
+// short when the line was longer than maxLine).
+func (m *StreamMeter) field(l []byte, full int) {
+	if l[0] == ':' {
+		return // a comment
+	}
+	name, value := l, l[len(l):]
+	if c := bytes.IndexByte(l, ':'); c >= 0 {
+		name, value = l[:c], l[c+1:]
+		if len(value) > 0 && value[0] == ' ' {
+			value = value[1:]
+		}
+	}
+	switch string(name) {
+	case "data":
+		m.hasData = true
+		if m.dataOver || full > maxLine || len(m.data)+len(value)+1 > maxData {
+			m.dataOver = true
+			m.data = m.data[:0]
+			return
+		}
+		m.data = append(m.data, value...)
+		m.data = append(m.data, '\n')
+	case "event":
+		m.evType = append(m.evType[:0], value[:min(len(value), maxEventType)]...)
+	}
+}
+
+// dispatch ends the current event: it reads the event's data, if any, and
+// reports whether the event is the usage-only chunk.
+func (m *StreamMeter) dispatch() (usageOnly bool) {
+	if m.hasData && !m.dataOver {
+		d := m.data
+		if n := len(d); n > 0 && d[n-1] == '\n' {
+			d = d[:n-1]
+		}
+		usageOnly = m.event(m.evType, d)
+	}
+	m.data, m.evType = m.data[:0], m.evType[:0]
+	m.hasData, m.dataOver = false, false
+	return usageOnly
+}
+
+// event reads one event's data.
+func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
+	data = trimSpace(data)
+	if string(data) == "[DONE]" {
+		m.done = true
+		return false
+	}
+	it, ok := newObjIter(data)
+	if !ok {
+		return false
+	}
+	var errV, usageV, choicesV, typeV, deltaV, respV []byte
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "error":
+			errV = val
+		case "usage":
+			usageV = val
+		case "choices":
+			choicesV = val
+		case "type":
+			typeV = val
+		case "delta":
+			deltaV = val
+		case "response":
+			respV = val
+		}
+	}
+	if it.bad {
+		return false // truncated or malformed: nothing in it is trusted
+	}
+	if errV != nil {
+		if e := parseErrorValue(errV); e != nil {
+			m.err = e
+			return false
+		}
+	}
+	if len(typ) == 0 {
+		if body, ok := stringBody(typeV); ok {
+			m.typ = appendUnescaped(m.typ[:0], body)
+			typ = m.typ
+		}
+	}
+	if string(typ) == "error" || bytes.HasPrefix(typ, []byte("response.")) {
+		m.responsesEvent(typ, data, deltaV, respV)
+		return false
+	}
+	n, idx := -1, int64(0)
+	if choicesV != nil {
+		n, idx = m.choiceList(choicesV)
+	}
+	if isNull(usageV) {
+		return false
+	}
+	u, ok := parseUsage(usageV)
+	if !ok {
+		return false
+	}
+	if n == 1 {
+		// Continuous usage: running counts for this chunk's choice.
+		if idx >= 0 && idx < maxChoiceIndex {
+			for int64(len(m.choices)) <= idx {
+				m.choices = append(m.choices, choiceUsage{})
+			}
+			m.choices[idx] = choiceUsage{prompt: u.PromptTokens, completion: u.CompletionTokens, seen: true}
+			m.contOK = true
+		}
+		return false
+	}
+	// The final usage chunk ("choices":[]), or a whole response in one
+	// event (beam search answered as a stream): authoritative totals.
+	m.final, m.finalOK = u, true
+	return n == 0
+}
+
+// responsesEvent reads a Responses API event.
+func (m *StreamMeter) responsesEvent(typ, data, delta, resp []byte) {
+	switch string(typ) {
+	case "error":
+		m.err = errorFromObject(data)
+	case "response.completed", "response.incomplete":
+		m.responseUsage(resp)
+		m.done = true
+	case "response.failed":
+		m.responseUsage(resp)
+		m.err = responseError(resp)
+	default:
+		if bytes.HasSuffix(typ, []byte(".delta")) && !bytes.Contains(typ, []byte("audio")) {
+			m.addText(delta)
+		}
+	}
+}
+
+// responseUsage takes the usage of a Responses API response object.
+func (m *StreamMeter) responseUsage(resp []byte) {
+	if v := member(resp, "usage"); !isNull(v) {
+		if u, ok := parseUsage(v); ok {
+			m.final, m.finalOK = u, true
+		}
+	}
+}
+
+// responseError reads the error of a failed Responses API response.
+func responseError(resp []byte) *UpstreamError {
+	if e := parseErrorValue(member(resp, "error")); e != nil {
+		return e
+	}
+	return &UpstreamError{Message: "response failed"}
+}
+
+// choiceList reads a chunk's choices: their text, their number and the index
+// of the first. Within each object a repeated key takes its last value, as
+// the client's JSON decoder would.
+func (m *StreamMeter) choiceList(v []byte) (n int, first int64) {
+	it, ok := newArrIter(v)
+	if !ok {
+		return -1, 0
+	}
+	var kb [maxKeyBytes]byte
+	for {
+		c, more := it.next()
+		if !more {
+			break
+		}
+		n++
+		ci, ok := newObjIter(c)
+		if !ok {
+			continue
+		}
+		var index, text, delta, message []byte
+		for {
+			key, val, more := ci.next()
+			if !more {
+				break
+			}
+			switch string(keyName(key, &kb)) {
+			case "index":
+				index = val
+			case "text":
+				text = val
+			case "delta":
+				delta = val
+			case "message":
+				message = val
+			}
+		}
+		if n == 1 {
+			first, _ = parseInt(index)
+		}
+		m.addText(text)
+		m.deltaText(delta)
+		m.deltaText(message)
+	}
+	return n, first
+}
+
+// deltaText reads the generated text of a chat delta (or message): content,
+// refusal, reasoning and tool calls.
+func (m *StreamMeter) deltaText(v []byte) {
+	it, ok := newObjIter(v)
+	if !ok {
+		return
+	}
+	var content, refusal, reasoning, reasoningContent, calls []byte
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "content":
+			content = val
+		case "refusal":
+			refusal = val
+		case "reasoning":
+			reasoning = val
+		case "reasoning_content":
+			reasoningContent = val
+		case "tool_calls":
+			calls = val
+		}
+	}
+	// During the rename (late 2025) vLLM sent the same text under both
+	// reasoning names: count it once.
+	if isString(reasoning) {
+		m.addText(reasoning)
+	} else {
+		m.addText(reasoningContent)
+	}
+	m.addText(content)
+	m.addText(refusal)
+	m.toolCallText(calls)
+}
+
+// toolCallText reads the function names and argument fragments of a delta's
+// tool calls.
+func (m *StreamMeter) toolCallText(v []byte) {
+	it, ok := newArrIter(v)
+	if !ok {
+		return
+	}
+	var kb [maxKeyBytes]byte
+	for {
+		call, more := it.next()
+		if !more {
+			break
+		}
+		ci, ok := newObjIter(call)
+		if !ok {
+			continue
+		}
+		var fn []byte
+		for {
+			key, val, more := ci.next()
+			if !more {
+				break
+			}
+			if string(keyName(key, &kb)) == "function" {
+				fn = val
+			}
+		}
+		fi, ok := newObjIter(fn)
+		if !ok {
+			continue
+		}
+		var name, args []byte
+		for {
+			fk, fv, more := fi.next()
+			if !more {
+				break
+			}
+			switch string(keyName(fk, &kb)) {
+			case "name":
+				name = fv
+			case "arguments":
+				args = fv
+			}
+		}
+		m.addText(name)
+		m.addText(args)
+	}
+}
+
+// addText keeps the text of a string value for estimation.
+func (m *StreamMeter) addText(v []byte) {
+	body, ok := stringBody(v)
+	if !ok || len(body) == 0 {
+		return
+	}
+	m.first = true
+	m.text = appendUnescaped(m.text, body)
+	if len(m.text) > textKeep {
+		m.spill()
+	}
+}
+
+// spill counts and drops the kept text up to its last whitespace (or, in text
+// without any, a character boundary) until at most textKeep bytes remain.
+func (m *StreamMeter) spill() {
+	for len(m.text) > textKeep {
+		cut := lastSpace(m.text)
+		if cut <= 0 || len(m.text)-cut > textKeep {
+			cut = textKeep
+			for cut > 0 && !utf8.RuneStart(m.text[cut]) {
+				cut--
+			}
+			if cut == 0 {
+				cut = textKeep
+			}
+		}
+		if m.counter == nil {
+			m.counted += int64(cut+3) / 4 // countText's fallback, without a copy
+		} else {
+			m.counted += countText(m.counter, string(m.text[:cut]))
+		}
+		m.text = m.text[:copy(m.text, m.text[cut:])]
+	}
+}
+
+// lastSpace returns the index of the last whitespace byte of b, or -1.
+func lastSpace(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		switch b[i] {
+		case ' ', '\n', '\t', '\r':
+			return i
+		}
+	}
+	return -1
+}
+
+// Usage returns the usage vLLM reported: the final usage chunk, the usage of
+// response.completed, or else the latest running (continuous) usage, per
+// choice index, with the prompt counted once and the completions summed. ok
+// is false if vLLM reported none.
+func (m *StreamMeter) Usage() (u Usage, ok bool) {
+	if m.finalOK {
+		return m.final, true
+	}
+	if !m.contOK {
+		return Usage{}, false
+	}
+	group, cur := m.perPrompt, -1
+	var gmax int64
+	for i, c := range m.choices {
+		if !c.seen {
+			continue
+		}
+		u.CompletionTokens += c.completion
+		g := 0
+		if group > 0 {
+			g = i / group
+		}
+		if g != cur {
+			u.PromptTokens += gmax
+			gmax, cur = 0, g
+		}
+		gmax = max(gmax, c.prompt)
+	}
+	u.PromptTokens += gmax
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u, true
+}
+
+// UsageFinal reports whether Usage comes from a final total (the usage chunk
+// or response.completed) rather than from running counts.
+func (m *StreamMeter) UsageFinal() bool { return m.finalOK }
+
+// Err returns the error event seen in the stream, nil if none.
+func (m *StreamMeter) Err() *UpstreamError { return m.err }
+
+// Done reports whether the stream's end was seen: data: [DONE], or a
+// response.completed (or response.incomplete) event.
+func (m *StreamMeter) Done() bool { return m.done }
+
+// FirstToken reports whether an event with generated text (content,
+// reasoning, tool-call or output-text deltas) has been relayed.
+func (m *StreamMeter) FirstToken() bool { return m.first }
+
+// EstimateCompletion counts the text relayed so far with the meter's
+// Counter: content, reasoning, tool-call names and arguments, completions
+// text and Responses text deltas.
+func (m *StreamMeter) EstimateCompletion() int64 {
+	return m.counted + countText(m.counter, string(m.text))
+}

@@ -1,0 +1,685 @@
+package meter
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// ev is one SSE event of a test stream, with its terminating blank line.
+type ev struct {
+	raw   string
+	usage bool // the usage-only chunk a hiding meter drops
+}
+
+// data makes a vLLM-style event: "data: <payload>\n\n".
+func data(payload string) ev { return ev{raw: "data: " + payload + "\n\n"} }
+
+// usageEv makes the usage-only chunk.
+func usageEv(payload string) ev { return ev{raw: "data: " + payload + "\n\n", usage: true} }
+
+// respEv makes a Responses API event: "event: <type>\ndata: <payload>\n\n".
+func respEv(typ, payload string) ev {
+	return ev{raw: "event: " + typ + "\ndata: " + payload + "\n\n"}
+}
+
+const (
+	chatHdr = `"id":"chatcmpl-8f2d1c","object":"chat.completion.chunk","created":1749994809,"model":"m"`
+	cmplHdr = `"id":"cmpl-77aa","object":"text_completion","created":1749994810,"model":"m"`
+	done    = "data: [DONE]\n\n"
+)
+
+// chat builds a chat chunk with one choice.
+func chat(index int, delta, finish string, extra string) ev {
+	fin := "null"
+	stop := ""
+	if finish != "" {
+		fin = `"` + finish + `"`
+		stop = `,"stop_reason":null`
+	}
+	return data(`{` + chatHdr + `,"choices":[{"index":` + itoa(index) + `,"delta":` + delta +
+		`,"logprobs":null,"finish_reason":` + fin + stop + `}]` + extra + `}`)
+}
+
+func itoa(i int) string {
+	if i < 10 {
+		return string(rune('0' + i))
+	}
+	return itoa(i/10) + string(rune('0'+i%10))
+}
+
+// streamCase is a stream and what a meter must find in it.
+type streamCase struct {
+	name      string
+	ep        Endpoint
+	events    []ev
+	usage     Usage
+	usageOK   bool
+	final     bool
+	err       *UpstreamError
+	done      bool
+	first     bool
+	text      string
+	perPrompt int
+}
+
+var streamCases = []streamCase{
+	{
+		name: "chat with usage chunk",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+			chat(0, `{"content":"Hel"}`, "", ""),
+			chat(0, `{"content":"lo, \"wörld\"!\n"}`, "", ""),
+			chat(0, `{"content":""}`, "stop", ""),
+			usageEv(`{` + chatHdr + `,"choices":[],"usage":{"prompt_tokens":16,"total_tokens":21,"completion_tokens":5}}`),
+			{raw: done},
+		},
+		usage: Usage{16, 5, 21, 0}, usageOK: true, final: true, done: true, first: true,
+		text: "Hello, \"wörld\"!\n",
+	},
+	{
+		name: "chat without usage (client did not ask)",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+			chat(0, `{"content":"Hi"}`, "", ""),
+			chat(0, `{"content":""}`, "stop", ""),
+			{raw: done},
+		},
+		done: true, first: true, text: "Hi",
+	},
+	{
+		name: "role chunk only, then cut",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+		},
+	},
+	{
+		name: "cached tokens and newer nulls",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", `,"prompt_token_ids":null`),
+			chat(0, `{"content":"ok"}`, "", ""),
+			chat(0, `{"content":""}`, "length", ""),
+			usageEv(`{` + chatHdr + `,"choices":[],"usage":{"prompt_tokens":1200,"total_tokens":1202,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1024}},"system_fingerprint":"fp-1"}`),
+			{raw: done},
+		},
+		usage: Usage{1200, 2, 1202, 1024}, usageOK: true, final: true, done: true, first: true, text: "ok",
+	},
+	{
+		name: "continuous usage stats with final chunk",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", `,"usage":{"prompt_tokens":9,"total_tokens":9,"completion_tokens":0}`),
+			chat(0, `{"content":"A"}`, "", `,"usage":{"prompt_tokens":9,"total_tokens":10,"completion_tokens":1}`),
+			chat(0, `{"content":" B"}`, "", `,"usage":{"prompt_tokens":9,"total_tokens":11,"completion_tokens":2}`),
+			chat(0, `{"content":""}`, "stop", `,"usage":{"prompt_tokens":9,"total_tokens":12,"completion_tokens":3}`),
+			usageEv(`{` + chatHdr + `,"choices":[],"usage":{"prompt_tokens":9,"total_tokens":12,"completion_tokens":3}}`),
+			{raw: done},
+		},
+		usage: Usage{9, 3, 12, 0}, usageOK: true, final: true, done: true, first: true, text: "A B",
+	},
+	{
+		name: "continuous usage, n=2, client gone before the end",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":7,"completion_tokens":0}`),
+			chat(1, `{"role":"assistant","content":""}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":7,"completion_tokens":0}`),
+			chat(0, `{"content":"x"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":8,"completion_tokens":1}`),
+			chat(1, `{"content":"y"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":8,"completion_tokens":1}`),
+			chat(1, `{"content":"z"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":9,"completion_tokens":2}`),
+			chat(0, `{"content":"w"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":9,"completion_tokens":2}`),
+			chat(1, `{"content":"v"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":10,"completion_tokens":3}`),
+		},
+		usage: Usage{7, 5, 12, 0}, usageOK: true, first: true, text: "xyzwv",
+	},
+	{
+		name: "n=2 with final usage",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+			chat(1, `{"role":"assistant","content":""}`, "", ""),
+			chat(0, `{"content":"a"}`, "", ""),
+			chat(1, `{"content":"b"}`, "", ""),
+			chat(0, `{"content":""}`, "stop", ""),
+			chat(1, `{"content":""}`, "stop", ""),
+			usageEv(`{` + chatHdr + `,"choices":[],"usage":{"prompt_tokens":5,"total_tokens":11,"completion_tokens":6}}`),
+			{raw: done},
+		},
+		usage: Usage{5, 6, 11, 0}, usageOK: true, final: true, done: true, first: true, text: "ab",
+	},
+	{
+		name: "completions, two prompts, usage null on chunks",
+		ep:   EndpointCompletions,
+		events: []ev{
+			data(`{` + cmplHdr + `,"choices":[{"index":0,"text":" one","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":null}`),
+			data(`{` + cmplHdr + `,"choices":[{"index":1,"text":" two","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":null}`),
+			data(`{` + cmplHdr + `,"choices":[{"index":0,"text":"","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":null}`),
+			data(`{` + cmplHdr + `,"choices":[{"index":1,"text":"","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":null}`),
+			usageEv(`{` + cmplHdr + `,"choices":[],"usage":{"prompt_tokens":10,"total_tokens":42,"completion_tokens":32}}`),
+			{raw: done},
+		},
+		usage: Usage{10, 32, 42, 0}, usageOK: true, final: true, done: true, first: true, text: " one two",
+	},
+	{
+		name: "completions, two prompts, n=2, continuous usage only",
+		ep:   EndpointCompletions,
+		events: []ev{
+			data(`{` + cmplHdr + `,"choices":[{"index":0,"text":"a","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":{"prompt_tokens":3,"total_tokens":4,"completion_tokens":1}}`),
+			data(`{` + cmplHdr + `,"choices":[{"index":1,"text":"b","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":{"prompt_tokens":3,"total_tokens":4,"completion_tokens":1}}`),
+			data(`{` + cmplHdr + `,"choices":[{"index":2,"text":"c","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":{"prompt_tokens":5,"total_tokens":6,"completion_tokens":1}}`),
+			data(`{` + cmplHdr + `,"choices":[{"index":3,"text":"d","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2}}`),
+		},
+		perPrompt: 2,
+		usage:     Usage{8, 5, 13, 0}, usageOK: true, first: true, text: "abcd",
+	},
+	{
+		name: "tool calls",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+			chat(0, `{"tool_calls":[{"id":"chatcmpl-tool-1","type":"function","index":0,"function":{"name":"get_weather"}}]}`, "", ""),
+			chat(0, `{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]}`, "", ""),
+			chat(0, `{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}`, "", ""),
+			chat(0, `{"content":""}`, "tool_calls", ""),
+			usageEv(`{` + chatHdr + `,"choices":[],"usage":{"prompt_tokens":120,"total_tokens":135,"completion_tokens":15}}`),
+			{raw: done},
+		},
+		usage: Usage{120, 15, 135, 0}, usageOK: true, final: true, done: true, first: true,
+		text: `get_weather{"city": "Paris"}`,
+	},
+	{
+		name: "reasoning_content then content, empty tool_calls list",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+			chat(0, `{"reasoning_content":"Think."}`, "", ""),
+			chat(0, `{"reasoning":" More.","reasoning_content":" More."}`, "", ""),
+			chat(0, `{"content":"Answer","tool_calls":[]}`, "", ""),
+			chat(0, `{"content":""}`, "stop", ""),
+			{raw: done},
+		},
+		done: true, first: true, text: "Think. More.Answer",
+	},
+	{
+		name: "mid-stream error, nested envelope",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"role":"assistant","content":""}`, "", ""),
+			chat(0, `{"content":"par"}`, "", ""),
+			data(`{"error": {"message": "Internal server error", "type": "InternalServerError", "param": null, "code": 500}}`),
+			{raw: done},
+		},
+		err:  &UpstreamError{Message: "Internal server error", Type: "InternalServerError", Code: "500", Status: 500},
+		done: true, first: true, text: "par",
+	},
+	{
+		name: "mid-stream error, old flat envelope with unicode escapes",
+		ep:   EndpointCompletions,
+		events: []ev{
+			data(`{` + cmplHdr + `,"choices":[{"index":0,"text":"x","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":null}`),
+			data(`{"error": {"object": "error", "message": "caf\u00e9 \ud83d\ude00 abort", "type": "BadRequestError", "param": null, "code": 400}}`),
+			{raw: done},
+		},
+		err:  &UpstreamError{Message: "café 😀 abort", Type: "BadRequestError", Code: "400", Status: 400},
+		done: true, first: true, text: "x",
+	},
+	{
+		name: "beam search answered as one event",
+		ep:   EndpointCompletions,
+		events: []ev{
+			data(`{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"best","logprobs":null,"finish_reason":"length","stop_reason":null},{"index":1,"text":"next","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":{"prompt_tokens":4,"total_tokens":12,"completion_tokens":8}}`),
+			{raw: done},
+		},
+		usage: Usage{4, 8, 12, 0}, usageOK: true, final: true, done: true, first: true, text: "bestnext",
+	},
+	{
+		name: "responses API",
+		ep:   EndpointResponses,
+		events: []ev{
+			respEv("response.created", `{"response":{"id":"resp_1","object":"response","status":"in_progress","usage":null},"sequence_number":0,"type":"response.created"}`),
+			respEv("response.in_progress", `{"response":{"id":"resp_1","object":"response","status":"in_progress","usage":null},"sequence_number":1,"type":"response.in_progress"}`),
+			respEv("response.output_item.added", `{"item":{"id":"msg_1","content":[],"role":"assistant","status":"in_progress","type":"message"},"output_index":0,"sequence_number":2,"type":"response.output_item.added"}`),
+			respEv("response.reasoning_text.delta", `{"content_index":0,"delta":"hmm ","item_id":"rs_1","output_index":0,"sequence_number":3,"type":"response.reasoning_text.delta"}`),
+			respEv("response.output_text.delta", `{"content_index":0,"delta":"Hello","item_id":"msg_1","logprobs":[],"output_index":0,"sequence_number":4,"type":"response.output_text.delta"}`),
+			respEv("response.output_text.delta", `{"content_index":0,"delta":" there","item_id":"msg_1","logprobs":[],"output_index":0,"sequence_number":5,"type":"response.output_text.delta"}`),
+			respEv("response.output_text.done", `{"content_index":0,"item_id":"msg_1","logprobs":[],"output_index":0,"sequence_number":6,"text":"Hello there","type":"response.output_text.done"}`),
+			respEv("response.completed", `{"response":{"id":"resp_1","object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Hello there"}]}],"usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":3},"output_tokens":6,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":17}},"sequence_number":7,"type":"response.completed"}`),
+		},
+		usage: Usage{11, 6, 17, 3}, usageOK: true, final: true, done: true, first: true, text: "hmm Hello there",
+	},
+	{
+		name: "responses API error event",
+		ep:   EndpointResponses,
+		events: []ev{
+			respEv("response.created", `{"response":{"id":"resp_2","status":"in_progress","usage":null},"sequence_number":0,"type":"response.created"}`),
+			respEv("response.output_text.delta", `{"delta":"Hi","sequence_number":1,"type":"response.output_text.delta"}`),
+			respEv("error", `{"type":"error","code":"server_error","message":"generation failed","param":null,"sequence_number":2}`),
+		},
+		err:   &UpstreamError{Message: "generation failed", Type: "error", Code: "server_error"},
+		first: true, text: "Hi",
+	},
+	{
+		name: "responses API failed response, type only in the JSON",
+		ep:   EndpointResponses,
+		events: []ev{
+			data(`{"type":"response.output_text.delta","delta":"x"}`),
+			data(`{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"boom"},"usage":{"input_tokens":2,"output_tokens":1,"total_tokens":3}}}`),
+		},
+		err:   &UpstreamError{Message: "boom", Code: "server_error"},
+		usage: Usage{2, 1, 3, 0}, usageOK: true, final: true, first: true, text: "x",
+	},
+	{
+		name: "comments, ids, multi-line data, blank runs",
+		ep:   EndpointChat,
+		events: []ev{
+			{raw: ": ping\n\n"},
+			{raw: "\n"},
+			{raw: "id: 1\nretry: 100\ndata: {" + chatHdr + ",\ndata: \"choices\":[{\"index\":0,\"delta\":{\"content\":\"multi\"}}]}\n\n"},
+			{raw: ": keep-alive\ndata:{" + chatHdr + ",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"-line\"}}]}\n\n"},
+			{raw: "data: {" + chatHdr + ",\ndata: \"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":2,\"total_tokens\":4,\"completion_tokens\":2}}\n\n", usage: true},
+			{raw: done},
+		},
+		usage: Usage{2, 2, 4, 0}, usageOK: true, final: true, done: true, first: true, text: "multi-line",
+	},
+	{
+		name: "truncated trailing event is forwarded",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"content":"a"}`, "", ""),
+			{raw: `data: {"id":"x","choices":[],"usage":{"prompt_tok`},
+		},
+		first: true, text: "a",
+	},
+	{
+		name: "usage chunk without its blank line at EOF is forwarded but read",
+		ep:   EndpointChat,
+		events: []ev{
+			chat(0, `{"content":"a"}`, "", ""),
+			{raw: `data: {"id":"x","choices":[],"usage":{"prompt_tokens":1,"total_tokens":2,"completion_tokens":1}}`},
+		},
+		usage: Usage{1, 1, 2, 0}, usageOK: true, final: true, first: true, text: "a",
+	},
+	{
+		name: "bare string error and escaped keys",
+		ep:   EndpointChat,
+		events: []ev{
+			data(`{"choices":[{"index":0,"d\u0065lta":{"content":"q"}}]}`),
+			data(`{"\u0065rror":"Unauthorized"}`),
+		},
+		err:   &UpstreamError{Message: "Unauthorized"},
+		first: true, text: "q",
+	},
+}
+
+// join concatenates a case's events.
+func (c *streamCase) join(hidden bool) []byte {
+	var b []byte
+	for _, e := range c.events {
+		if hidden && e.usage {
+			continue
+		}
+		b = append(b, e.raw...)
+	}
+	return b
+}
+
+// feedChunks runs a meter over chunks and returns what it emitted.
+func feedChunks(t testing.TB, m *StreamMeter, chunks [][]byte) []byte {
+	t.Helper()
+	var out []byte
+	emit := func(b []byte) error {
+		out = append(out, b...)
+		return nil
+	}
+	for _, c := range chunks {
+		if err := m.Write(c, emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Finish(emit); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// byteCounter counts bytes: EstimateCompletion then sums the relayed text's
+// length exactly, whatever the meter dropped along the way.
+type byteCounter struct{}
+
+func (byteCounter) Count(s string) int { return len(s) }
+
+func checkMeter(t *testing.T, c *streamCase, m *StreamMeter) {
+	t.Helper()
+	u, ok := m.Usage()
+	if ok != c.usageOK || u != c.usage {
+		t.Errorf("Usage() = %+v, %v; want %+v, %v", u, ok, c.usage, c.usageOK)
+	}
+	if m.UsageFinal() != c.final {
+		t.Errorf("UsageFinal() = %v, want %v", m.UsageFinal(), c.final)
+	}
+	if got := m.Err(); (got == nil) != (c.err == nil) || got != nil && *got != *c.err {
+		t.Errorf("Err() = %+v, want %+v", got, c.err)
+	}
+	if m.Done() != c.done {
+		t.Errorf("Done() = %v, want %v", m.Done(), c.done)
+	}
+	if m.FirstToken() != c.first {
+		t.Errorf("FirstToken() = %v, want %v", m.FirstToken(), c.first)
+	}
+	if string(m.text) != c.text {
+		t.Errorf("relayed text %q, want %q", m.text, c.text)
+	}
+	if got := m.EstimateCompletion(); got != int64(len(c.text)) {
+		t.Errorf("EstimateCompletion() = %d, want %d", got, len(c.text))
+	}
+}
+
+// lineEndings rewrites a stream's LFs as CRLF or CR.
+func lineEndings(s, eol string) string { return strings.ReplaceAll(s, "\n", eol) }
+
+func TestStreamMeterCases(t *testing.T) {
+	for _, eol := range []string{"\n", "\r\n", "\r"} {
+		for i := range streamCases {
+			c := streamCases[i]
+			if eol != "\n" {
+				c.events = append([]ev(nil), c.events...)
+				for j := range c.events {
+					c.events[j].raw = lineEndings(c.events[j].raw, eol)
+				}
+			}
+			name := c.name + map[string]string{"\n": "", "\r\n": " (CRLF)", "\r": " (CR)"}[eol]
+			t.Run(name, func(t *testing.T) {
+				in := c.join(false)
+				for _, hide := range []bool{false, true} {
+					want := in
+					if hide {
+						want = c.join(true)
+					}
+					// One write, every two-way split, and random splits.
+					splits := [][][]byte{{in}}
+					for k := 1; k < len(in); k++ {
+						splits = append(splits, [][]byte{in[:k], in[k:]})
+					}
+					rng := rand.New(rand.NewPCG(uint64(len(in)), 7))
+					for range 20 {
+						splits = append(splits, randomSplit(in, rng))
+					}
+					for _, chunks := range splits {
+						m := NewStreamMeter(c.ep, hide, byteCounter{})
+						m.SetChoicesPerPrompt(c.perPrompt)
+						out := feedChunks(t, m, chunks)
+						if !bytes.Equal(out, want) {
+							t.Fatalf("hide=%v, %d chunks: emitted\n%q\nwant\n%q", hide, len(chunks), out, want)
+						}
+						checkMeter(t, &c, m)
+						if t.Failed() {
+							t.Fatalf("hide=%v, chunks %q", hide, chunks)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// randomSplit cuts b into pieces of random sizes (some empty).
+func randomSplit(b []byte, rng *rand.Rand) [][]byte {
+	var chunks [][]byte
+	for len(b) > 0 {
+		n := rng.IntN(min(len(b), 40) + 1)
+		chunks = append(chunks, b[:n])
+		b = b[n:]
+	}
+	return chunks
+}
+
+func TestStreamMeterPassThroughIsImmediate(t *testing.T) {
+	in := streamCases[0].join(false)
+	m := NewStreamMeter(EndpointChat, false, nil)
+	for k := 0; k < len(in); k += 7 {
+		p := in[k:min(k+7, len(in))]
+		calls := 0
+		err := m.Write(p, func(b []byte) error {
+			calls++
+			if &b[0] != &p[0] || len(b) != len(p) {
+				t.Fatalf("emit got a different slice")
+			}
+			return nil
+		})
+		if err != nil || calls != 1 {
+			t.Fatalf("Write: err %v, %d emits; want 1", err, calls)
+		}
+	}
+}
+
+func TestStreamMeterHoldsOnlyPartialEvents(t *testing.T) {
+	e1 := chat(0, `{"content":"a"}`, "", "").raw
+	e2 := chat(0, `{"content":"b"}`, "", "").raw
+	m := NewStreamMeter(EndpointChat, true, nil)
+	var out []byte
+	emit := func(b []byte) error { out = append(out, b...); return nil }
+	// A whole event and half of the next: the first goes out at once.
+	must(t, m.Write([]byte(e1+e2[:10]), emit))
+	if string(out) != e1 {
+		t.Fatalf("after 1.5 events emitted %q, want %q", out, e1)
+	}
+	// The rest of the line, but not the blank line: still held.
+	must(t, m.Write([]byte(e2[10:len(e2)-1]), emit))
+	if string(out) != e1 {
+		t.Fatalf("emitted %q before the event ended", out)
+	}
+	must(t, m.Write([]byte("\n"), emit))
+	if string(out) != e1+e2 {
+		t.Fatalf("emitted %q, want both events", out)
+	}
+	if len(m.held) != 0 {
+		t.Fatalf("still holding %d bytes", len(m.held))
+	}
+}
+
+func TestStreamMeterLargeEvents(t *testing.T) {
+	pad := strings.Repeat(" ", maxHold)
+	big := usageEv(`{"choices":[],` + pad + `"usage":{"prompt_tokens":1,"total_tokens":3,"completion_tokens":2}}`)
+	big.usage = false // too large to be held: relayed, never dropped
+	small := usageEv(`{"choices":[],"usage":{"prompt_tokens":1,"total_tokens":3,"completion_tokens":2}}`)
+	text := data(`{"choices":[{"index":0,"text":"` + strings.Repeat("x", 2*maxHold) + `"}]}`)
+	c := streamCase{events: []ev{text, big, small, {raw: done}}}
+	in := c.join(false)
+	want := c.join(true)
+	for _, size := range []int{len(in), 1000, 4096, 65536} {
+		m := NewStreamMeter(EndpointCompletions, true, byteCounter{})
+		var chunks [][]byte
+		for k := 0; k < len(in); k += size {
+			chunks = append(chunks, in[k:min(k+size, len(in))])
+		}
+		out := feedChunks(t, m, chunks)
+		if !bytes.Equal(out, want) {
+			t.Fatalf("chunk size %d: output differs (len %d, want %d)", size, len(out), len(want))
+		}
+		if u, ok := m.Usage(); !ok || u.CompletionTokens != 2 {
+			t.Fatalf("usage %+v %v", u, ok)
+		}
+		if got := m.EstimateCompletion(); got != 2*maxHold {
+			t.Fatalf("estimate %d, want %d", got, 2*maxHold)
+		}
+		if cap(m.held) > 2*maxHold {
+			t.Fatalf("held buffer grew to %d", cap(m.held))
+		}
+	}
+	// A partial event beyond maxHold is relayed before its end.
+	m := NewStreamMeter(EndpointCompletions, true, nil)
+	var out []byte
+	must(t, m.Write([]byte(text.raw[:maxHold+100]), func(b []byte) error { out = append(out, b...); return nil }))
+	if len(out) != maxHold+100 {
+		t.Fatalf("relayed %d bytes of an oversized partial event, want %d", len(out), maxHold+100)
+	}
+}
+
+func TestStreamMeterOversizedData(t *testing.T) {
+	// Data beyond maxData is relayed but not read, whatever the split.
+	huge := data(`{"choices":[],"usage":{"prompt_tokens":1,"total_tokens":1,"completion_tokens":0},"x":"` + strings.Repeat("y", maxData) + `"}`)
+	in := []byte(huge.raw + done)
+	for _, size := range []int{len(in), 100000} {
+		m := NewStreamMeter(EndpointChat, false, nil)
+		var chunks [][]byte
+		for k := 0; k < len(in); k += size {
+			chunks = append(chunks, in[k:min(k+size, len(in))])
+		}
+		out := feedChunks(t, m, chunks)
+		if !bytes.Equal(out, in) {
+			t.Fatal("output differs")
+		}
+		if _, ok := m.Usage(); ok {
+			t.Fatal("read usage from an oversized event")
+		}
+		if !m.Done() {
+			t.Fatal("missed [DONE] after an oversized event")
+		}
+	}
+}
+
+// wordCounter counts whitespace-separated words, so that cutting text
+// anywhere but at a word boundary would change the total.
+type wordCounter struct{}
+
+func (wordCounter) Count(s string) int { return len(strings.Fields(s)) }
+
+func TestStreamMeterTextStaysBounded(t *testing.T) {
+	words := strings.Fields(strings.Repeat("alpha beta gamma delta epsilon zeta eta theta ", 2000))
+	m := NewStreamMeter(EndpointChat, true, wordCounter{})
+	for i, w := range words {
+		delta := w
+		if i > 0 {
+			delta = " " + w
+		}
+		e := chat(0, `{"content":"`+delta+`"}`, "", "")
+		must(t, m.Write([]byte(e.raw), func([]byte) error { return nil }))
+		if len(m.text) > textKeep+64 {
+			t.Fatalf("kept %d bytes of text", len(m.text))
+		}
+	}
+	if got := m.EstimateCompletion(); got != int64(len(words)) {
+		t.Fatalf("estimate %d words, want %d", got, len(words))
+	}
+	// Text without whitespace is cut at character boundaries.
+	m.Reset(EndpointChat, false, byteCounter{})
+	long := strings.Repeat("日本語", 3000)
+	e := chat(0, `{"content":"`+long+`"}`, "", "")
+	must(t, m.Write([]byte(e.raw), func([]byte) error { return nil }))
+	if !utf8.Valid(m.text) || len(m.text) > textKeep {
+		t.Fatalf("kept %d bytes, valid UTF-8 %v", len(m.text), utf8.Valid(m.text))
+	}
+	if got := m.EstimateCompletion(); got != int64(len(long)) {
+		t.Fatalf("estimate %d, want %d", got, len(long))
+	}
+}
+
+func TestStreamMeterEmitErrors(t *testing.T) {
+	boom := errors.New("client gone")
+	fail := func([]byte) error { return boom }
+	in := streamCases[0].join(false)
+	for _, hide := range []bool{false, true} {
+		m := NewStreamMeter(EndpointChat, hide, nil)
+		if err := m.Write(in, fail); !errors.Is(err, boom) {
+			t.Fatalf("hide=%v: Write returned %v", hide, err)
+		}
+	}
+	// A held event that fails to go out at Finish.
+	m := NewStreamMeter(EndpointChat, true, nil)
+	must(t, m.Write([]byte("data: {"), func([]byte) error { return nil }))
+	if err := m.Finish(fail); !errors.Is(err, boom) {
+		t.Fatalf("Finish returned %v", err)
+	}
+	if err := m.Finish(fail); err != nil {
+		t.Fatalf("second Finish returned %v", err)
+	}
+	// After Finish, bytes pass through unread.
+	var out []byte
+	must(t, m.Write([]byte("data: [DONE]\n\n"), func(b []byte) error { out = append(out, b...); return nil }))
+	if string(out) != "data: [DONE]\n\n" || m.Done() {
+		t.Fatalf("after Finish: out %q, done %v", out, m.Done())
+	}
+	// Errors on each emit path of a hiding meter.
+	u := usageEv(`{"choices":[],"usage":{"prompt_tokens":1}}`).raw
+	t1 := chat(0, `{"content":"a"}`, "", "").raw
+	for _, tc := range []struct {
+		name   string
+		first  string
+		second string
+		failOn int
+	}{
+		{"run before a dropped event", t1 + u, "", 1},
+		{"held event completes", t1[:5], t1[5:], 1},
+		{"tail after events", t1 + t1[:5], "", 1},
+		{"oversized held", "data: " + strings.Repeat("x", maxHold), strings.Repeat("x", 10), 1},
+		{"relayed tail", "data: " + strings.Repeat("x", maxHold+10), "xx", 2},
+	} {
+		m := NewStreamMeter(EndpointChat, true, nil)
+		calls := 0
+		emit := func([]byte) error {
+			calls++
+			if calls >= tc.failOn {
+				return boom
+			}
+			return nil
+		}
+		err := m.Write([]byte(tc.first), emit)
+		if err == nil && tc.second != "" {
+			err = m.Write([]byte(tc.second), emit)
+		}
+		if !errors.Is(err, boom) {
+			t.Errorf("%s: got %v", tc.name, err)
+		}
+	}
+}
+
+func TestStreamMeterReset(t *testing.T) {
+	c := &streamCases[0]
+	m := NewStreamMeter(EndpointResponses, false, nil)
+	must(t, m.Write([]byte("data: {\"error\":\"x\"}\n\ndata: partial"), func([]byte) error { return nil }))
+	m.Reset(c.ep, true, byteCounter{})
+	out := feedChunks(t, m, [][]byte{c.join(false)})
+	if !bytes.Equal(out, c.join(true)) {
+		t.Fatal("reset meter relays differently")
+	}
+	checkMeter(t, c, m)
+	// Oversized buffers are not kept for reuse.
+	m.text = make([]byte, 0, 2*maxPooledBuf)
+	m.choices = make([]choiceUsage, 0, 2048)
+	m.Reset(EndpointChat, false, nil)
+	if m.text != nil || m.choices != nil {
+		t.Fatal("Reset kept oversized buffers")
+	}
+}
+
+func TestStreamMeterChoiceIndexBounds(t *testing.T) {
+	m := NewStreamMeter(EndpointChat, false, nil)
+	in := chat(maxChoiceIndex, `{"content":"a"}`, "", `,"usage":{"prompt_tokens":1,"total_tokens":2,"completion_tokens":1}`).raw
+	feedChunks(t, m, [][]byte{[]byte(in)})
+	if _, ok := m.Usage(); ok {
+		t.Fatal("kept usage for an out-of-range choice index")
+	}
+}
+
+func TestUpstreamErrorString(t *testing.T) {
+	e := &UpstreamError{Message: "no", Type: "BadRequestError", Code: "400", Status: 400}
+	if got := e.Error(); got != "upstream error 400 (BadRequestError): no" {
+		t.Fatalf("Error() = %q", got)
+	}
+	if got := (&UpstreamError{}).Error(); got != "upstream error" {
+		t.Fatalf("Error() = %q", got)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,243 @@
+package meter
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// Usage is the token usage vLLM reported for one request.
+//
+// Chat, completions and embeddings report prompt_tokens, completion_tokens,
+// total_tokens and prompt_tokens_details.cached_tokens; the Responses API
+// reports input_tokens, output_tokens, total_tokens and
+// input_tokens_details.cached_tokens, which map to the same fields.
+type Usage struct {
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	// CachedTokens is the part of the prompt served from the prefix cache
+	// (only with vLLM's --enable-prompt-tokens-details).
+	CachedTokens int64
+}
+
+// UpstreamError is an error reported by the upstream in a response body or
+// stream event, in any of the envelopes vLLM used over time: nested
+// {"error":{message,type,param,code}}, flat {"object":"error",message,type,
+// code}, {"error":"Unauthorized"}, or a Responses API error event.
+type UpstreamError struct {
+	Message string
+	Type    string
+	// Code is the error's code as text: vLLM sends the HTTP status as an
+	// integer ("400"); OpenAI-style servers send a word ("rate_limit_exceeded").
+	Code string
+	// Status is the HTTP status the error carries (vLLM's integer code), or 0
+	// when it names none.
+	Status int
+}
+
+// Error implements error.
+func (e *UpstreamError) Error() string {
+	var b []byte
+	b = append(b, "upstream error"...)
+	if e.Status != 0 {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(e.Status), 10)
+	}
+	if e.Type != "" {
+		b = append(b, " ("...)
+		b = append(b, e.Type...)
+		b = append(b, ')')
+	}
+	if e.Message != "" {
+		b = append(b, ": "...)
+		b = append(b, e.Message...)
+	}
+	return string(b)
+}
+
+// maxKeyBytes bounds the escaped length of a key that can still name one of
+// the members this package reads: the longest such key is 22 characters, and
+// each character takes at most 6 bytes escaped (\uXXXX).
+const maxKeyBytes = 192
+
+// keyName returns the key's unescaped bytes, using buf when the raw key holds
+// escapes (clients may write "max\u005ftokens"; Python's json, which vLLM
+// uses, decodes that to max_tokens, so the gate must too). Keys too long to be
+// one the package reads come back raw and match nothing.
+func keyName(raw []byte, buf *[maxKeyBytes]byte) []byte {
+	if bytes.IndexByte(raw, '\\') < 0 || len(raw) > maxKeyBytes {
+		return raw
+	}
+	u := appendUnescaped(buf[:0], raw)
+	if len(u) > maxKeyBytes {
+		return raw
+	}
+	return u
+}
+
+// count reads a token count. Anything that is not a non-negative integer
+// counts as zero: a negative count from upstream must never credit a user.
+func count(v []byte) int64 {
+	n, ok := parseInt(v)
+	if !ok || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// parseUsage reads a usage object in either the chat or the Responses shape.
+// ok is false if v is not an object. Where both spellings of a count are
+// present the chat one wins; a repeated key takes its last value, as Python's
+// and Go's JSON decoders do.
+func parseUsage(v []byte) (u Usage, ok bool) {
+	it, ok := newObjIter(v)
+	if !ok {
+		return Usage{}, false
+	}
+	var kb [maxKeyBytes]byte
+	var pt, inT, ct, outT, tt, cachedP, cachedI int64
+	var havePT, haveCT, haveTT, haveCachedP bool
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "prompt_tokens":
+			pt, havePT = count(val), true
+		case "input_tokens":
+			inT = count(val)
+		case "completion_tokens":
+			ct, haveCT = count(val), true
+		case "output_tokens":
+			outT = count(val)
+		case "total_tokens":
+			tt, haveTT = count(val), true
+		case "prompt_tokens_details":
+			cachedP, haveCachedP = cachedTokens(val), true
+		case "input_tokens_details":
+			cachedI = cachedTokens(val)
+		}
+	}
+	if it.bad {
+		return Usage{}, false
+	}
+	if havePT {
+		u.PromptTokens = pt
+	} else {
+		u.PromptTokens = inT
+	}
+	if haveCT {
+		u.CompletionTokens = ct
+	} else {
+		u.CompletionTokens = outT
+	}
+	if haveTT {
+		u.TotalTokens = tt
+	} else {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	}
+	if haveCachedP {
+		u.CachedTokens = cachedP
+	} else {
+		u.CachedTokens = cachedI
+	}
+	return u, true
+}
+
+// cachedTokens reads cached_tokens from a *_tokens_details object (or null).
+func cachedTokens(v []byte) int64 {
+	it, ok := newObjIter(v)
+	if !ok {
+		return 0
+	}
+	var kb [maxKeyBytes]byte
+	var n int64
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		if string(keyName(key, &kb)) == "cached_tokens" {
+			n = count(val)
+		}
+	}
+	return n
+}
+
+// parseErrorValue reads the value of a top-level "error" member: an object
+// with message/type/code, or a bare string such as vLLM's "Unauthorized".
+// It returns nil for null.
+func parseErrorValue(v []byte) *UpstreamError {
+	v = trimSpace(v)
+	if isNull(v) {
+		return nil
+	}
+	if v[0] == '{' {
+		return errorFromObject(v)
+	}
+	return &UpstreamError{Message: jsonText(v)}
+}
+
+// errorFromObject reads message, type and code from an error object: the
+// inner object of the nested envelope, the flat envelope itself, or a
+// Responses API error event.
+func errorFromObject(obj []byte) *UpstreamError {
+	e := &UpstreamError{}
+	it, ok := newObjIter(obj)
+	if !ok {
+		return e
+	}
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "message":
+			e.Message = jsonText(val)
+		case "type":
+			e.Type = jsonText(val)
+		case "code":
+			e.Code, e.Status = errorCode(val)
+		}
+	}
+	return e
+}
+
+// errorFromFields builds an error from the raw values of a flat envelope's
+// members (any of them may be nil when absent).
+func errorFromFields(message, typ, code []byte) *UpstreamError {
+	e := &UpstreamError{Message: jsonText(message), Type: jsonText(typ)}
+	e.Code, e.Status = errorCode(code)
+	return e
+}
+
+// errorCode reads an error code: an integer (vLLM's HTTP status) or a string.
+func errorCode(v []byte) (code string, status int) {
+	v = trimSpace(v)
+	if isNull(v) {
+		return "", 0
+	}
+	if n, ok := parseInt(v); ok {
+		if n >= 100 && n <= 599 {
+			status = int(n)
+		}
+		return strconv.FormatInt(n, 10), status
+	}
+	return jsonText(v), 0
+}
+
+// jsonText renders a value for a message: a string's text, null as "",
+// anything else as its JSON.
+func jsonText(v []byte) string {
+	v = trimSpace(v)
+	if isNull(v) {
+		return ""
+	}
+	if body, ok := stringBody(v); ok {
+		return string(appendUnescaped(nil, body))
+	}
+	return string(v)
+}
