@@ -1,0 +1,155 @@
+package store
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BenchmarkCommit measures committing usage the way the background writer
+// does, with fsync on (the default), for several batch sizes.
+func BenchmarkCommit(b *testing.B) {
+	for _, sync := range []bool{true, false} {
+		for _, size := range []int{1, 100, 1000} {
+			name := fmt.Sprintf("records=%d", size)
+			if !sync {
+				name += "/nosync"
+			}
+			b.Run(name, func(b *testing.B) {
+				s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: !sync})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				users := make([]string, 50)
+				for i := range users {
+					users[i] = fmt.Sprintf("user-%d", i)
+					if err := s.PutUser(&User{ID: users[i]}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				r := rand.New(rand.NewPCG(1, 1))
+				recs := genRecords(r, size, users, []string{"llama-8b", "llama-70b", "qwen"}, time.Minute)
+				// A flush carries the requests of the last interval: spread
+				// each batch's times over one second.
+				for j := range recs {
+					recs[j].Time = t0.Add(time.Duration(r.Int64N(int64(time.Second))))
+				}
+				counters := map[string][]byte{}
+				for _, rec := range recs[:min(len(recs), 20)] {
+					counters[rec.User] = make([]byte, 64)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					// Move time forward so records append like in production.
+					for j := range recs {
+						recs[j].Time = recs[j].Time.Add(time.Second)
+					}
+					if err := s.Commit(&Batch{Records: recs, Counters: counters}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
+}
+
+func BenchmarkKeyByHash(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const n = 10000
+	hashes := make([][32]byte, n)
+	for u := range 100 {
+		if err := s.PutUser(&User{ID: fmt.Sprintf("user-%d", u)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range n {
+		hashes[i] = sha256.Sum256([]byte(fmt.Sprintf("secret-%d", i)))
+		k := &Key{ID: fmt.Sprintf("key-%d", i), UserID: fmt.Sprintf("user-%d", i%100), Name: "laptop", Prefix: "sk-abcd", Hash: hashes[i], Created: t0}
+		if err := s.PutKey(k); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.KeyByHash(hashes[i%n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUsageQuery queries 30 days of hourly aggregates for 20 users and
+// 3 models (43,200 aggregate entries).
+func BenchmarkUsageQuery(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	start := t0.Add(-30 * 24 * time.Hour).Truncate(time.Hour)
+	var recs []Record
+	for h := range 30 * 24 {
+		for u := range 20 {
+			for _, m := range []string{"llama-8b", "llama-70b", "qwen"} {
+				recs = append(recs, Record{Time: start.Add(time.Duration(h) * time.Hour), User: fmt.Sprintf("user-%02d", u), Model: m, PromptTokens: 100, CompletionTokens: 50})
+			}
+		}
+		if len(recs) >= 10000 {
+			if err := s.Commit(&Batch{Records: recs}); err != nil {
+				b.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	if err := s.Commit(&Batch{Records: recs}); err != nil {
+		b.Fatal(err)
+	}
+	queries := map[string]UsageQuery{
+		"all/user,model,day": {GroupBy: []string{"user", "model", "day"}},
+		"all/total":          {},
+		"one-user/day":       {User: "user-07", GroupBy: []string{"day"}},
+		"one-user/last-day":  {User: "user-07", Since: t0.Add(-24 * time.Hour), GroupBy: []string{"hour"}},
+	}
+	for name, q := range queries {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rows, err := s.Usage(q)
+				if err != nil || len(rows) == 0 {
+					b.Fatal(rows, err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkRecordsPage(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(2, 2))
+	recs := genRecords(r, 100000, []string{"alice", "bob", "carol", "dave"}, []string{"m"}, 24*time.Hour)
+	commitAll(b, s, recs, 10000)
+	for _, q := range []RecordQuery{{Limit: 100}, {User: "carol", Limit: 100}} {
+		b.Run(fmt.Sprintf("user=%q", q.User), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if page, _, err := s.Records(q); err != nil || len(page) != 100 {
+					b.Fatal(len(page), err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,474 @@
+package store
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// MaxFieldLen is the longest key id, model, endpoint or plan a Record may
+// carry, in bytes. Models come from client request bodies: the cap keeps a
+// hostile name from bloating every aggregate key.
+const MaxFieldLen = 1024
+
+// Record is one request as metered.
+type Record struct {
+	// Time is when the request started; records are ordered by it.
+	Time  time.Time `json:"time"`
+	User  string    `json:"user"`
+	KeyID string    `json:"key_id,omitempty"`
+	Model string    `json:"model"`
+	// Endpoint is the request path, e.g. /v1/chat/completions.
+	Endpoint         string `json:"endpoint"`
+	Status           int    `json:"status"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	CachedTokens     int64  `json:"cached_tokens"`
+	// Estimated is set when the upstream reported no usage and the counts
+	// come from the tokenizer.
+	Estimated bool `json:"estimated"`
+	// Duration and TTFT (time to first token; zero when unknown) are stored
+	// with microsecond precision and appear in JSON as duration_ms and
+	// ttft_ms, fractional milliseconds.
+	Duration time.Duration `json:"-"`
+	TTFT     time.Duration `json:"-"`
+	Plan     string        `json:"plan,omitempty"`
+}
+
+// recordJSON is Record with its durations as milliseconds.
+type recordJSON struct {
+	plainRecord
+	DurationMS float64 `json:"duration_ms"`
+	TTFTMS     float64 `json:"ttft_ms"`
+}
+
+type plainRecord Record
+
+// MarshalJSON writes the record with snake_case names and durations in
+// milliseconds.
+func (r Record) MarshalJSON() ([]byte, error) {
+	return json.Marshal(recordJSON{
+		plainRecord: plainRecord(r),
+		DurationMS:  float64(r.Duration) / float64(time.Millisecond),
+		TTFTMS:      float64(r.TTFT) / float64(time.Millisecond),
+	})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Record(j.plainRecord)
+	r.Duration = time.Duration(math.Round(j.DurationMS * float64(time.Millisecond)))
+	r.TTFT = time.Duration(math.Round(j.TTFTMS * float64(time.Millisecond)))
+	return nil
+}
+
+// Record times must fit an unsigned 64-bit count of nanoseconds since 1970
+// (the record key) and time.Time.UnixNano.
+var (
+	minRecordTime = time.Unix(0, 0)
+	maxRecordTime = time.Unix(0, math.MaxInt64)
+)
+
+// Validate reports why Commit would refuse r, or nil. Callers that queue
+// records from untrusted input should check each one before it joins a
+// Batch: Commit refuses a whole batch for one bad record.
+func (r *Record) Validate() error {
+	switch {
+	case r.Time.IsZero():
+		return fmt.Errorf("record has no time: %w", ErrInvalid)
+	case r.Time.Before(minRecordTime) || r.Time.After(maxRecordTime):
+		return fmt.Errorf("record time %s is outside 1970-2262: %w", r.Time.Format(time.RFC3339), ErrInvalid)
+	case len(r.KeyID) > MaxFieldLen || len(r.Model) > MaxFieldLen || len(r.Endpoint) > MaxFieldLen || len(r.Plan) > MaxFieldLen:
+		return fmt.Errorf("record has a key id, model, endpoint or plan longer than %d bytes: %w", MaxFieldLen, ErrInvalid)
+	case r.PromptTokens < 0 || r.CompletionTokens < 0 || r.CachedTokens < 0:
+		return fmt.Errorf("record has negative token counts: %w", ErrInvalid)
+	case r.Duration < 0 || r.TTFT < 0:
+		return fmt.Errorf("record has a negative duration: %w", ErrInvalid)
+	case r.Status < 0 || r.Status > 999:
+		return fmt.Errorf("record has status %d: %w", r.Status, ErrInvalid)
+	}
+	if err := ValidUserID(r.User); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	return nil
+}
+
+const recordFormat = 1
+
+// appendRecord encodes a record's value (its time is in the bucket key).
+func appendRecord(b []byte, r *Record) []byte {
+	e := encoder{b: b}
+	e.byte(recordFormat)
+	// The user comes first so filters can test it without decoding the rest.
+	e.str(r.User)
+	e.str(r.KeyID)
+	e.str(r.Model)
+	e.str(r.Endpoint)
+	e.str(r.Plan)
+	e.uvarint(uint64(r.Status))
+	e.uvarint(uint64(r.PromptTokens))
+	e.uvarint(uint64(r.CompletionTokens))
+	e.uvarint(uint64(r.CachedTokens))
+	var flags byte
+	if r.Estimated {
+		flags |= 1
+	}
+	e.byte(flags)
+	e.uvarint(uint64(r.Duration / time.Microsecond))
+	e.uvarint(uint64(r.TTFT / time.Microsecond))
+	return e.b
+}
+
+func decodeRecord(k, v []byte) (Record, error) {
+	var r Record
+	if len(k) != 16 {
+		return r, errCorrupt
+	}
+	r.Time = time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC()
+	d := decoder{b: v}
+	if d.byte() != recordFormat {
+		return r, errCorrupt
+	}
+	r.User = d.str()
+	r.KeyID = d.str()
+	r.Model = d.str()
+	r.Endpoint = d.str()
+	r.Plan = d.str()
+	status := d.uvarint()
+	r.PromptTokens = d.int64()
+	r.CompletionTokens = d.int64()
+	r.CachedTokens = d.int64()
+	flags := d.byte()
+	dur := d.uvarint()
+	ttft := d.uvarint()
+	if status > 999 || flags > 1 || dur > math.MaxInt64/1000 || ttft > math.MaxInt64/1000 {
+		d.fail()
+	}
+	if err := d.done(); err != nil {
+		return Record{}, err
+	}
+	r.Status = int(status)
+	r.Estimated = flags&1 != 0
+	r.Duration = time.Duration(dur) * time.Microsecond
+	r.TTFT = time.Duration(ttft) * time.Microsecond
+	return r, nil
+}
+
+// recordUserIs reports whether an encoded record belongs to user, without
+// decoding it.
+func recordUserIs(v []byte, user string) bool {
+	if len(v) < 2 || v[0] != recordFormat {
+		return false
+	}
+	n, w := binary.Uvarint(v[1:])
+	if w <= 0 || n != uint64(len(user)) || uint64(len(v)-1-w) < n {
+		return false
+	}
+	return string(v[1+w:1+w+int(n)]) == user
+}
+
+// recordKey is the bucket key of a record: Unix nanoseconds then a sequence
+// number, both big-endian, so keys sort by time and never collide.
+func recordKey(b []byte, nanos, seq uint64) []byte {
+	b = binary.BigEndian.AppendUint64(b, nanos)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// timeNanos clamps t to the range of record keys.
+func timeNanos(t time.Time) uint64 {
+	switch {
+	case t.Before(minRecordTime):
+		return 0
+	case t.After(maxRecordTime):
+		return math.MaxInt64
+	}
+	return uint64(t.UnixNano())
+}
+
+// Batch is what one Commit writes.
+type Batch struct {
+	Records []Record
+	// Counters maps a user to the quota engine's opaque state; an empty
+	// value deletes the user's state. Users that no longer exist are
+	// skipped, so a flush racing DeleteUser does not bring counters back.
+	Counters map[string][]byte
+	// KeyLastUsed maps a key id to when it was last used. A time is kept
+	// only if later than the stored one; unknown keys are skipped.
+	KeyLastUsed map[string]time.Time
+}
+
+func (b *Batch) empty() bool {
+	return b == nil || len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0
+}
+
+// Validate reports the first part of b that Commit would refuse, or nil.
+func (b *Batch) Validate() error {
+	for i := range b.Records {
+		if err := b.Records[i].Validate(); err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	for user := range b.Counters {
+		if err := ValidUserID(user); err != nil {
+			return fmt.Errorf("counters: %w", err)
+		}
+	}
+	for id, t := range b.KeyLastUsed {
+		if id == "" || len(id) > MaxKeyIDLen {
+			return fmt.Errorf("last-used key id must be 1 to %d bytes: %w", MaxKeyIDLen, ErrInvalid)
+		}
+		if t.IsZero() {
+			return fmt.Errorf("key %q: zero last-used time: %w", id, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Commit writes a batch in one transaction: its records, their sums added
+// to the hourly aggregates, the counters and the keys' last-used times. It
+// validates everything first and writes nothing if any part is invalid
+// (wrapping ErrInvalid). An empty batch starts no transaction.
+func (s *Store) Commit(b *Batch) error {
+	if b.empty() {
+		return nil
+	}
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	// Encode and aggregate before the transaction: bbolt has one writer at a
+	// time, so work done inside it delays every other writer.
+	n := len(b.Records)
+	size := 0
+	for i := range b.Records {
+		r := &b.Records[i]
+		size += 40 + len(r.User) + len(r.KeyID) + len(r.Model) + len(r.Endpoint) + len(r.Plan)
+	}
+	// bbolt keeps references to keys and values until the transaction
+	// ends, so each gets its own bytes; one buffer holds them all.
+	buf := make([]byte, 0, size)
+	ends := make([]int, n)
+	for i := range b.Records {
+		buf = appendRecord(buf, &b.Records[i])
+		ends[i] = len(buf)
+	}
+	deltas := aggregate(b.Records)
+
+	return s.db.Update(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(bucketRecords)
+		// Records arrive roughly in time order, i.e. at the end of the
+		// bucket: fuller pages make a smaller file.
+		rb.FillPercent = 0.9
+		seq := rb.Sequence()
+		if err := rb.SetSequence(seq + uint64(n)); err != nil {
+			return err
+		}
+		keys := make([]byte, 0, 16*n)
+		start := 0
+		for i := range b.Records {
+			keys = recordKey(keys, timeNanos(b.Records[i].Time), seq+1+uint64(i))
+			if err := rb.Put(keys[16*i:16*i+16], buf[start:ends[i]]); err != nil {
+				return err
+			}
+			start = ends[i]
+		}
+
+		ab := tx.Bucket(bucketAgg)
+		for _, d := range deltas {
+			sum := decodeSums(ab.Get(d.key))
+			sum.add(&d.sums)
+			if err := ab.Put(d.key, sum.encode()); err != nil {
+				return err
+			}
+		}
+
+		users, cb := tx.Bucket(bucketUsers), tx.Bucket(bucketCounters)
+		for _, user := range sortedKeys(b.Counters) {
+			if users.Get([]byte(user)) == nil {
+				continue
+			}
+			var err error
+			if state := b.Counters[user]; len(state) == 0 {
+				err = cb.Delete([]byte(user))
+			} else {
+				err = cb.Put([]byte(user), state)
+			}
+			if err != nil {
+				return err
+			}
+		}
+
+		for _, id := range sortedKeys(b.KeyLastUsed) {
+			t := b.KeyLastUsed[id]
+			k, err := getKey(tx, id)
+			if err != nil {
+				continue // keys are never deleted, so this is a made-up id
+			}
+			if !t.After(k.LastUsed) {
+				continue
+			}
+			k.LastUsed = t.UTC()
+			if err := putKeyValue(tx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// LoadCounters returns the user's counter state as the last Commit left it,
+// or nil, nil when there is none.
+func (s *Store) LoadCounters(user string) ([]byte, error) {
+	var state []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketCounters).Get([]byte(user)); v != nil {
+			state = bytes.Clone(v)
+		}
+		return nil
+	})
+	return state, err
+}
+
+// RecordQuery selects records.
+type RecordQuery struct {
+	// User keeps only this user's records; "" keeps all.
+	User string
+	// Since (inclusive) and Until (exclusive) bound the records' times; zero
+	// means unbounded.
+	Since, Until time.Time
+	// Limit is the page size: default 100, at most 1000.
+	Limit int
+	// Cursor continues from a previous page ("" for the first).
+	Cursor string
+}
+
+// Records returns the records q selects, newest first, and the cursor of the
+// next page ("" after the last one). A malformed cursor is ErrInvalid.
+//
+// Records are keyed by time, so the walk starts at Until and goes back; a
+// user filter skips other users' records without decoding them.
+func (s *Store) Records(q RecordQuery) ([]Record, string, error) {
+	limit := clamp(q.Limit)
+	var start []byte
+	if !q.Until.IsZero() {
+		start = recordKey(nil, timeNanos(q.Until), 0)
+	}
+	if q.Cursor != "" {
+		c, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		if err != nil || len(c) != 16 {
+			return nil, "", fmt.Errorf("bad records cursor %q: %w", q.Cursor, ErrInvalid)
+		}
+		if start == nil || bytes.Compare(c, start) < 0 {
+			start = c
+		}
+	}
+	var since uint64
+	if !q.Since.IsZero() {
+		since = timeNanos(q.Since)
+	}
+
+	out := []Record{}
+	var next string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		var k, v []byte
+		if start == nil {
+			k, v = c.Last()
+		} else if k, _ = c.Seek(start); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		var last []byte
+		for ; k != nil; k, v = c.Prev() {
+			if len(k) != 16 {
+				return fmt.Errorf("store: record key %x: %w", k, errCorrupt)
+			}
+			if binary.BigEndian.Uint64(k) < since {
+				break
+			}
+			if q.User != "" && !recordUserIs(v, q.User) {
+				continue
+			}
+			if len(out) == limit {
+				next = base64.RawURLEncoding.EncodeToString(last)
+				break
+			}
+			r, err := decodeRecord(k, v)
+			if err != nil {
+				return fmt.Errorf("store: record %x: %w", k, err)
+			}
+			out = append(out, r)
+			last = append(last[:0], k...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// pruneChunk is how many records one Prune transaction deletes, so the
+// writer lock is never held for long; a variable for tests.
+var pruneChunk = 10000
+
+// Prune deletes the records older than before and reports how many it
+// deleted. It works in transactions of pruneChunk records so commits can
+// interleave. Aggregates are kept: they are small and carry the history.
+func (s *Store) Prune(before time.Time) (int, error) {
+	if before.IsZero() {
+		return 0, nil
+	}
+	cut := recordKey(nil, timeNanos(before), 0)
+	total := 0
+	for {
+		n := 0
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			// Collect first: deleting under a moving bbolt cursor skips
+			// entries.
+			var doomed []byte
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && bytes.Compare(k, cut) < 0 && n < pruneChunk; k, _ = c.Next() {
+				if len(k) != 16 {
+					return fmt.Errorf("store: record key %x: %w", k, errCorrupt)
+				}
+				doomed = append(doomed, k...)
+				n++
+			}
+			for i := 0; i < n; i++ {
+				if err := b.Delete(doomed[16*i : 16*i+16]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err // this chunk rolled back
+		}
+		total += n
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,218 @@
+// Package store keeps llm_gate's durable state in one bbolt file: users, API
+// keys (as hashes), the quota engine's opaque counters, hourly usage
+// aggregates and per-request records.
+//
+// The store knows nothing of quota rules: counters are bytes per user that
+// the quota engine alone interprets. All methods are safe for concurrent use.
+// bbolt allows one writer at a time and every write fsyncs (unless
+// Options.NoSync), so usage is meant to reach the store in batches through
+// Commit from a background writer, never one transaction per request.
+//
+// Layout (one bucket each):
+//
+//	meta      "schema" → schema version (8-byte big-endian)
+//	users     user id → User as JSON
+//	keys      key id → Key (binary)
+//	keyhash   sha-256 of the secret → key id
+//	userkeys  user id, 0x00, key id → empty (lists a user's keys)
+//	counters  user id → opaque quota state
+//	agg       hour (8-byte big-endian Unix seconds), user id, 0x00, model → sums
+//	records   8-byte big-endian Unix nanoseconds, 8-byte sequence → Record (binary)
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// ErrNotFound is returned (wrapped) when a user or key does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrInvalid is returned (wrapped) for arguments the store refuses: a bad
+// user id, cursor, group_by word or record. The admin API answers it with 400.
+var ErrInvalid = errors.New("invalid argument")
+
+// SchemaVersion is the layout version this build reads and writes. Bump it
+// with a migration in migrations whenever the layout changes incompatibly.
+const SchemaVersion = 1
+
+// DefaultTimeout is how long Open waits for the file lock when
+// Options.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+// Options tune Open.
+type Options struct {
+	// Timeout is how long Open waits for another holder of the file (another
+	// process, or another Open in this one) to let go. Default 5s. It is
+	// always passed to bbolt, whose zero value would wait forever.
+	Timeout time.Duration
+	// NoSync skips fsync after each commit: much faster, but a machine crash
+	// (not a process crash) can lose or corrupt recent commits. For tests and
+	// benchmarks.
+	NoSync bool
+}
+
+// Store is an open store file.
+type Store struct {
+	db   *bolt.DB
+	path string
+	// now is the clock for Created/Updated/Revoked stamps; tests replace it.
+	now func() time.Time
+}
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketUsers    = []byte("users")
+	bucketKeys     = []byte("keys")
+	bucketKeyHash  = []byte("keyhash")
+	bucketUserKeys = []byte("userkeys")
+	bucketCounters = []byte("counters")
+	bucketAgg      = []byte("agg")
+	bucketRecords  = []byte("records")
+
+	allBuckets = [][]byte{
+		bucketMeta, bucketUsers, bucketKeys, bucketKeyHash, bucketUserKeys,
+		bucketCounters, bucketAgg, bucketRecords,
+	}
+
+	metaSchema = []byte("schema")
+)
+
+// migration upgrades an open write transaction's layout from version N to
+// N+1.
+type migration func(tx *bolt.Tx) error
+
+// migrations[i] upgrades a file from version i+1 to i+2, so the table has
+// SchemaVersion-1 entries. Version 1 is the first layout: nothing to do yet.
+var migrations = []migration{}
+
+// Open opens the store file at path, creating it (mode 0600, parent
+// directories 0700) and its buckets when missing. It refuses a file written
+// by a newer schema and migrates an older one in the same transaction that
+// checks it. If another holder keeps the file locked for longer than
+// o.Timeout, Open fails with an error wrapping bbolt's errors.ErrTimeout.
+func Open(path string, o Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("store: empty path")
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: creating directory for %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: o.Timeout,
+		NoSync:  o.NoSync,
+		// The hashmap freelist keeps allocation cheap as records churn
+		// (commits and pruning free many pages).
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: %s is locked by another process or another open instance (waited %s): %w", path, o.Timeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path, now: time.Now}
+	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, SchemaVersion, migrations) }); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// prepare checks the file's schema version against target, runs the
+// migrations it needs from table (table[i] goes from i+1 to i+2) and creates
+// any missing bucket.
+func prepare(tx *bolt.Tx, target int, table []migration) error {
+	if len(table) < target-1 {
+		return fmt.Errorf("no migration to schema version %d", target)
+	}
+	var version int
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		if v := meta.Get(metaSchema); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("corrupt schema version (%d bytes)", len(v))
+			}
+			u := binary.BigEndian.Uint64(v)
+			if u == 0 || u > 1<<31 {
+				return fmt.Errorf("corrupt schema version %d", u)
+			}
+			version = int(u)
+		}
+	}
+	if version == 0 {
+		// No version: a new file, unless it holds someone else's buckets.
+		if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			if !isOurBucket(name) {
+				return fmt.Errorf("not an llm_gate store (unknown bucket %q)", name)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		version = target
+	}
+	if version > target {
+		return fmt.Errorf("schema version %d is newer than the %d this build supports: upgrade llm_gate or point it at another file", version, target)
+	}
+	// Migrations see the file as its version left it; buckets new in this
+	// version are created after them.
+	for v := version; v < target; v++ {
+		if err := table[v-1](tx); err != nil {
+			return fmt.Errorf("migrating schema %d to %d: %w", v, v+1, err)
+		}
+	}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("creating bucket %s: %w", name, err)
+		}
+	}
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(target))
+	return tx.Bucket(bucketMeta).Put(metaSchema, buf[:])
+}
+
+func isOurBucket(name []byte) bool {
+	for _, b := range allBuckets {
+		if string(b) == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close closes the file. The Store must not be used afterwards.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path returns the file's path as given to Open.
+func (s *Store) Path() string { return s.path }
+
+// Size returns the file's size in bytes (0 if it cannot be read), for
+// metrics. bbolt grows the file ahead of its data and never shrinks it.
+func (s *Store) Size() int64 {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// clamp applies the default and maximum page sizes of list queries.
+func clamp(limit int) int {
+	switch {
+	case limit <= 0:
+		return 100
+	case limit > 1000:
+		return 1000
+	}
+	return limit
+}
