@@ -1,0 +1,541 @@
+package quota
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultReserveOutput is the per-choice output reserved for a request that
+// sets no cap when Request.DefaultOutput is not set either.
+const DefaultReserveOutput = 4096
+
+// Bounds on request sizes so that reservation arithmetic cannot overflow. No
+// model generates 2^32 tokens per choice, and no body carries 2^40 tokens.
+const (
+	maxPrompt  = 1 << 40
+	maxOutput  = 1 << 32
+	maxChoices = 1 << 16
+)
+
+// Limits are the limits that apply to one user. 0 (or less) means no limit.
+type Limits struct {
+	Tokens      [NumWindows]int64 // tokens (prompt + completion) per window
+	Requests    [NumWindows]int64 // requests per window
+	MaxParallel int               // requests in flight at once
+}
+
+// IsZero reports whether no limit is set.
+func (l Limits) IsZero() bool { return l == Limits{} }
+
+// Request describes a request to admit.
+type Request struct {
+	User   string
+	Limits Limits
+	// Prompt is the estimated prompt size in tokens.
+	Prompt int64
+	// Output is the client's per-choice output cap (max_tokens), 0 = none.
+	Output int64
+	// Choices is the number of completions asked for (n); values < 1 count as 1.
+	Choices int
+	// DefaultOutput is the per-choice output reserved when Output is 0;
+	// values < 1 mean DefaultReserveOutput.
+	DefaultOutput int64
+	// PromptOnly marks a request that generates nothing (embeddings): only
+	// the prompt is reserved and the output is never clamped.
+	PromptOnly bool
+}
+
+// Reservation is an admitted request's hold on the user's budget. Exactly one
+// of Settle or Cancel should be called when the request ends; further calls
+// are no-ops.
+type Reservation struct {
+	// OutputCap is the per-choice output the reservation covers. When Clamped,
+	// the caller must set it as the upstream request's max_tokens (or
+	// max_completion_tokens), replacing the client's value.
+	OutputCap int64
+	// Clamped reports that the request could generate more than its
+	// reservation unless its output is capped at OutputCap.
+	Clamped bool
+	// Reserved is the number of tokens held: prompt + OutputCap × choices.
+	Reserved int64
+
+	e    *Engine
+	sh   *shard
+	u    *userState
+	done bool // guarded by sh.mu
+}
+
+// Settle ends the request: it releases the reservation and charges the actual
+// tokens to every window's current period and to the minute bucket of now.
+// Negative counts are taken as 0.
+func (r *Reservation) Settle(prompt, completion int64) {
+	r.release(true, satAdd(max(prompt, 0), max(completion, 0)))
+}
+
+// Cancel ends the request without charging tokens. The request still counts
+// against request windows: it was made.
+func (r *Reservation) Cancel() { r.release(false, 0) }
+
+func (r *Reservation) release(charge bool, tokens int64) {
+	if r == nil || r.u == nil {
+		return
+	}
+	var c clock
+	if charge {
+		c = newClock(r.e.now())
+	}
+	r.sh.mu.Lock()
+	if r.done {
+		r.sh.mu.Unlock()
+		return
+	}
+	r.done = true
+	u := r.u
+	u.reserved -= r.Reserved
+	u.inFlight--
+	if charge && tokens > 0 {
+		u.roll(&c)
+		for w := Hour; w < NumWindows; w++ {
+			u.tokens[w] = satAdd(u.tokens[w], tokens)
+		}
+		u.addMinute(tokens, 0)
+		r.sh.markDirty(u)
+	}
+	r.sh.mu.Unlock()
+	r.e.reservations.Add(-1)
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+	// Load returns the persisted state (as produced by Dirty) of a user the
+	// engine has not seen yet; nil, nil for a new user. It is called without
+	// any engine lock held.
+	Load func(user string) ([]byte, error)
+}
+
+const numShards = 64
+
+type shard struct {
+	mu    sync.Mutex
+	users map[string]*userState
+	dirty []*userState
+	_     [64 - 8 - 8 - 24]byte // keep shards on separate cache lines
+}
+
+func (sh *shard) markDirty(u *userState) {
+	if !u.dirty && !u.gone {
+		u.dirty = true
+		sh.dirty = append(sh.dirty, u)
+	}
+}
+
+// Engine holds every user's window counters, reservations and in-flight
+// counts. It is safe for concurrent use.
+type Engine struct {
+	now          func() time.Time
+	load         func(string) ([]byte, error)
+	shards       [numShards]shard
+	reservations atomic.Int64
+}
+
+// NewEngine returns an empty engine.
+func NewEngine(o Options) *Engine {
+	e := &Engine{now: o.Now, load: o.Load}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	for i := range e.shards {
+		e.shards[i].users = make(map[string]*userState)
+	}
+	return e
+}
+
+func (e *Engine) shardFor(user string) *shard {
+	// FNV-1a, inline so that hashing does not allocate.
+	h := uint32(2166136261)
+	for i := 0; i < len(user); i++ {
+		h ^= uint32(user[i])
+		h *= 16777619
+	}
+	return &e.shards[h%numShards]
+}
+
+// loadState builds a user's state from persisted bytes, without locks.
+func (e *Engine) loadState(user string) (*userState, error) {
+	u := &userState{name: user}
+	if e.load == nil {
+		return u, nil
+	}
+	data, err := e.load(user)
+	if err != nil {
+		return nil, err
+	}
+	if data != nil {
+		if err := u.decode(data); err != nil {
+			return nil, fmt.Errorf("quota: state of user %q: %w", user, err)
+		}
+	}
+	return u, nil
+}
+
+// lockUser returns the user's state with its shard locked, loading it first
+// if the engine has not seen the user.
+func (e *Engine) lockUser(user string) (*shard, *userState, error) {
+	sh := e.shardFor(user)
+	sh.mu.Lock()
+	if u := sh.users[user]; u != nil {
+		return sh, u, nil
+	}
+	sh.mu.Unlock()
+	// Load without the lock: it may read the disk, and other users of the
+	// shard must not wait for it.
+	u, err := e.loadState(user)
+	if err != nil {
+		return nil, nil, err
+	}
+	sh.mu.Lock()
+	if prev := sh.users[user]; prev != nil {
+		return sh, prev, nil // another goroutine loaded it meanwhile
+	}
+	sh.users[user] = u
+	return sh, u, nil
+}
+
+// view runs fn on the user's state rolled to now, without keeping a user that
+// is not in memory yet (so that reports over many users do not fill memory).
+func (e *Engine) view(user string, fn func(u *userState, c *clock)) error {
+	sh := e.shardFor(user)
+	c := newClock(e.now())
+	sh.mu.Lock()
+	if u := sh.users[user]; u != nil {
+		u.roll(&c)
+		fn(u, &c)
+		sh.mu.Unlock()
+		return nil
+	}
+	sh.mu.Unlock()
+	u, err := e.loadState(user)
+	if err != nil {
+		return err
+	}
+	u.roll(&c)
+	fn(u, &c)
+	return nil
+}
+
+// Admit decides whether the request may run. On success it returns a
+// Reservation holding the request's worst case against every token window and
+// counting it in every request window and in the in-flight count. On refusal
+// it returns a *Denial and changes nothing. An error from Options.Load is
+// returned as is.
+func (e *Engine) Admit(req Request) (*Reservation, error) {
+	prompt := min(max(req.Prompt, 0), maxPrompt)
+	n := int64(min(max(req.Choices, 1), maxChoices))
+	want := req.Output
+	if want <= 0 {
+		want = req.DefaultOutput
+		if want <= 0 {
+			want = DefaultReserveOutput
+		}
+	}
+	want = min(want, maxOutput)
+	needMin := prompt + n // the prompt and one token per choice
+	if req.PromptOnly {
+		needMin = max(prompt, 1)
+	}
+	l := &req.Limits
+	c := newClock(e.now())
+
+	sh, u, err := e.lockUser(req.User)
+	if err != nil {
+		return nil, err
+	}
+	u.roll(&c)
+	minTok, minReq := u.minuteSum()
+
+	blocked := l.MaxParallel > 0 && int64(u.inFlight) >= int64(l.MaxParallel)
+	limited := false
+	minRemaining := int64(math.MaxInt64)
+	for w := Minute; w < NumWindows; w++ {
+		if lim := l.Requests[w]; lim > 0 && u.used(w, true, minTok, minReq) >= lim {
+			blocked = true
+		}
+		if lim := l.Tokens[w]; lim > 0 {
+			limited = true
+			minRemaining = min(minRemaining, lim-u.used(w, false, minTok, minReq)-u.reserved)
+		}
+	}
+	if limited && minRemaining < needMin {
+		blocked = true
+	}
+	if blocked {
+		d := u.deny(&c, l, needMin, minTok, minReq)
+		sh.mu.Unlock()
+		return nil, d
+	}
+
+	r := &Reservation{e: e, sh: sh, u: u}
+	switch {
+	case req.PromptOnly:
+		r.Reserved = prompt
+	case !limited:
+		r.OutputCap = want
+		r.Reserved = prompt + want*n
+	default:
+		fit := (minRemaining - prompt) / n // >= 1: checked above
+		r.OutputCap = want
+		if req.Output <= 0 || want > fit {
+			r.OutputCap = min(want, fit)
+			r.Clamped = true
+		}
+		r.Reserved = prompt + r.OutputCap*n
+	}
+	u.reserved = satAdd(u.reserved, r.Reserved)
+	u.inFlight++
+	for w := Hour; w < NumWindows; w++ {
+		u.requests[w] = satAdd(u.requests[w], 1)
+	}
+	u.addMinute(0, 1)
+	sh.markDirty(u)
+	sh.mu.Unlock()
+	e.reservations.Add(1)
+	return r, nil
+}
+
+// deny builds the Denial for a blocked request: of every constraint that
+// blocks it, the one that keeps it out longest.
+func (u *userState) deny(c *clock, l *Limits, needMin, minTok, minReq int64) *Denial {
+	var best Denial
+	have := false
+	consider := func(d Denial) {
+		if !have || d.outlasts(&best) {
+			best, have = d, true
+		}
+	}
+	if l.MaxParallel > 0 && int64(u.inFlight) >= int64(l.MaxParallel) {
+		consider(Denial{Kind: Parallel, Limit: int64(l.MaxParallel), Used: int64(u.inFlight),
+			Need: 1, RetryAfter: time.Second})
+	}
+	for w := Minute; w < NumWindows; w++ {
+		if lim := l.Requests[w]; lim > 0 {
+			used := u.used(w, true, minTok, minReq)
+			if used >= lim {
+				d := Denial{Kind: RequestRate, Window: w, Limit: lim, Used: used, Need: 1}
+				d.RetryAfter = u.retryAfter(c, w, used+1-lim, true)
+				consider(d)
+			}
+		}
+		if lim := l.Tokens[w]; lim > 0 {
+			used := u.used(w, false, minTok, minReq)
+			if lim-used-u.reserved >= needMin {
+				continue
+			}
+			d := Denial{Kind: Budget, Window: w, Limit: lim, Used: used, Reserved: u.reserved, Need: needMin}
+			if w == Minute {
+				d.Kind = TokenRate
+			}
+			switch {
+			case needMin > lim:
+				// Never fits: RetryAfter 0.
+			case used+needMin > lim:
+				d.RetryAfter = u.retryAfter(c, w, used+u.reserved+needMin-lim, false)
+			default:
+				// The room is there but held by requests in flight.
+				d.Kind, d.RetryAfter = TokenRate, time.Second
+			}
+			consider(d)
+		}
+	}
+	return &best
+}
+
+// retryAfter is how long until window w has room: until its reset for a
+// calendar window (0 for Total: never), until excess has aged out for Minute.
+func (u *userState) retryAfter(c *clock, w Window, excess int64, requests bool) time.Duration {
+	switch w {
+	case Minute:
+		return u.ageOut(c.now, excess, requests)
+	case Total:
+		return 0
+	}
+	// A clock that went back keeps the stored, later period.
+	start := time.Unix(max(u.start[w], c.start[w]), 0)
+	return max(w.Reset(start).Sub(c.now), time.Second)
+}
+
+// WindowStatus is the state of one limited window.
+type WindowStatus struct {
+	Window Window
+	Kind   string // "tokens" or "requests"
+	Limit  int64
+	Used   int64 // in the current period (Minute: the last 60 seconds)
+	// Reserved is held by requests in flight (tokens only).
+	Reserved int64
+	// Remaining is Limit − Used − Reserved, at least 0.
+	Remaining int64
+	// ResetsAt is when the period ends; for Minute, when everything counted
+	// so far has aged out (now if nothing is counted); zero for Total.
+	ResetsAt time.Time
+}
+
+func (u *userState) status(c *clock, l *Limits, out []WindowStatus) []WindowStatus {
+	minTok, minReq := u.minuteSum()
+	for w := Minute; w < NumWindows; w++ {
+		for _, requests := range [2]bool{false, true} {
+			lim, kind, reserved := l.Tokens[w], "tokens", u.reserved
+			if requests {
+				lim, kind, reserved = l.Requests[w], "requests", 0
+			}
+			if lim <= 0 {
+				continue
+			}
+			s := WindowStatus{Window: w, Kind: kind, Limit: lim, Reserved: reserved,
+				Used: u.used(w, requests, minTok, minReq)}
+			s.Remaining = max(lim-s.Used-s.Reserved, 0)
+			switch w {
+			case Minute:
+				s.ResetsAt = c.now.UTC()
+				if last, ok := u.lastActive(requests); ok {
+					s.ResetsAt = time.Unix(last+60, 0).UTC()
+				}
+			case Total:
+			default:
+				s.ResetsAt = w.Reset(c.now)
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Status returns one entry per limited window of l, sorted from Minute to
+// Total, tokens before requests within a window. A user the engine has not
+// seen is loaded but not kept in memory.
+func (e *Engine) Status(user string, l Limits) ([]WindowStatus, error) {
+	var out []WindowStatus
+	err := e.view(user, func(u *userState, c *clock) { out = u.status(c, &l, out) })
+	return out, err
+}
+
+// Tightest returns, for the x-ratelimit-* headers, the token window and the
+// request window with the least remaining (on a tie, the longer window, whose
+// reset is the one that matters). Either is nil when l limits no window of that
+// kind; both are nil if the user's state cannot be loaded.
+func (e *Engine) Tightest(user string, l Limits) (tokens, requests *WindowStatus) {
+	var buf [2 * NumWindows]WindowStatus
+	var all []WindowStatus
+	if err := e.view(user, func(u *userState, c *clock) { all = u.status(c, &l, buf[:0]) }); err != nil {
+		return nil, nil
+	}
+	var bt, br int = -1, -1
+	for i := range all {
+		p := &br
+		if all[i].Kind == "tokens" {
+			p = &bt
+		}
+		if *p < 0 || all[i].Remaining <= all[*p].Remaining {
+			*p = i
+		}
+	}
+	if bt >= 0 {
+		s := all[bt]
+		tokens = &s
+	}
+	if br >= 0 {
+		s := all[br]
+		requests = &s
+	}
+	return tokens, requests
+}
+
+// Usage returns the user's tokens and requests in the current period of every
+// window, limited or not.
+func (e *Engine) Usage(user string) (tokens, requests [NumWindows]int64, err error) {
+	err = e.view(user, func(u *userState, c *clock) {
+		minTok, minReq := u.minuteSum()
+		for w := Minute; w < NumWindows; w++ {
+			tokens[w] = u.used(w, false, minTok, minReq)
+			requests[w] = u.used(w, true, minTok, minReq)
+		}
+	})
+	return tokens, requests, err
+}
+
+// InFlight returns the number of the user's admitted requests not yet settled
+// or cancelled.
+func (e *Engine) InFlight(user string) int {
+	sh := e.shardFor(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if u := sh.users[user]; u != nil {
+		return int(u.inFlight)
+	}
+	return 0
+}
+
+// Reset zeroes the user's usage in every window (the admin's "reset"). Held
+// reservations and in-flight counts stay.
+func (e *Engine) Reset(user string) error {
+	c := newClock(e.now())
+	sh, u, err := e.lockUser(user)
+	if err != nil {
+		return err
+	}
+	u.zero(&c)
+	sh.markDirty(u)
+	sh.mu.Unlock()
+	return nil
+}
+
+// Forget drops the user's in-memory state (the user was deleted). Requests in
+// flight still settle, but against the dropped state, which is never
+// persisted again.
+func (e *Engine) Forget(user string) {
+	sh := e.shardFor(user)
+	sh.mu.Lock()
+	if u := sh.users[user]; u != nil {
+		u.gone = true
+		delete(sh.users, user)
+	}
+	sh.mu.Unlock()
+}
+
+// Dirty returns the persisted state of every user changed since the last call,
+// and clears the changed flags. If committing the result fails, pass the
+// users to MarkDirty so that the next call returns them again.
+func (e *Engine) Dirty() map[string][]byte {
+	out := make(map[string][]byte)
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		for j, u := range sh.dirty {
+			if u.dirty && !u.gone {
+				out[u.name] = u.encode(make([]byte, 0, 64))
+			}
+			u.dirty = false
+			sh.dirty[j] = nil
+		}
+		sh.dirty = sh.dirty[:0]
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// MarkDirty flags a user in memory as changed, so that the next Dirty call
+// returns its state.
+func (e *Engine) MarkDirty(user string) {
+	sh := e.shardFor(user)
+	sh.mu.Lock()
+	if u := sh.users[user]; u != nil {
+		sh.markDirty(u)
+	}
+	sh.mu.Unlock()
+}
+
+// Reservations returns the number of reservations held across all users.
+func (e *Engine) Reservations() int { return int(e.reservations.Load()) }

@@ -1,0 +1,293 @@
+package quota
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memStore is what the store package does with Dirty and Load.
+type memStore struct {
+	mu    sync.Mutex
+	data  map[string][]byte
+	loads int
+	err   error
+}
+
+func (s *memStore) Load(user string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loads++
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s.data[user], nil
+}
+
+func (s *memStore) commit(m map[string][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range m {
+		s.data[k] = v
+	}
+}
+
+func TestPersistenceRoundTrip(t *testing.T) {
+	clk := &fakeClock{t: t0}
+	st := &memStore{data: map[string][]byte{}}
+	a := NewEngine(Options{Now: clk.Now, Load: st.Load})
+	var l Limits
+	for w := Minute; w < NumWindows; w++ {
+		l.Tokens[w] = 1 << 40
+		l.Requests[w] = 1 << 30
+	}
+	users := []string{"alice", "bob", "carol@example.com", ""}
+	for i, u := range users {
+		for j := 0; j <= i; j++ {
+			mustAdmit(t, a, Request{User: u, Limits: l, Prompt: 100, Output: 10}).Settle(int64(100+j), int64(7*i))
+			clk.Add(1500 * time.Millisecond)
+		}
+	}
+	mustAdmit(t, a, Request{User: "bob", Limits: l, Prompt: 5}).Cancel()
+	dirty := a.Dirty()
+	if len(dirty) != len(users) {
+		t.Fatalf("dirty users %d, want %d", len(dirty), len(users))
+	}
+	if again := a.Dirty(); len(again) != 0 {
+		t.Fatalf("second Dirty returned %d users", len(again))
+	}
+	st.commit(dirty)
+
+	b := NewEngine(Options{Now: clk.Now, Load: st.Load})
+	for _, u := range users {
+		want, err := a.Status(u, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Status(u, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: %d windows, want %d", u, len(got), len(want))
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("%q: %+v\nwant %+v", u, got[i], want[i])
+			}
+		}
+	}
+	// Restored state keeps counting: the minute window still slides.
+	clk.Add(30 * time.Second)
+	tb, _, _ := b.Usage("carol@example.com")
+	ta, _, _ := a.Usage("carol@example.com")
+	if tb != ta || tb[Total] == 0 {
+		t.Fatalf("usage after restore %v, want %v", tb, ta)
+	}
+	// A user is loaded once, then served from memory.
+	loads := st.loads
+	for range 3 {
+		mustAdmit(t, b, Request{User: "alice", Limits: l, Prompt: 1}).Cancel()
+	}
+	if st.loads != loads+1 {
+		t.Fatalf("loads %d, want %d", st.loads, loads+1)
+	}
+	if d := b.Dirty(); len(d) != 1 || d["alice"] == nil {
+		t.Fatalf("dirty %v", d)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	boom := errors.New("disk on fire")
+	st := &memStore{data: map[string][]byte{"bad": {stateVersion, 1}}, err: boom}
+	e := NewEngine(Options{Now: (&fakeClock{t: t0}).Now, Load: st.Load})
+	if _, err := e.Admit(Request{User: "u"}); err != boom {
+		t.Fatalf("Admit error %v, want the Load error as is", err)
+	}
+	if _, err := e.Status("u", Limits{}); err != boom {
+		t.Fatalf("Status error %v", err)
+	}
+	if tok, req := e.Tightest("u", tokens(Day, 1)); tok != nil || req != nil {
+		t.Fatal("Tightest with a failing Load should give nils")
+	}
+	if err := e.Reset("u"); err != boom {
+		t.Fatalf("Reset error %v", err)
+	}
+	st.err = nil
+	_, err := e.Admit(Request{User: "bad"})
+	if err == nil || !strings.Contains(err.Error(), `user "bad"`) {
+		t.Fatalf("corrupt state: %v", err)
+	}
+	if e.Reservations() != 0 {
+		t.Fatal("a failed admission holds a reservation")
+	}
+}
+
+func TestForgetAndMarkDirty(t *testing.T) {
+	e, _ := newTestEngine(t0)
+	l := tokens(Day, 1000)
+	r := mustAdmit(t, e, Request{User: "gone", Limits: l, Prompt: 100, Output: 100})
+	mustAdmit(t, e, Request{User: "kept", Limits: l, Prompt: 100, Output: 100}).Settle(100, 100)
+	e.Forget("gone")
+	e.Forget("never-seen")
+	r.Settle(100, 100) // settles against the dropped state
+	if d := e.Dirty(); len(d) != 1 || d["kept"] == nil {
+		t.Fatalf("dirty %v", d)
+	}
+	if e.Reservations() != 0 || e.InFlight("gone") != 0 {
+		t.Fatal("forgotten reservation still counted")
+	}
+	if tok, _ := usage(t, e, "gone"); tok[Day] != 0 {
+		t.Fatalf("forgotten user starts with %d", tok[Day])
+	}
+	e.MarkDirty("kept")
+	e.MarkDirty("nobody")
+	if d := e.Dirty(); len(d) != 1 || d["kept"] == nil {
+		t.Fatalf("dirty after MarkDirty %v", d)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := func() []byte {
+		e, clk := newTestEngine(t0)
+		mustAdmit(t, e, Request{User: "u", Prompt: 3, Output: 4}).Settle(3, 4)
+		clk.Add(time.Second)
+		mustAdmit(t, e, Request{User: "u", Prompt: 3, Output: 4}).Settle(3, 4)
+		return e.Dirty()["u"]
+	}()
+	var u userState
+	if err := u.decode(valid); err != nil {
+		t.Fatalf("valid state: %v", err)
+	}
+	if !bytes.Equal(u.encode(nil), valid) {
+		t.Fatal("re-encoding differs")
+	}
+	// A bucket whose second is 60 s after another's lands in the same slot.
+	dup := (&userState{}).encode(nil)
+	dup = append(dup[:len(dup)-1], 2, 10, 1, 0, 70, 1, 0)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"empty", nil, "empty"},
+		{"version", append([]byte{2}, valid[1:]...), "version 2"},
+		{"truncated", valid[:len(valid)-1], "truncated"},
+		{"trailing", append(append([]byte{}, valid...), 0), "trailing"},
+		{"too many buckets", append((&userState{}).encode(nil)[:16], 61), "out of range"},
+		{"counter out of range", []byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, "out of range"},
+		{"same slot twice", dup, "two minute buckets"},
+		{"empty bucket", append((&userState{}).encode(nil)[:16], 1, 5, 0, 0), "empty minute bucket"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var u userState
+			err := u.decode(tt.data)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("decode: %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	e, clk := newTestEngine(t0)
+	for i := range 5 {
+		mustAdmit(&testing.T{}, e, Request{User: "u", Prompt: int64(i * 1000), Output: 4}).Settle(int64(i*1000), 4)
+		clk.Add(7 * time.Second)
+	}
+	f.Add(e.Dirty()["u"])
+	f.Add((&userState{}).encode(nil))
+	big := userState{tokens: [NumWindows]int64{Total: maxCount}, start: [NumWindows]int64{Hour: math.MinInt64}}
+	f.Add(big.encode(nil))
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var u userState
+		if err := u.decode(data); err != nil {
+			return
+		}
+		// Whatever decodes must re-encode to bytes that decode to the same
+		// state, and counters must be in range.
+		enc := u.encode(nil)
+		var v userState
+		if err := v.decode(enc); err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if u.start != v.start || u.tokens != v.tokens || u.requests != v.requests || u.minute != v.minute {
+			t.Fatal("round trip changed the state")
+		}
+		for w := range NumWindows {
+			if u.tokens[w] < 0 || u.tokens[w] > maxCount || u.requests[w] < 0 || u.requests[w] > maxCount {
+				t.Fatalf("counter out of range: %v %v", u.tokens, u.requests)
+			}
+		}
+		tok, _ := u.minuteSum()
+		if tok < 0 {
+			t.Fatal("minute sum overflowed")
+		}
+	})
+}
+
+// The running minute sums must always equal the buckets they summarize, as
+// the clock jumps forward by any amount, stalls, or goes back.
+func TestMinuteRunningSums(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	var u userState
+	now := t0
+	for i := range 200000 {
+		switch r.IntN(10) {
+		case 0:
+			now = now.Add(time.Duration(r.IntN(200)) * time.Second)
+		case 1:
+			now = now.Add(-time.Duration(r.IntN(90)) * time.Second)
+		default:
+			now = now.Add(time.Duration(r.IntN(1500)) * time.Millisecond)
+		}
+		if i%1000 == 999 { // through persistence now and then
+			var v userState
+			if err := v.decode(u.encode(nil)); err != nil {
+				t.Fatal(err)
+			}
+			u = v
+		}
+		c := newClock(now)
+		u.roll(&c)
+		if r.IntN(3) > 0 {
+			u.addMinute(r.Int64N(1000), r.Int64N(2))
+		}
+		var tok, req int64
+		for j := range u.minute {
+			if b := &u.minute[j]; u.live(b) {
+				tok += b.tokens
+				req += int64(b.requests)
+			}
+		}
+		if gt, gr := u.minuteSum(); gt != tok || gr != req {
+			t.Fatalf("step %d: sums %d/%d, buckets %d/%d", i, gt, gr, tok, req)
+		}
+		if u.msec < c.sec && c.sec >= 0 {
+			t.Fatalf("step %d: minute clock %d behind %d", i, u.msec, c.sec)
+		}
+	}
+}
+
+func TestDecodeDropsExpiredBuckets(t *testing.T) {
+	s := (&userState{}).encode(nil)
+	s = append(s[:len(s)-1], 2, 100, 5, 1, 30, 7, 1) // seconds 100 and 30: 30 expired
+	var u userState
+	if err := u.decode(s); err != nil {
+		t.Fatal(err)
+	}
+	if tok, req := u.minuteSum(); tok != 5 || req != 1 || u.msec != 100 {
+		t.Fatalf("sums %d/%d at %d; want 5/1 at 100", tok, req, u.msec)
+	}
+	want := append(append([]byte{}, s[:len(s)-7]...), 1, 100, 5, 1)
+	if enc := u.encode(nil); !bytes.Equal(enc, want) {
+		t.Fatalf("expired bucket re-encoded: %v", enc)
+	}
+}
