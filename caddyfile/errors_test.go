@@ -1,0 +1,161 @@
+package caddyfile
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// atLine finds the position Caddy appends to a Caddyfile error.
+var atLine = regexp.MustCompile(`Caddyfile:(\d+)`)
+
+// mark flags the line an error must name. Caddyfile comments are dropped
+// by the lexer, so the marker does not change what is parsed.
+const mark = "# <-"
+
+// markedLine returns the 1-based line of src holding mark.
+func markedLine(t *testing.T, src string) int {
+	t.Helper()
+	line := 0
+	for i, l := range strings.Split(src, "\n") {
+		if strings.Contains(l, mark) {
+			if line != 0 {
+				t.Fatalf("two marked lines in\n%s", src)
+			}
+			line = i + 1
+		}
+	}
+	if line == 0 {
+		t.Fatalf("no marked line in\n%s", src)
+	}
+	return line
+}
+
+// TestGlobalErrors feeds broken global options and checks the error names
+// the marked line and says what is wrong.
+func TestGlobalErrors(t *testing.T) {
+	tests := []struct {
+		name, body, phrase string
+	}{
+		{"unknown word", "bd /x " + mark, `unrecognized llm_gate option "bd"`},
+		{"missing argument", "db " + mark, "db: missing argument"},
+		{"extra argument", "db /a /b " + mark, `db: unexpected extra argument "/b"`},
+		{"block after a word without one", "db /a {\nfoo " + mark + "\n}", "db takes no block"},
+		{"bad duration", "flush_interval soon " + mark, `flush_interval: bad duration "soon"`},
+		{"negative duration", "retention -1h " + mark, `retention: duration "-1h" is negative`},
+		{"unknown tokenizer", "tokenizer gpt2 " + mark, `tokenizer: unknown encoding "gpt2"; use one of cl100k_base`},
+		{"plan without name", "plan " + mark, "plan: missing name"},
+		{"plan with extra argument", "plan a b { " + mark + "\n}", `plan a: unexpected extra argument "b"`},
+		{"plan defined twice", "plan a\nplan a " + mark, `plan "a" is defined twice`},
+		{"unknown plan word", "plan a {\ntoken 5 per day " + mark + "\n}", `plan a: unrecognized setting "token"`},
+		{"bad integer", "plan a {\ntokens 10x per day " + mark + "\n}", `tokens: "10x": want a positive whole number`},
+		{"negative integer", "plan a {\nrequests -5 per day " + mark + "\n}", "want a positive whole number"},
+		{"zero limit", "plan a {\ntokens 0 per day " + mark + "\n}", "want a positive whole number"},
+		{"fraction without suffix", "plan a {\ntokens 1.5 per day " + mark + "\n}", "want a positive whole number"},
+		{"too large", "plan a {\ntokens 99999999999G per day " + mark + "\n}", "is too large"},
+		{"missing per", "plan a {\ntokens 5 day " + mark + "\n}", "want 'tokens <n> per <window>'"},
+		{"missing window", "plan a {\nrequests 5 per " + mark + "\n}", "want 'requests <n> per <window>'"},
+		{"bad window", "plan a {\ntokens 5 per fortnight " + mark + "\n}",
+			`tokens: unknown window "fortnight"; windows are minute, hour, day, week, month, total`},
+		{"duplicate window", "plan a {\ntokens 5 per day\ntokens 6 per day " + mark + "\n}", "tokens per day is given twice"},
+		{"bad max_parallel", "plan a {\nmax_parallel two " + mark + "\n}", `max_parallel: "two"`},
+		{"huge max_parallel", "plan a {\nmax_parallel 5G " + mark + "\n}", "max_parallel: 5000000000 is too large"},
+		{"models without globs", "plan a {\nmodels " + mark + "\n}", "models: missing argument"},
+		{"bad glob", "plan a {\nmodels llama-* qwen-[ " + mark + "\n}", `models: bad glob "qwen-["`},
+		{"unknown default_plan", "default_plan gold " + mark + "\nplan free\nplan pro", `default_plan "gold" is not defined; defined plans: free, pro`},
+		{"default_plan without plans", "default_plan gold " + mark, "no plans are defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkError(t, global(tt.body), tt.phrase)
+		})
+	}
+}
+
+// TestHandlerErrors does the same for the site directive.
+func TestHandlerErrors(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "key.txt")
+	if err := os.WriteFile(notPEM, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "nope.pem")
+	tests := []struct {
+		name, global, body, phrase string
+	}{
+		{"unknown word", "", "api_key " + mark, `unrecognized llm_gate subdirective "api_key"`},
+		{"missing argument", "", "usage_chunk " + mark, "usage_chunk: missing argument"},
+		{"extra argument", "", "self_service /a /b " + mark, `self_service: unexpected extra argument "/b"`},
+		{"bad usage_chunk", "", "usage_chunk drop " + mark, `usage_chunk: unknown value "drop"; use hide or forward`},
+		{"bad prompt_count", "", "prompt_count exact " + mark, `prompt_count: unknown value "exact"; use estimate or tokenize`},
+		{"bad api_keys", "", "api_keys maybe " + mark, `api_keys: unknown value "maybe"; use on or off`},
+		{"api_keys extra", "", "api_keys on off " + mark, `api_keys: unexpected extra argument "off"`},
+		{"bad reserve_output", "", "reserve_output lots " + mark, `reserve_output: "lots": want a positive whole number`},
+		{"relative self_service", "", "self_service me " + mark, `self_service: path "me" must start with /`},
+		{"bad max_body_size", "", "max_body_size big " + mark, `max_body_size: bad size "big"`},
+		{"zero max_body_size", "", "max_body_size 0 " + mark, `max_body_size: bad size "0"`},
+		{"undefined plan", "plan free", "plan gold " + mark, `plan "gold" is not defined in the global llm_gate option; defined plans: free`},
+		{"plan without global option", "", "plan free " + mark, "no plans are defined; add 'plan <name> { ... }' to the global llm_gate option"},
+		{"jwt argument", "", "jwt hs256 { " + mark + "\nsecret {env.S}\n}", `jwt: unexpected argument "hs256"`},
+		{"jwt without block", "", "jwt " + mark, "jwt needs a key to verify tokens with: add secret, public_key or jwks"},
+		{"jwt without key", "", "jwt { " + mark + "\nissuer https://idp\nleeway 5s\n}", "jwt needs a key to verify tokens with"},
+		{"short secret", "", "jwt {\nsecret " + secret32[1:] + " " + mark + "\n}", "jwt secret must be at least 32 bytes; generate one with: openssl rand -base64 48"},
+		{"unknown jwt word", "", "jwt {\nsecret {env.S}\nkid abc " + mark + "\n}", `unrecognized jwt subdirective "kid"`},
+		{"unknown algorithm", "", "jwt {\nsecret {env.S}\nalgorithms HS256 HS999 " + mark + "\n}", `jwt: unknown algorithm "HS999" (known: HS256`},
+		{"algorithm case matters", "", "jwt {\nsecret {env.S}\nalgorithms rs256 " + mark + "\n}", `unknown algorithm "rs256"`},
+		{"algorithm none", "", "jwt {\nsecret {env.S}\nalgorithms RS256 none " + mark + "\n}", "algorithm none is never accepted"},
+		{"algorithm NONE", "", "jwt {\nsecret {env.S}\nalgorithms NONE " + mark + "\n}", "algorithm none is never accepted"},
+		{"algorithms empty", "", "jwt {\nsecret {env.S}\nalgorithms " + mark + "\n}", "algorithms: missing argument"},
+		{"missing public_key", "", "jwt {\npublic_key " + missing + " " + mark + "\n}", "jwt public_key: open " + missing + ": no such file or directory"},
+		{"public_key not PEM", "", "jwt {\npublic_key " + notPEM + " " + mark + "\n}", "jwt public_key: read " + notPEM + ": no PEM block found"},
+		{"bad jwks URL", "", "jwt {\njwks ftp://idp/jwks " + mark + "\n}", `jwks: "ftp://idp/jwks" is neither an http(s) URL nor a file path`},
+		{"bad leeway", "", "jwt {\njwks /j\nleeway 5 " + mark + "\n}", `leeway: bad duration "5"`},
+		{"directive argument", "", "", `llm_gate: unexpected argument "now"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := site(tt.global, tt.body)
+			if tt.body == "" { // the directive's own line is at fault
+				src = ":8080 {\n\tllm_gate now " + mark + "\n}\n"
+			}
+			checkError(t, src, tt.phrase)
+		})
+	}
+}
+
+// TestSecretNotEchoed checks that a refused secret stays out of the
+// message, which ends up in logs and CI output.
+func TestSecretNotEchoed(t *testing.T) {
+	const secret = "hunter2-but-longer"
+	_, err := adapt(site("", "jwt {\nsecret "+secret+"\n}"))
+	if err == nil || strings.Contains(err.Error(), secret) {
+		t.Fatalf("err = %v; want an error without the secret", err)
+	}
+}
+
+// TestOptionTwice checks that a second global llm_gate block is refused
+// rather than silently replacing the first.
+func TestOptionTwice(t *testing.T) {
+	checkError(t, "{\n\tllm_gate {\n\t\tdb /a\n\t}\n\tllm_gate { "+mark+"\n\t\tdb /b\n\t}\n}\n", "llm_gate global option given twice")
+	checkError(t, "{\n\tllm_gate /a "+mark+"\n}\n", `llm_gate: unexpected argument "/a"`)
+}
+
+// checkError adapts src and wants an error naming the marked line and
+// holding phrase.
+func checkError(t *testing.T, src, phrase string) {
+	t.Helper()
+	line := markedLine(t, src)
+	_, err := adapt(src)
+	if err == nil {
+		t.Fatalf("adapted without error:\n%s", src)
+	}
+	msg := err.Error()
+	if m := atLine.FindStringSubmatch(msg); m == nil || m[1] != strconv.Itoa(line) {
+		t.Errorf("error does not name Caddyfile:%d: %v", line, msg)
+	}
+	if !strings.Contains(msg, phrase) {
+		t.Errorf("error lacks %q: %v", phrase, msg)
+	}
+}

@@ -1,0 +1,294 @@
+package caddyfile
+
+import (
+	"encoding/json"
+	"encoding/pem"
+	"math"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/llmgate/llmgate/gate"
+	"github.com/llmgate/llmgate/handler"
+)
+
+// algorithms are the JWT signing algorithms the handler can verify. "none"
+// is not among them and never will be.
+var algorithms = []string{
+	"HS256", "HS384", "HS512",
+	"RS256", "RS384", "RS512",
+	"PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512",
+	"EdDSA",
+}
+
+// minSecret is the shortest HMAC secret accepted: shorter ones can be
+// brute-forced offline from a single token.
+const minSecret = 32
+
+// parseHandler sets up the `llm_gate` handler from its directive. It
+// reads the global option first so a site naming an undefined plan fails
+// here, at its own line, rather than at provision.
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	plans, err := globalPlans(h)
+	if err != nil {
+		return nil, err
+	}
+	return unmarshalHandler(h.Dispenser, plans)
+}
+
+// globalPlans returns the plans of the global llm_gate option, which
+// httpcaddyfile evaluates before any site block.
+func globalPlans(h httpcaddyfile.Helper) (map[string]*gate.PlanConfig, error) {
+	app, ok := h.Option("llm_gate").(httpcaddyfile.App)
+	if !ok {
+		return nil, nil
+	}
+	var cfg gate.Config
+	if err := json.Unmarshal(app.Value, &cfg); err != nil {
+		return nil, h.Errf("reading the global llm_gate option: %v", err)
+	}
+	return cfg.Plans, nil
+}
+
+// unmarshalHandler reads the directive. Syntax:
+//
+//	llm_gate [<matcher>] {
+//		jwt {
+//			secret <secret>
+//			public_key <pem file>
+//			jwks <url or file>
+//			algorithms <alg...>
+//			issuer <iss>
+//			audience <aud>
+//			leeway <duration>
+//			user_claim <claim>
+//			plan_claim <claim>
+//			limit_claim <claim>
+//		}
+//		api_keys [on|off]
+//		plan <name>
+//		usage_chunk hide|forward
+//		prompt_count estimate|tokenize
+//		reserve_output <n>
+//		self_service <path>
+//		max_body_size <size>
+//	}
+//
+// plans are those of the global option: `plan` must name one of them.
+func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig) (*handler.Handler, error) {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return nil, d.Errf("llm_gate: unexpected argument %q; settings go in a block", d.Val())
+	}
+
+	h := new(handler.Handler)
+	for d.NextBlock(0) {
+		switch word := d.Val(); word {
+		case "jwt":
+			if h.JWT == nil {
+				h.JWT = new(handler.JWTConfig)
+			}
+			if err := parseJWT(d, h.JWT); err != nil {
+				return nil, err
+			}
+
+		case "api_keys":
+			on := true // the bare word turns keys on
+			if d.NextArg() {
+				switch v := d.Val(); v {
+				case "on", "true":
+				case "off", "false":
+					on = false
+				default:
+					return nil, d.Errf("api_keys: unknown value %q; use on or off", v)
+				}
+			}
+			if err := noMore(d, word); err != nil {
+				return nil, err
+			}
+			h.APIKeys = &on
+
+		case "plan":
+			name, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if plans[name] == nil {
+				return nil, d.Errf("plan %q is not defined in the global llm_gate option; %s", name, definedPlans(plans))
+			}
+			h.Plan = name
+
+		case "usage_chunk":
+			v, err := oneOf(d, "hide", "forward")
+			if err != nil {
+				return nil, err
+			}
+			h.UsageChunk = v
+
+		case "prompt_count":
+			v, err := oneOf(d, "estimate", "tokenize")
+			if err != nil {
+				return nil, err
+			}
+			h.PromptCount = v
+
+		case "reserve_output":
+			n, err := countArg(d)
+			if err != nil {
+				return nil, err
+			}
+			h.ReserveOutput = n
+
+		case "self_service":
+			p, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			if !strings.HasPrefix(p, "/") {
+				return nil, d.Errf("self_service: path %q must start with /", p)
+			}
+			h.SelfService = p
+
+		case "max_body_size":
+			s, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			size, err := humanize.ParseBytes(s)
+			if err != nil || size == 0 || size > math.MaxInt64 {
+				return nil, d.Errf("max_body_size: bad size %q (examples: 16MB, 1MiB, 512KiB)", s)
+			}
+			h.MaxBodySize = int64(size)
+
+		default:
+			return nil, d.Errf("unrecognized llm_gate subdirective %q (known: jwt, api_keys, plan, usage_chunk, prompt_count, reserve_output, self_service, max_body_size)", word)
+		}
+	}
+	return h, nil
+}
+
+// parseJWT reads a `jwt { ... }` block into cfg; the cursor is on `jwt`.
+// A site may hold several jwt blocks: they add up.
+func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig) error {
+	start := d.Token()
+	if d.NextArg() {
+		return d.Errf("jwt: unexpected argument %q; settings go in a block", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch word := d.Val(); word {
+		case "secret":
+			s, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			// A placeholder is resolved, and checked, at provision.
+			if !hasPlaceholder(s) && len(s) < minSecret {
+				// The secret itself is kept out of the message.
+				return d.Errf("jwt secret must be at least %d bytes; generate one with: openssl rand -base64 48", minSecret)
+			}
+			cfg.Secrets = append(cfg.Secrets, s)
+
+		case "public_key":
+			p, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if !hasPlaceholder(p) {
+				if err := checkPEM(p); err != nil {
+					return d.Errf("jwt public_key: %v", err)
+				}
+			}
+			cfg.PublicKeys = append(cfg.PublicKeys, p)
+
+		case "jwks":
+			src, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if strings.Contains(src, "://") {
+				u, err := url.Parse(src)
+				if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+					return d.Errf("jwks: %q is neither an http(s) URL nor a file path", src)
+				}
+			}
+			cfg.JWKS = append(cfg.JWKS, src)
+
+		case "algorithms":
+			algs, err := someArgs(d)
+			if err != nil {
+				return err
+			}
+			for _, a := range algs {
+				if strings.EqualFold(a, "none") {
+					return d.Err("jwt: algorithm none is never accepted: it would let anyone forge a token")
+				}
+				if !slices.Contains(algorithms, a) {
+					return d.Errf("jwt: unknown algorithm %q (known: %s)", a, strings.Join(algorithms, " "))
+				}
+			}
+			cfg.Algorithms = append(cfg.Algorithms, algs...)
+
+		case "issuer":
+			iss, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			cfg.Issuers = append(cfg.Issuers, iss)
+
+		case "audience":
+			aud, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			cfg.Audiences = append(cfg.Audiences, aud)
+
+		case "leeway":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			cfg.Leeway = dur
+
+		case "user_claim", "plan_claim", "limit_claim":
+			claim, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			switch word {
+			case "user_claim":
+				cfg.UserClaim = claim
+			case "plan_claim":
+				cfg.PlanClaim = claim
+			default:
+				cfg.LimitClaim = claim
+			}
+
+		default:
+			return d.Errf("unrecognized jwt subdirective %q (known: secret, public_key, jwks, algorithms, issuer, audience, leeway, user_claim, plan_claim, limit_claim)", word)
+		}
+	}
+	if len(cfg.Secrets)+len(cfg.PublicKeys)+len(cfg.JWKS) == 0 {
+		return errAt(start, "jwt needs a key to verify tokens with: add secret, public_key or jwks")
+	}
+	return nil
+}
+
+// checkPEM fails unless path is a readable file holding a PEM block. The
+// key inside is parsed at provision, which knows which types it accepts.
+func checkPEM(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err // *PathError: names the path and the reason
+	}
+	if block, _ := pem.Decode(b); block == nil {
+		return &os.PathError{Op: "read", Path: path, Err: errNoPEM}
+	}
+	return nil
+}
