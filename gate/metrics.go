@@ -1,0 +1,95 @@
+package gate
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are process-wide: Caddy gives each config its own registry, and
+// registering the same collectors with each new one keeps the counts across
+// reloads.
+var Metrics = struct {
+	Tokens         *prometheus.CounterVec
+	Requests       *prometheus.CounterVec
+	EstimateError  prometheus.Histogram
+	ActiveStreams  prometheus.Gauge
+	Reservations   prometheus.GaugeFunc
+	CommitDuration prometheus.Histogram
+	CommitRecords  prometheus.Counter
+	StoreSize      prometheus.GaugeFunc
+}{
+	Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "tokens_total",
+		Help: "Tokens charged, by kind (prompt, completion) and model.",
+	}, []string{"kind", "model"}),
+	Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "requests_total",
+		Help: "Requests by outcome: ok, unauthorized, forbidden, bad_request, quota, rate, upstream_error, client_abort.",
+	}, []string{"outcome"}),
+	EstimateError: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "prompt_estimate_error_ratio",
+		Help:    "(estimated − reported) / reported prompt tokens, for requests whose usage the upstream reported.",
+		Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.02, 0, 0.02, 0.05, 0.1, 0.2, 0.5},
+	}),
+	ActiveStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "active_requests",
+		Help: "Metered requests in flight (streams included).",
+	}),
+	Reservations: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "reservations",
+		Help: "Token reservations held by admitted requests that have not settled.",
+	}, func() float64 {
+		n := 0
+		liveStates.Range(func(k, _ any) bool { n += k.(*State).Engine.Reservations(); return true })
+		return float64(n)
+	}),
+	CommitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "store_commit_seconds",
+		Help:    "Time to commit a batch of usage to the store.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+	}),
+	CommitRecords: prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "store_records_total",
+		Help: "Per-request records committed to the store.",
+	}),
+	StoreSize: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "store_size_bytes",
+		Help: "Size of the bbolt file(s).",
+	}, func() float64 {
+		var n int64
+		liveStates.Range(func(k, _ any) bool { n += k.(*State).size(); return true })
+		return float64(n)
+	}),
+}
+
+// liveStates are the States whose gauges the metrics read.
+var liveStates sync.Map
+
+func registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		Metrics.Tokens, Metrics.Requests, Metrics.EstimateError, Metrics.ActiveStreams,
+		Metrics.Reservations, Metrics.CommitDuration, Metrics.CommitRecords, Metrics.StoreSize,
+	} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func observeCommit(records int, took time.Duration, err error) {
+	if err != nil {
+		return
+	}
+	Metrics.CommitDuration.Observe(took.Seconds())
+	Metrics.CommitRecords.Add(float64(records))
+}

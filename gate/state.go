@@ -1,0 +1,406 @@
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/llmgate/llmgate/quota"
+	"github.com/llmgate/llmgate/store"
+)
+
+// statePool holds one State per bbolt file for the whole process, so that a
+// config reload (which provisions the new app before cleaning up the old one)
+// shares the open file, the counters and the reservations in flight.
+var statePool = caddy.NewUsagePool()
+
+// State is what must exist once per process and DB file: the store (opened
+// lazily, so `caddy validate` never touches the file), the quota engine with
+// its reservations, caches of users and keys, and the usage waiting to be
+// committed.
+type State struct {
+	path   string
+	logger *zap.Logger
+
+	openMu sync.Mutex
+	db     *store.Store
+
+	// Engine holds every user's windows and reservations.
+	Engine *quota.Engine
+
+	usersMu sync.RWMutex
+	users   map[string]*store.User
+
+	keysMu sync.RWMutex
+	keys   map[[32]byte]*store.Key
+
+	pendMu  sync.Mutex
+	pending store.Batch
+
+	flushMu    sync.Mutex // one commit at a time
+	flushEvery atomic.Int64
+	retention  atomic.Int64
+	startOnce  sync.Once
+	stopOnce   sync.Once
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func newState(path string, logger *zap.Logger) *State {
+	s := &State{
+		path:   path,
+		logger: logger,
+		users:  make(map[string]*store.User),
+		keys:   make(map[[32]byte]*store.Key),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	s.Engine = quota.NewEngine(quota.Options{Load: s.loadCounters})
+	s.flushEvery.Store(int64(time.Second))
+	liveStates.Store(s, struct{}{})
+	return s
+}
+
+// Path is the bbolt file's path.
+func (s *State) Path() string { return s.path }
+
+// DB returns the store, opening the file on first use.
+func (s *State) DB() (*store.Store, error) {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if s.db != nil {
+		return s.db, nil
+	}
+	db, err := store.Open(s.path, store.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening llm_gate store %s: %w", s.path, err)
+	}
+	s.logger.Info("store opened", zap.String("path", s.path))
+	s.db = db
+	return db, nil
+}
+
+func (s *State) loadCounters(user string) ([]byte, error) {
+	db, err := s.DB()
+	if err != nil {
+		return nil, err
+	}
+	return db.LoadCounters(user)
+}
+
+// FlushInterval is how often pending usage is committed; 0 means the
+// caller of Record commits before it returns.
+func (s *State) FlushInterval() time.Duration { return time.Duration(s.flushEvery.Load()) }
+
+func (s *State) configure(flush, retention time.Duration) {
+	s.flushEvery.Store(int64(flush))
+	s.retention.Store(int64(retention))
+}
+
+// start launches the background writer once per State.
+func (s *State) start() {
+	s.startOnce.Do(func() { go s.run() })
+}
+
+func (s *State) run() {
+	defer close(s.done)
+	flushTick := time.NewTicker(time.Second)
+	defer flushTick.Stop()
+	lastFlush := time.Now()
+	lastPrune := time.Time{}
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-flushTick.C:
+			if every := s.FlushInterval(); every > 0 && now.Sub(lastFlush) >= every-time.Millisecond {
+				if err := s.Flush(); err != nil {
+					s.logger.Error("committing usage", zap.Error(err))
+				}
+				lastFlush = now
+			}
+			if keep := time.Duration(s.retention.Load()); keep > 0 && now.Sub(lastPrune) >= time.Hour {
+				lastPrune = now
+				s.prune(now.Add(-keep))
+			}
+		}
+	}
+}
+
+func (s *State) prune(before time.Time) {
+	s.openMu.Lock()
+	db := s.db
+	s.openMu.Unlock()
+	if db == nil {
+		return
+	}
+	n, err := db.Prune(before)
+	if err != nil {
+		s.logger.Error("pruning records", zap.Error(err))
+	} else if n > 0 {
+		s.logger.Info("pruned records", zap.Int("records", n), zap.Time("before", before))
+	}
+}
+
+// Record queues a per-request record and, when the flush interval is 0,
+// commits it (and everything else pending) before returning.
+func (s *State) Record(rec store.Record) error {
+	// One invalid record would fail every later commit of its batch.
+	if err := rec.Validate(); err != nil {
+		return err
+	}
+	s.pendMu.Lock()
+	s.pending.Records = append(s.pending.Records, rec)
+	if rec.KeyID != "" {
+		if s.pending.KeyLastUsed == nil {
+			s.pending.KeyLastUsed = make(map[string]time.Time)
+		}
+		s.pending.KeyLastUsed[rec.KeyID] = rec.Time
+	}
+	s.pendMu.Unlock()
+	if s.FlushInterval() == 0 {
+		return s.Flush()
+	}
+	return nil
+}
+
+// Flush commits pending records, key last-used times and changed counters
+// in one transaction. On failure the usage stays pending for the next try.
+func (s *State) Flush() error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+
+	s.pendMu.Lock()
+	b := s.pending
+	s.pending = store.Batch{}
+	s.pendMu.Unlock()
+	b.Counters = mergeCounters(b.Counters, s.Engine.Dirty())
+	if len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0 {
+		return nil
+	}
+	start := time.Now()
+	db, err := s.DB()
+	if err == nil {
+		err = db.Commit(&b)
+	}
+	observeCommit(len(b.Records), time.Since(start), err)
+	if err != nil {
+		s.requeue(b)
+		return err
+	}
+	return nil
+}
+
+func mergeCounters(dst, src map[string][]byte) map[string][]byte {
+	if dst == nil {
+		return src
+	}
+	for k, v := range src {
+		dst[k] = v
+	}
+	return dst
+}
+
+// requeue puts a batch that failed to commit back in front of what arrived
+// since, so nothing is lost and order is kept.
+func (s *State) requeue(b store.Batch) {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	b.Records = append(b.Records, s.pending.Records...)
+	for k, v := range s.pending.KeyLastUsed {
+		if b.KeyLastUsed == nil {
+			b.KeyLastUsed = make(map[string]time.Time)
+		}
+		b.KeyLastUsed[k] = v
+	}
+	// Counters changed since are newer than the failed ones.
+	b.Counters = mergeCounters(b.Counters, s.pending.Counters)
+	s.pending = b
+}
+
+// Destruct implements caddy.Destructor: it runs when the last app using this
+// file lets go (process stop, or a reload to another file). It commits
+// everything and closes the file.
+func (s *State) Destruct() error {
+	liveStates.Delete(s)
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.startOnce.Do(func() { close(s.done) }) // never started: nothing to wait for
+	<-s.done
+	err := s.Flush()
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if s.db != nil {
+		err = errors.Join(err, s.db.Close())
+		s.db = nil
+		s.logger.Info("store closed", zap.String("path", s.path))
+	}
+	return err
+}
+
+// User returns a user from the cache or the store; store.ErrNotFound if
+// there is none.
+func (s *State) User(id string) (*store.User, error) {
+	s.usersMu.RLock()
+	u, ok := s.users[id]
+	s.usersMu.RUnlock()
+	if ok {
+		return u, nil
+	}
+	db, err := s.DB()
+	if err != nil {
+		return nil, err
+	}
+	u, err = db.GetUser(id)
+	if err != nil {
+		return nil, err
+	}
+	s.cacheUser(u)
+	return u, nil
+}
+
+// maxCachedUsers bounds the user cache; beyond it an arbitrary entry goes.
+const maxCachedUsers = 100_000
+
+func (s *State) cacheUser(u *store.User) {
+	s.usersMu.Lock()
+	if len(s.users) >= maxCachedUsers {
+		for k := range s.users {
+			delete(s.users, k)
+			break
+		}
+	}
+	s.users[u.ID] = u
+	s.usersMu.Unlock()
+}
+
+func (s *State) forgetUser(id string) {
+	s.usersMu.Lock()
+	delete(s.users, id)
+	s.usersMu.Unlock()
+}
+
+// EnsureUser returns the stored user u.ID, creating it from u when absent
+// (a JWT user's first request).
+func (s *State) EnsureUser(u *store.User) (*store.User, error) {
+	if got, err := s.User(u.ID); err == nil || !errors.Is(err, store.ErrNotFound) {
+		return got, err
+	}
+	db, err := s.DB()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.CreateUserIfMissing(u); err != nil {
+		return nil, err
+	}
+	s.forgetUser(u.ID)
+	return s.User(u.ID)
+}
+
+// PutUser creates or replaces a user.
+func (s *State) PutUser(u *store.User) error {
+	db, err := s.DB()
+	if err != nil {
+		return err
+	}
+	if err := db.PutUser(u); err != nil {
+		return err
+	}
+	s.forgetUser(u.ID)
+	return nil
+}
+
+// UpdateUser changes a user in one transaction.
+func (s *State) UpdateUser(id string, fn func(*store.User) error) (*store.User, error) {
+	db, err := s.DB()
+	if err != nil {
+		return nil, err
+	}
+	u, err := db.UpdateUser(id, fn)
+	s.forgetUser(id)
+	return u, err
+}
+
+// DeleteUser deletes a user, revokes its keys at once and forgets its
+// windows; its records stay.
+func (s *State) DeleteUser(id string) error {
+	db, err := s.DB()
+	if err != nil {
+		return err
+	}
+	if _, err := db.DeleteUser(id); err != nil {
+		return err
+	}
+	s.forgetUser(id)
+	s.keysMu.Lock()
+	for h, k := range s.keys {
+		if k.UserID == id {
+			delete(s.keys, h)
+		}
+	}
+	s.keysMu.Unlock()
+	s.Engine.Forget(id)
+	return nil
+}
+
+// KeyByHash finds an API key by the SHA-256 of its secret.
+func (s *State) KeyByHash(h [32]byte) (*store.Key, error) {
+	s.keysMu.RLock()
+	k, ok := s.keys[h]
+	s.keysMu.RUnlock()
+	if ok {
+		return k, nil
+	}
+	db, err := s.DB()
+	if err != nil {
+		return nil, err
+	}
+	k, err = db.KeyByHash(h)
+	if err != nil {
+		return nil, err
+	}
+	s.keysMu.Lock()
+	if len(s.keys) < maxCachedUsers {
+		s.keys[h] = k
+	}
+	s.keysMu.Unlock()
+	return k, nil
+}
+
+// PutKey stores a new key.
+func (s *State) PutKey(k *store.Key) error {
+	db, err := s.DB()
+	if err != nil {
+		return err
+	}
+	return db.PutKey(k)
+}
+
+// RevokeKey revokes a key; the very next request with it is refused.
+func (s *State) RevokeKey(id string, at time.Time) (*store.Key, error) {
+	db, err := s.DB()
+	if err != nil {
+		return nil, err
+	}
+	k, err := db.RevokeKey(id, at)
+	if err != nil {
+		return nil, err
+	}
+	s.keysMu.Lock()
+	delete(s.keys, k.Hash)
+	s.keysMu.Unlock()
+	return k, nil
+}
+
+func (s *State) size() int64 {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if s.db == nil {
+		return 0
+	}
+	return s.db.Size()
+}

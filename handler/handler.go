@@ -1,0 +1,188 @@
+// Package handler is the llm_gate HTTP middleware: it identifies the caller,
+// admits the request against the caller's plan, forwards it to the next
+// handler (reverse_proxy), counts the tokens of the response as it streams,
+// and settles the usage.
+package handler
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/llmgate/llmgate/auth"
+	"github.com/llmgate/llmgate/gate"
+	"github.com/llmgate/llmgate/meter"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's settings.
+const (
+	DefaultReserveOutput = 4096
+	DefaultMaxBodySize   = 16 << 20
+)
+
+// Handler is the `llm_gate` HTTP handler. Place it before reverse_proxy (the
+// Caddyfile directive does so by itself).
+type Handler struct {
+	// JWT verification. Absent: JWTs are not accepted.
+	JWT *JWTConfig `json:"jwt,omitempty"`
+	// Whether API keys issued through the admin API are accepted.
+	// Default: true.
+	APIKeys *bool `json:"api_keys,omitempty"`
+	// The plan of users who have none of their own. Default: the app's
+	// default_plan.
+	Plan string `json:"plan,omitempty"`
+	// What happens to the usage chunk the gate asked vLLM for: "hide"
+	// (default; the client sees vLLM's stream byte for byte) or "forward".
+	UsageChunk string `json:"usage_chunk,omitempty"`
+	// How prompts are counted before admission: "estimate" (local
+	// tokenizer, default) or "tokenize" (exact, via the upstream's
+	// /tokenize).
+	PromptCount string `json:"prompt_count,omitempty"`
+	// Output tokens reserved per choice for a request that sets no
+	// max_tokens. Default: 4096.
+	ReserveOutput int64 `json:"reserve_output,omitempty"`
+	// A path where GET shows callers their own plan, usage and remaining
+	// budget. Empty: disabled.
+	SelfService string `json:"self_service,omitempty"`
+	// The largest request body accepted, in bytes. Default: 16 MiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	app      *gate.App
+	state    *gate.State
+	verifier *auth.Verifier
+	apiKeys  bool
+	hide     bool
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.llm_gate",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, joins the llm_gate app and builds the JWT
+// verifier (fetching JWKS once).
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	appIface, err := ctx.App("llm_gate")
+	if err != nil {
+		return fmt.Errorf("llm_gate: loading the llm_gate app: %w", err)
+	}
+	h.app = appIface.(*gate.App)
+	h.state = h.app.State()
+	h.apiKeys = h.APIKeys == nil || *h.APIKeys
+	if h.UsageChunk == "" {
+		h.UsageChunk = "hide"
+	}
+	if h.PromptCount == "" {
+		h.PromptCount = "estimate"
+	}
+	if h.ReserveOutput == 0 {
+		h.ReserveOutput = DefaultReserveOutput
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = DefaultMaxBodySize
+	}
+	h.hide = h.UsageChunk == "hide"
+	if h.JWT != nil {
+		cfg, err := h.JWT.verifierConfig(h.logger)
+		if err != nil {
+			return err
+		}
+		if h.verifier, err = auth.NewVerifier(cfg); err != nil {
+			return fmt.Errorf("llm_gate jwt: %w", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks the settings.
+func (h *Handler) Validate() error {
+	switch h.UsageChunk {
+	case "hide", "forward":
+	default:
+		return fmt.Errorf("llm_gate: usage_chunk must be hide or forward, not %q", h.UsageChunk)
+	}
+	switch h.PromptCount {
+	case "estimate", "tokenize":
+	default:
+		return fmt.Errorf("llm_gate: prompt_count must be estimate or tokenize, not %q", h.PromptCount)
+	}
+	if h.ReserveOutput < 0 || h.MaxBodySize < 0 {
+		return errors.New("llm_gate: reserve_output and max_body_size must be positive")
+	}
+	if h.Plan != "" && h.app.Plan(h.Plan) == nil {
+		return fmt.Errorf("llm_gate: plan %q is not defined in the global llm_gate option (defined: %v)", h.Plan, h.app.PlanNames())
+	}
+	if h.verifier == nil && !h.apiKeys {
+		return errors.New("llm_gate: no credential can be accepted: configure jwt, or leave api_keys on")
+	}
+	if h.SelfService != "" && !strings.HasPrefix(h.SelfService, "/") {
+		return fmt.Errorf("llm_gate: self_service must be a path starting with /, not %q", h.SelfService)
+	}
+	return nil
+}
+
+// Cleanup stops the JWKS refresher.
+func (h *Handler) Cleanup() error {
+	if h.verifier != nil {
+		h.verifier.Close()
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	c, aerr := h.identify(r)
+	if aerr != nil {
+		h.countOutcome(outcomeFor(aerr))
+		aerr.write(w)
+		return nil
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		repl.Set("http.llm_gate.user", c.user.ID)
+		repl.Set("http.llm_gate.key_id", c.keyID)
+		repl.Set("http.llm_gate.plan", c.eff.Plan)
+	}
+	// The caller's credential is for the gate only.
+	r.Header.Del("Authorization")
+	r.Header.Del("X-Api-Key")
+
+	if h.SelfService != "" && r.URL.Path == h.SelfService {
+		return h.serveSelf(w, r, c)
+	}
+	if r.Method == http.MethodPost {
+		if ep := endpointFor(r.URL.Path); ep != meter.EndpointOther {
+			return h.serveMetered(w, r, next, c, repl, ep)
+		}
+	}
+	if !strings.HasPrefix(r.URL.Path, "/v1/") {
+		errNotFound(r.URL.Path).write(w)
+		return nil
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/v1/models" && len(c.eff.Models) > 0 {
+		return h.serveModels(w, r, next, c)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

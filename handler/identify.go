@@ -1,0 +1,90 @@
+package handler
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/llmgate/llmgate/auth"
+	"github.com/llmgate/llmgate/gate"
+	"github.com/llmgate/llmgate/store"
+)
+
+// caller is who a request comes from and what they are held to.
+type caller struct {
+	user   *store.User
+	keyID  string
+	claims gate.Claims
+	eff    gate.Effective
+}
+
+// identify turns the request's credential into a caller, or the error to
+// answer. Reasons are logged at debug level, never the credential itself.
+func (h *Handler) identify(r *http.Request) (*caller, *apiError) {
+	tok, err := auth.Credential(r.Header)
+	if errors.Is(err, auth.ErrNoCredential) {
+		return nil, errMissingKey()
+	}
+	if err != nil {
+		h.logger.Debug("credential refused", zap.Error(err))
+		return nil, errInvalidKey()
+	}
+	c := &caller{}
+	now := time.Now()
+	switch {
+	case auth.IsAPIKey(tok) && h.apiKeys:
+		k, err := h.state.KeyByHash(auth.HashKey(tok))
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				h.logger.Error("looking up an API key", zap.Error(err))
+				return nil, errInternal()
+			}
+			h.logger.Debug("credential refused", zap.String("reason", "unknown API key"))
+			return nil, errInvalidKey()
+		}
+		if !k.Revoked.IsZero() || (!k.Expires.IsZero() && !now.Before(k.Expires)) {
+			h.logger.Debug("credential refused", zap.String("reason", "API key revoked or expired"), zap.String("key_id", k.ID))
+			return nil, errInvalidKey()
+		}
+		u, err := h.state.User(k.UserID)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				h.logger.Error("looking up a user", zap.Error(err))
+				return nil, errInternal()
+			}
+			return nil, errInvalidKey()
+		}
+		c.user, c.keyID = u, k.ID
+	case h.verifier != nil:
+		id, err := h.verifier.Verify(tok)
+		if err != nil {
+			h.logger.Debug("credential refused", zap.Error(err))
+			return nil, errInvalidKey()
+		}
+		if err := store.ValidUserID(id.User); err != nil {
+			h.logger.Debug("credential refused", zap.Error(err))
+			return nil, errInvalidKey()
+		}
+		c.claims = gate.Claims{Plan: id.Plan, Limit: id.Limit, HasLimit: id.HasLimit}
+		plan := h.Plan
+		if h.app.Plan(id.Plan) != nil {
+			plan = id.Plan
+		}
+		u, err := h.state.EnsureUser(&store.User{ID: id.User, Plan: plan, Source: "jwt", Created: now, Updated: now})
+		if err != nil {
+			h.logger.Error("creating a user on first use", zap.Error(err))
+			return nil, errInternal()
+		}
+		c.user = u
+	default:
+		h.logger.Debug("credential refused", zap.String("reason", "not an API key, and no jwt configured"))
+		return nil, errInvalidKey()
+	}
+	if c.user.Disabled {
+		return nil, errUserDisabled()
+	}
+	c.eff = h.app.Resolve(c.user, h.Plan, c.claims)
+	return c, nil
+}

@@ -1,0 +1,404 @@
+package handler
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/llmgate/llmgate/gate"
+	"github.com/llmgate/llmgate/meter"
+	"github.com/llmgate/llmgate/quota"
+	"github.com/llmgate/llmgate/store"
+)
+
+type endpoint = meter.Endpoint
+
+func endpointFor(path string) endpoint { return meter.EndpointFor(path) }
+
+// serveMetered is the life of a metered request: read and check the body,
+// admit it against every window, forward it, count the response, settle.
+func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, repl *caddy.Replacer, ep endpoint) error {
+	start := time.Now()
+	body, aerr := readBody(r, h.MaxBodySize)
+	if aerr != nil {
+		h.countOutcome(outcomeBadRequest)
+		aerr.write(w)
+		return nil
+	}
+	req, err := meter.ParseRequest(ep, body)
+	if err != nil {
+		h.countOutcome(outcomeBadRequest)
+		errBadRequest("invalid_json", err.Error()).write(w)
+		return nil
+	}
+	if repl != nil {
+		repl.Set("http.llm_gate.model", req.Model)
+	}
+	if !modelAllowed(c.eff.Models, req.Model) {
+		h.countOutcome(outcomeForbidden)
+		errModelNotAllowed(req.Model).write(w)
+		return nil
+	}
+	prompt := h.countPrompt(r, next, req)
+	engine := h.state.Engine
+	res, err := engine.Admit(quota.Request{
+		User:          c.user.ID,
+		Limits:        c.eff.Limits,
+		Prompt:        prompt,
+		Output:        req.MaxTokens,
+		Choices:       req.Choices(),
+		DefaultOutput: h.ReserveOutput,
+	})
+	if err != nil {
+		var d *quota.Denial
+		if errors.As(err, &d) {
+			h.countOutcome(outcomeForDenial(d))
+			h.writeDenial(w, c, d)
+			return nil
+		}
+		h.logger.Error("admitting a request", zap.Error(err))
+		errInternal().write(w)
+		return nil
+	}
+	settled := false
+	defer func() {
+		if !settled { // a panic below must not pin the reservation
+			res.Cancel()
+		}
+	}()
+
+	opts := meter.RewriteOptions{
+		InjectUsage: req.Stream && !req.IncludeUsage && (ep == meter.EndpointChat || ep == meter.EndpointCompletions),
+	}
+	if hasTokenLimit(c.eff.Limits) && (req.MaxTokens == 0 || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
+		opts.MaxTokens = res.OutputCap
+	}
+	if body, err = meter.Rewrite(body, req, opts); err != nil {
+		res.Cancel()
+		h.countOutcome(outcomeBadRequest)
+		errBadRequest("invalid_json", err.Error()).write(w)
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+
+	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
+	defer putWriter(mw)
+	mw.rate = h.rateHeaders(c)
+	x := &exchange{h: h, w: w, r: r, c: c, repl: repl, req: req, ep: ep, res: res, mw: mw, prompt: prompt, start: start}
+	gate.Metrics.ActiveStreams.Inc()
+	defer func() {
+		gate.Metrics.ActiveStreams.Dec()
+		// reverse_proxy panics with http.ErrAbortHandler to cut the client's
+		// connection when the upstream cut its own: charge what was relayed,
+		// then let the panic do its job.
+		if p := recover(); p != nil {
+			x.settle(errors.New("response aborted"))
+			panic(p)
+		}
+	}()
+	x.settle(next.ServeHTTP(mw, r))
+	return nil
+}
+
+// exchange is one metered request on its way back.
+type exchange struct {
+	h      *Handler
+	w      http.ResponseWriter
+	r      *http.Request
+	c      *caller
+	repl   *caddy.Replacer
+	req    *meter.Request
+	ep     endpoint
+	res    *quota.Reservation
+	mw     *meteredWriter
+	prompt int64
+	start  time.Time
+}
+
+// settle charges what the response shows, keeps the record and answers an
+// upstream failure that left the client without a response.
+func (x *exchange) settle(nextErr error) {
+	h, mw := x.h, x.mw
+	mw.finish()
+	rec := store.Record{
+		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.req.Model,
+		Endpoint: x.ep.String(), Plan: x.c.eff.Plan, Status: mw.status,
+	}
+	usage, reported := mw.usage()
+	upErr := mw.upstreamError()
+	aborted := x.r.Context().Err() != nil
+	switch {
+	case reported:
+		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = usage.PromptTokens, usage.CompletionTokens, usage.CachedTokens
+	case mw.generated():
+		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = x.prompt, mw.estimateCompletion(), true
+	case mw.status >= 200 && mw.status < 300 && upErr == nil && nextErr == nil:
+		// Accepted but cut before the first token: vLLM processed the prompt.
+		rec.PromptTokens, rec.Estimated = x.prompt, true
+	}
+	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
+		x.res.Cancel()
+	} else {
+		x.res.Settle(rec.PromptTokens, rec.CompletionTokens)
+	}
+	if !mw.wroteHeader && nextErr != nil {
+		status := http.StatusBadGateway
+		var he caddyhttp.HandlerError
+		if errors.As(nextErr, &he) && he.StatusCode != 0 {
+			status = he.StatusCode
+		}
+		h.logger.Warn("upstream failed", zap.Error(nextErr))
+		errUpstream(status).write(x.w)
+		rec.Status = status
+	}
+	rec.Duration = time.Since(x.start)
+	rec.TTFT = mw.ttft
+	if x.repl != nil {
+		x.repl.Set("http.llm_gate.prompt_tokens", rec.PromptTokens)
+		x.repl.Set("http.llm_gate.completion_tokens", rec.CompletionTokens)
+		x.repl.Set("http.llm_gate.estimated", rec.Estimated)
+	}
+	h.observe(&rec, upErr != nil || nextErr != nil || mw.status >= 500, aborted, reported, x.prompt)
+	if err := h.state.Record(rec); err != nil {
+		h.logger.Error("committing usage", zap.Error(err))
+	}
+}
+
+// readBody reads the request body once, bounded.
+func readBody(r *http.Request, limit int64) ([]byte, *apiError) {
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge(limit)
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, errBadRequest("invalid_json", "could not read the request body")
+	}
+	if n > limit {
+		return nil, errBodyTooLarge(limit)
+	}
+	return buf.Bytes(), nil
+}
+
+func hasTokenLimit(l quota.Limits) bool {
+	for _, v := range l.Tokens {
+		if v > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// rateHeaders are OpenAI's x-ratelimit-* headers from the user's tightest
+// windows, as they stand after admission.
+func (h *Handler) rateHeaders(c *caller) http.Header {
+	tokens, requests := h.state.Engine.Tightest(c.user.ID, c.eff.Limits)
+	if tokens == nil && requests == nil {
+		return nil
+	}
+	hdr := make(http.Header, 6)
+	now := time.Now()
+	set := func(kind string, s *quota.WindowStatus) {
+		if s == nil {
+			return
+		}
+		hdr.Set("X-Ratelimit-Limit-"+kind, strconv.FormatInt(s.Limit, 10))
+		hdr.Set("X-Ratelimit-Remaining-"+kind, strconv.FormatInt(max(s.Remaining, 0), 10))
+		reset := time.Duration(0)
+		if !s.ResetsAt.IsZero() {
+			reset = s.ResetsAt.Sub(now).Round(time.Second)
+		}
+		hdr.Set("X-Ratelimit-Reset-"+kind, reset.String())
+	}
+	set("Tokens", tokens)
+	set("Requests", requests)
+	return hdr
+}
+
+func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial) {
+	for k, v := range h.rateHeaders(c) {
+		w.Header()[k] = v
+	}
+	secs := int64(math.Ceil(d.RetryAfter.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	e := &apiError{Status: http.StatusTooManyRequests, Message: d.Error(), Code: "rate_limit_exceeded"}
+	switch d.Kind {
+	case quota.Budget:
+		e.Type, e.Code = "insufficient_quota", "insufficient_quota"
+		w.Header().Set("X-Should-Retry", "false")
+	case quota.TokenRate:
+		e.Type = "tokens"
+	default:
+		e.Type = "requests"
+	}
+	e.write(w)
+}
+
+// meteredWriter relays the response to the client while the meter reads
+// the usage out of it. It embeds Caddy's ResponseWriterWrapper so Flush,
+// Hijack and http.ResponseController reach the real writer.
+type meteredWriter struct {
+	*caddyhttp.ResponseWriterWrapper
+	h           *Handler
+	ep          endpoint
+	hideUsage   bool
+	start       time.Time
+	status      int
+	wroteHeader bool
+	rate        http.Header
+	stream      *meter.StreamMeter
+	spare       *meter.StreamMeter // kept across requests by the pool
+	json        *meter.JSONMeter
+	ttft        time.Duration
+	emit        func([]byte) error
+	wrapper     caddyhttp.ResponseWriterWrapper
+}
+
+var writerPool = sync.Pool{New: func() any {
+	mw := &meteredWriter{}
+	mw.emit = mw.writeThrough
+	return mw
+}}
+
+func getWriter(w http.ResponseWriter, h *Handler, ep endpoint, hide bool, start time.Time) *meteredWriter {
+	mw := writerPool.Get().(*meteredWriter)
+	mw.wrapper.ResponseWriter = w
+	mw.ResponseWriterWrapper = &mw.wrapper
+	mw.h, mw.ep, mw.hideUsage, mw.start = h, ep, hide, start
+	return mw
+}
+
+func putWriter(mw *meteredWriter) {
+	spare := mw.stream
+	if spare == nil {
+		spare = mw.spare
+	}
+	emit := mw.emit
+	*mw = meteredWriter{spare: spare, emit: emit}
+	writerPool.Put(mw)
+}
+
+func (mw *meteredWriter) writeThrough(p []byte) error {
+	_, err := mw.ResponseWriterWrapper.ResponseWriter.Write(p)
+	return err
+}
+
+// WriteHeader decides, from the response's content type, how the body is
+// read: SSE, JSON, or not at all.
+func (mw *meteredWriter) WriteHeader(status int) {
+	if mw.wroteHeader {
+		return
+	}
+	if status < 200 { // informational: pass through, the real header follows
+		mw.ResponseWriterWrapper.WriteHeader(status)
+		return
+	}
+	mw.wroteHeader, mw.status = true, status
+	hdr := mw.Header()
+	ct := hdr.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "text/event-stream"):
+		if mw.spare == nil {
+			mw.stream = meter.NewStreamMeter(mw.ep, mw.hideUsage, mw.h.app.Counter())
+		} else {
+			mw.stream, mw.spare = mw.spare, nil
+			mw.stream.Reset(mw.ep, mw.hideUsage, mw.h.app.Counter())
+		}
+		if mw.hideUsage {
+			hdr.Del("Content-Length")
+		}
+	case strings.Contains(ct, "json"):
+		mw.json = meter.NewJSONMeter()
+	}
+	for k, v := range mw.rate {
+		hdr[k] = v
+	}
+	mw.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (mw *meteredWriter) Write(p []byte) (int, error) {
+	if !mw.wroteHeader {
+		mw.WriteHeader(http.StatusOK)
+	}
+	if mw.stream != nil && mw.status < 300 {
+		err := mw.stream.Write(p, mw.emit)
+		if mw.ttft == 0 && mw.stream.FirstToken() {
+			mw.ttft = time.Since(mw.start)
+		}
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if mw.ttft == 0 {
+		mw.ttft = time.Since(mw.start)
+	}
+	if mw.json != nil {
+		mw.json.Write(p)
+	}
+	return mw.ResponseWriterWrapper.ResponseWriter.Write(p)
+}
+
+// ReadFrom must go through Write: the embedded one copies straight to the
+// underlying writer and the meter would see nothing.
+func (mw *meteredWriter) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writeOnly{mw}, r)
+}
+
+type writeOnly struct{ io.Writer }
+
+// finish forwards what the stream parser still holds and flushes it.
+func (mw *meteredWriter) finish() {
+	if mw.stream != nil && mw.status < 300 {
+		if err := mw.stream.Finish(mw.emit); err == nil {
+			_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
+		}
+	}
+}
+
+func (mw *meteredWriter) usage() (meter.Usage, bool) {
+	switch {
+	case mw.stream != nil && mw.status < 300:
+		return mw.stream.Usage()
+	case mw.json != nil:
+		return mw.json.Usage()
+	}
+	return meter.Usage{}, false
+}
+
+func (mw *meteredWriter) upstreamError() *meter.UpstreamError {
+	switch {
+	case mw.stream != nil && mw.status < 300:
+		return mw.stream.Err()
+	case mw.json != nil:
+		return mw.json.Err()
+	}
+	return nil
+}
+
+// generated reports whether any generated token reached the client.
+func (mw *meteredWriter) generated() bool {
+	return mw.stream != nil && mw.status < 300 && mw.stream.FirstToken()
+}
+
+func (mw *meteredWriter) estimateCompletion() int64 {
+	return mw.stream.EstimateCompletion()
+}
