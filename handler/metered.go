@@ -58,6 +58,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		Output:        req.MaxTokens,
 		Choices:       req.Choices(),
 		DefaultOutput: h.ReserveOutput,
+		PromptOnly:    ep == meter.EndpointEmbeddings,
 	})
 	if err != nil {
 		var d *quota.Denial
@@ -234,11 +235,11 @@ func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial)
 	for k, v := range h.rateHeaders(c) {
 		w.Header()[k] = v
 	}
-	secs := int64(math.Ceil(d.RetryAfter.Seconds()))
-	if secs < 1 {
-		secs = 1
+	// RetryAfter 0: waiting will not help (a total budget, a request larger
+	// than the limit), so no retry-after.
+	if d.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.RetryAfter.Seconds())), 10))
 	}
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	e := &apiError{Status: http.StatusTooManyRequests, Message: d.Error(), Code: "rate_limit_exceeded"}
 	switch d.Kind {
 	case quota.Budget:
