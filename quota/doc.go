@@ -17,7 +17,9 @@
 //   - Month: starts on the 1st, 00:00 UTC.
 //   - Total: never resets.
 //
-// A calendar period that has rolled over starts at zero. Limits (tokens and
+// A calendar period that has rolled over starts at zero. If the clock goes
+// back, nothing is zeroed or un-aged: the stored (later) periods and the
+// latest minute second seen stay current until the clock catches up. Limits (tokens and
 // requests per window, and the number of requests in flight) are passed with
 // every call, so a change of plan applies to the next request. A limit of 0
 // (or less) means no limit.

@@ -288,11 +288,10 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 		r.Reserved = prompt + want*n
 	default:
 		fit := (minRemaining - prompt) / n // >= 1: checked above
-		r.OutputCap = want
-		if req.Output <= 0 || want > fit {
-			r.OutputCap = min(want, fit)
-			r.Clamped = true
-		}
+		r.OutputCap = min(want, fit)
+		// Anything but a client cap within the reservation must be enforced
+		// upstream (this includes a client cap beyond maxOutput).
+		r.Clamped = req.Output <= 0 || req.Output > r.OutputCap
 		r.Reserved = prompt + r.OutputCap*n
 	}
 	u.reserved = satAdd(u.reserved, r.Reserved)

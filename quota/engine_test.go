@@ -124,6 +124,7 @@ func TestClamping(t *testing.T) {
 		{"smallest window decides", Request{Limits: minuteAndDay, Prompt: 50}, false, 450, true, 500},
 		{"no token limit: not clamped", Request{Prompt: 50, DefaultOutput: 100}, false, 100, false, 150},
 		{"no token limit: huge cap bounded", Request{Prompt: 50, Output: 1 << 60, Choices: 2}, false, maxOutput, false, 50 + 2*maxOutput},
+		{"client cap beyond any model is clamped", Request{Limits: tokens(Day, 1<<50), Prompt: 50, Output: 1 << 40}, false, maxOutput, true, 50 + maxOutput},
 		{"default of the package", Request{Limits: tokens(Day, 1<<20), Prompt: 50}, false, DefaultReserveOutput, true, 50 + DefaultReserveOutput},
 		{"choices below 1 count as 1", Request{Limits: tokens(Day, 1000), Prompt: 10, Output: 5, Choices: -2}, false, 5, false, 15},
 		{"negative prompt counts as 0", Request{Limits: tokens(Day, 1000), Prompt: -10, Output: 5}, false, 5, false, 5},
@@ -547,7 +548,6 @@ func TestStatusAndTightest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := t0.Add(5 * time.Second)
 	want := []WindowStatus{
 		{Window: Minute, Kind: "tokens", Limit: 10000, Used: 2000, Reserved: 1000, Remaining: 7000, ResetsAt: utc(2024, 3, 13, 10, 1, 0)},
 		{Window: Minute, Kind: "requests", Limit: 10, Used: 2, Remaining: 8, ResetsAt: utc(2024, 3, 13, 10, 1, 5)},
@@ -594,7 +594,6 @@ func TestStatusAndTightest(t *testing.T) {
 	if len(e.Dirty()) != 1 {
 		t.Fatal("expected only u to be dirty")
 	}
-	_ = now
 }
 
 func TestReset(t *testing.T) {
