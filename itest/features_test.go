@@ -1,0 +1,140 @@
+package itest
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/llmgate/llmgate/internal/vllmsim"
+)
+
+func (e *env) get(path, cred string) *http.Response {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+cred)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+// TestPromptCountTokenize: with prompt_count tokenize the reservation uses
+// the upstream's exact count, asked through /tokenize.
+func TestPromptCountTokenize(t *testing.T) {
+	e := newEnv(t, envOpts{
+		global: "plan p {\n\t\t\ttokens 100000 per day\n\t\t}",
+		site:   "plan p\n\t\tprompt_count tokenize",
+	})
+	resp := e.post("/v1/chat/completions", token(t, "kim", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 10}))
+	b := mustStatus(t, resp, 200)
+	var out struct {
+		Usage struct {
+			PromptTokens int64 `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	json.Unmarshal(b, &out)
+	remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
+	if want := 100000 - out.Usage.PromptTokens - 10; remaining != want {
+		t.Fatalf("remaining after admission %d, want %d (exact prompt %d + 10 reserved)", remaining, want, out.Usage.PromptTokens)
+	}
+	var sawTokenize bool
+	for _, r := range e.sim.Requests() {
+		sawTokenize = sawTokenize || r.Path == "/tokenize"
+	}
+	if !sawTokenize {
+		t.Fatal("the emulator never saw /tokenize")
+	}
+}
+
+// TestModelsAndSelfService: /v1/models lists only the plan's models, a
+// disallowed model is refused with 403, and the self-service path shows
+// the caller's windows.
+func TestModelsAndSelfService(t *testing.T) {
+	e := newEnv(t, envOpts{
+		sim:    vllmsim.Config{ModelNames: []string{"llama-3", "qwen-2", "mistral-7b"}},
+		global: "plan p {\n\t\t\ttokens 5000 per day\n\t\t\trequests 10 per minute\n\t\t\tmodels llama-* qwen-*\n\t\t}",
+		site:   "plan p",
+	})
+	tk := token(t, "lee", nil)
+	b := mustStatus(t, e.get("/v1/models", tk), 200)
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range list.Data {
+		ids = append(ids, m.ID)
+	}
+	if strings.Join(ids, ",") != "llama-3,qwen-2" {
+		t.Fatalf("models %v", ids)
+	}
+	b = mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("mistral-7b", false, nil)), 403)
+	if decodeError(t, b).Error.Code != "model_not_allowed" {
+		t.Fatalf("%s", b)
+	}
+	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("llama-3", false, map[string]any{"max_tokens": 5})), 200)
+	var me struct {
+		User    string `json:"user"`
+		Plan    string `json:"plan"`
+		Windows []struct {
+			Window    string `json:"window"`
+			Kind      string `json:"kind"`
+			Limit     int64  `json:"limit"`
+			Used      int64  `json:"used"`
+			Remaining int64  `json:"remaining"`
+			ResetsAt  string `json:"resets_at"`
+		} `json:"windows"`
+	}
+	if err := jsonDecode(e.get("/llm_gate/me", tk), &me); err != nil {
+		t.Fatal(err)
+	}
+	recs := e.waitRecords("lee", 1)
+	if me.User != "lee" || me.Plan != "p" || len(me.Windows) != 2 {
+		t.Fatalf("self-service %+v", me)
+	}
+	for _, w := range me.Windows {
+		switch w.Kind {
+		case "tokens":
+			if w.Window != "day" || w.Limit != 5000 || w.Used != recs[0].PromptTokens+recs[0].CompletionTokens || w.Remaining != 5000-w.Used || w.ResetsAt == "" {
+				t.Fatalf("tokens window %+v, record %+v", w, recs[0])
+			}
+		case "requests":
+			if w.Window != "minute" || w.Limit != 10 || w.Used != 1 {
+				t.Fatalf("requests window %+v", w)
+			}
+		}
+	}
+}
+
+// TestUpstreamDown: a dead upstream gives an OpenAI-shaped 502 and charges
+// nothing.
+func TestUpstreamDown(t *testing.T) {
+	e := newEnv(t, envOpts{global: "plan p {\n\t\t\ttokens 5000 per day\n\t\t}", site: "plan p"})
+	dead := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy 127.0.0.1:1", 1)
+	dead = strings.NewReplacer("{GLOBAL}", "plan p {\n\t\t\ttokens 5000 per day\n\t\t}", "{SITE}", "plan p").Replace(dead)
+	if err := e.caddy.Load(dead); err != nil {
+		t.Fatal(err)
+	}
+	tk := token(t, "max", nil)
+	b := mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil)), 502)
+	if decodeError(t, b).Error.Code != "upstream_error" {
+		t.Fatalf("%s", b)
+	}
+	var me struct {
+		Windows []struct {
+			Used     int64 `json:"used"`
+			Reserved int64 `json:"reserved"`
+		} `json:"windows"`
+	}
+	jsonDecode(e.get("/llm_gate/me", tk), &me)
+	if len(me.Windows) != 1 || me.Windows[0].Used != 0 || me.Windows[0].Reserved != 0 {
+		t.Fatalf("charged for a failed upstream: %+v", me)
+	}
+}

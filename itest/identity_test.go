@@ -1,0 +1,125 @@
+package itest
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+type openAIError struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    string  `json:"code"`
+	} `json:"error"`
+}
+
+func decodeError(t testing.TB, b []byte) openAIError {
+	t.Helper()
+	var e openAIError
+	if err := json.Unmarshal(b, &e); err != nil || e.Error.Message == "" {
+		t.Fatalf("not an OpenAI error: %s (%v)", b, err)
+	}
+	return e
+}
+
+// TestIdentity: every credential outcome through a real Caddy, in OpenAI's
+// error shape, and the caller's identity reaching the access log's
+// placeholders and header_up.
+func TestIdentity(t *testing.T) {
+	e := newEnv(t, envOpts{file: strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}",
+		"reverse_proxy {UPSTREAM} {\n\t\theader_up X-Gate-User {http.llm_gate.user}\n\t\theader_up X-Gate-Key {http.llm_gate.key_id}\n\t}", 1)})
+	// An admin-made user with an API key.
+	if st := e.admin("PUT", "/llm_gate/users/carol", map[string]any{"plan": "unlimited"}, nil); st != 200 && st != 201 {
+		t.Fatalf("PUT user: %d", st)
+	}
+	var key struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	if st := e.admin("POST", "/llm_gate/users/carol/keys", map[string]any{"name": "laptop"}, &key); st != 201 || !strings.HasPrefix(key.Key, "sk-") {
+		t.Fatalf("POST key: %d %+v", st, key)
+	}
+	expired, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "x", "exp": time.Now().Add(-time.Hour).Unix()}).SignedString([]byte(testSecret))
+	wrongKey, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "x", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte("another-secret-0123456789abcdef01234"))
+	none := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + strings.TrimRight(jwtSeg(`{"sub":"x","exp":9999999999}`), "=") + "."
+
+	cases := []struct {
+		name   string
+		header []string
+		status int
+		code   string
+	}{
+		{"no credential", nil, 401, "missing_api_key"},
+		{"garbage bearer", []string{"Authorization", "Bearer not-a-token"}, 401, "invalid_api_key"},
+		{"basic auth", []string{"Authorization", "Basic dXNlcjpwYXNz"}, 401, "invalid_api_key"},
+		{"expired jwt", []string{"Authorization", "Bearer " + expired}, 401, "invalid_api_key"},
+		{"jwt with another secret", []string{"Authorization", "Bearer " + wrongKey}, 401, "invalid_api_key"},
+		{"alg none", []string{"Authorization", "Bearer " + none}, 401, "invalid_api_key"},
+		{"unknown api key", []string{"Authorization", "Bearer sk-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, 401, "invalid_api_key"},
+		{"16 kB token", []string{"Authorization", "Bearer " + strings.Repeat("a", 16<<10)}, 401, "invalid_api_key"},
+		// Beyond Go's header limit the server refuses before the gate runs.
+		{"1 MB token", []string{"Authorization", "Bearer " + strings.Repeat("a", 1<<20)}, 431, ""},
+		{"valid jwt", []string{"Authorization", "Bearer " + token(t, "dave", nil)}, 200, ""},
+		{"api key as bearer", []string{"Authorization", "Bearer " + key.Key}, 200, ""},
+		{"api key as x-api-key", []string{"X-Api-Key", key.Key}, 200, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp := e.post("/v1/chat/completions", "", chatBody("sim-model", false, nil), c.header...)
+			b := mustStatus(t, resp, c.status)
+			if c.status == 200 || c.status == 431 {
+				return
+			}
+			if got := decodeError(t, b); got.Error.Code != c.code {
+				t.Fatalf("code %q, want %q: %s", got.Error.Code, c.code, b)
+			}
+			if c.status == 401 && !strings.HasPrefix(resp.Header.Get("Www-Authenticate"), "Bearer") {
+				t.Fatalf("401 without WWW-Authenticate: %v", resp.Header)
+			}
+		})
+	}
+	// The identity reached the upstream through header_up, the credential did not.
+	reqs := e.sim.Requests()
+	last := reqs[len(reqs)-1]
+	if last.Header.Get("X-Gate-User") != "carol" || last.Header.Get("X-Gate-Key") != key.ID {
+		t.Fatalf("placeholders upstream: user %q key %q", last.Header.Get("X-Gate-User"), last.Header.Get("X-Gate-Key"))
+	}
+	if last.Header.Get("X-Api-Key") != "" || last.Header.Get("Authorization") != "" {
+		t.Fatalf("credential forwarded upstream")
+	}
+
+	// Revocation takes effect on the very next request.
+	if st := e.admin("DELETE", "/llm_gate/keys/"+key.ID, nil, nil); st != 200 && st != 204 {
+		t.Fatalf("revoke: %d", st)
+	}
+	b := mustStatus(t, e.post("/v1/chat/completions", key.Key, chatBody("sim-model", false, nil)), 401)
+	if decodeError(t, b).Error.Code != "invalid_api_key" {
+		t.Fatalf("%s", b)
+	}
+
+	// A disabled user is refused with 403.
+	if st := e.admin("PATCH", "/llm_gate/users/dave", map[string]any{"disabled": true}, nil); st != 200 {
+		t.Fatalf("PATCH: %d", st)
+	}
+	b = mustStatus(t, e.post("/v1/chat/completions", token(t, "dave", nil), chatBody("sim-model", false, nil)), 403)
+	if decodeError(t, b).Error.Code != "user_disabled" {
+		t.Fatalf("%s", b)
+	}
+
+	// Paths outside /v1 are not proxied.
+	b = mustStatus(t, e.post("/tokenize", token(t, "erin", nil), map[string]any{"prompt": "hi"}), 404)
+	decodeError(t, b)
+	if resp, err := http.Get(e.base + "/metrics"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("unauthenticated /metrics: %v %v", resp.StatusCode, err)
+	}
+}
+
+func jwtSeg(s string) string {
+	return strings.TrimRight((&jwt.Token{}).EncodeSegment([]byte(s)), "=")
+}

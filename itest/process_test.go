@@ -1,0 +1,205 @@
+package itest
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/testcaddy"
+	"github.com/llmgate/llmgate/internal/vllmsim"
+	"github.com/llmgate/llmgate/store"
+)
+
+var (
+	buildOnce sync.Once
+	caddyBin  string
+	buildErr  error
+)
+
+// binary builds ./cmd/caddy once per test run: crash tests need a process
+// of their own to kill.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "llmgate-itest")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		caddyBin = filepath.Join(dir, "caddy")
+		out, err := exec.Command("go", "build", "-o", caddyBin, "github.com/llmgate/llmgate/cmd/caddy").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return caddyBin
+}
+
+// proc is Caddy running as a child process.
+type proc struct {
+	cmd   *exec.Cmd
+	admin string
+	base  string
+	log   *strings.Builder
+}
+
+func startProc(t *testing.T, caddyfile string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	adminPort, httpPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	caddyfile = strings.NewReplacer("{ADMIN}", fmt.Sprint(adminPort), "{HTTP}", fmt.Sprint(httpPort), "{HTTPS}", fmt.Sprint(testcaddy.FreePort(t))).Replace(caddyfile)
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), base: fmt.Sprintf("http://127.0.0.1:%d", httpPort), log: &strings.Builder{}}
+	p.cmd = exec.Command(binary(t), "run", "--config", cfgPath, "--adapter", "caddyfile")
+	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(p.admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not start: %v\n%s", err, p.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKill9LosesNothing: with flush_interval 0, every request whose
+// response ended is in the file, even after kill -9.
+func TestKill9LosesNothing(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	db := filepath.Join(t.TempDir(), "gate.db")
+	p := startProc(t, strings.NewReplacer("{DB}", db, "{FLUSH}", "0", "{SECRET}", testSecret, "{UPSTREAM}", srv.URL,
+		"{GLOBAL}", "", "{SITE}", "").Replace(gateCaddyfile))
+	e := &env{t: t, base: p.base}
+	const n = 40
+	for i := range n {
+		mustStatus(t, e.post("/v1/chat/completions", token(t, "ivan", nil), chatBody("sim-model", i%2 == 0, nil)), 200)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	st, err := store.Open(db, store.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recs, _, err := st.Records(store.RecordQuery{User: "ivan", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prompt, completion int64
+	for _, r := range recs {
+		prompt += r.PromptTokens
+		completion += r.CompletionTokens
+	}
+	c := sim.Counters()
+	if len(recs) != n || prompt != c.PromptTokens || completion != c.GenerationTokens {
+		t.Fatalf("after kill -9: %d records, %d+%d tokens; want %d records, %d+%d tokens", len(recs), prompt, completion, n, c.PromptTokens, c.GenerationTokens)
+	}
+	rows, err := st.Usage(store.UsageQuery{User: "ivan", Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour)})
+	if err != nil || len(rows) != 1 || rows[0].Requests != n || rows[0].PromptTokens != prompt {
+		t.Fatalf("aggregates after kill -9: %+v %v", rows, err)
+	}
+}
+
+// TestReloadUnderLoadLosesNothing: config reloads while streams are running
+// neither block on the bbolt lock nor lose or reset any count.
+func TestReloadUnderLoadLosesNothing(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{TokensPerSecond: 200, DefaultLength: 30}, flush: "1s",
+		global: "plan big {\n\t\t\ttokens 100000000 per day\n\t\t}", site: "plan big"})
+	tk := token(t, "judy", nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, failed := 0, 0
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A keep-alive connection the old server closes at a reload
+				// fails before it reaches the gate; clients retry those.
+				status, err := e.tryPost("/v1/chat/completions", tk, chatBody("sim-model", true, nil))
+				mu.Lock()
+				if err != nil {
+					failed++
+				} else if status == 200 {
+					ok++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	file := strings.NewReplacer("{GLOBAL}", "plan big {\n\t\t\ttokens 100000000 per day\n\t\t}", "{SITE}", "plan big").Replace(gateCaddyfile)
+	for i := range 4 {
+		time.Sleep(150 * time.Millisecond)
+		// Each reload changes the config so Caddy really reloads.
+		if err := e.caddy.Load(strings.Replace(file, "max_parallel 1000", fmt.Sprintf("max_parallel %d", 1000+i), 1)); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	c := e.sim.Counters()
+	t.Logf("%d requests answered, %d connection errors, %d reached the emulator", ok, failed, c.Requests)
+	recs := e.waitRecords("judy", int(c.Requests))
+	var prompt, completion int64
+	for _, r := range recs {
+		prompt += r.PromptTokens
+		completion += r.CompletionTokens
+	}
+	if int64(len(recs)) != c.Requests || ok == 0 || prompt != c.PromptTokens || completion != c.GenerationTokens {
+		t.Fatalf("%d records of %d requests; %d+%d tokens recorded, emulator counted %d+%d", len(recs), c.Requests, prompt, completion, c.PromptTokens, c.GenerationTokens)
+	}
+	// The counters survived the reloads too.
+	var me struct {
+		Windows []struct {
+			Window string `json:"window"`
+			Used   int64  `json:"used"`
+		} `json:"windows"`
+	}
+	req, _ := http.NewRequest("GET", e.base+"/llm_gate/me", nil)
+	req.Header.Set("Authorization", "Bearer "+tk)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := jsonDecode(resp, &me); err != nil || len(me.Windows) != 1 || me.Windows[0].Used != prompt+completion {
+		t.Fatalf("self-service after reloads: %+v %v (want used %d)", me, err, prompt+completion)
+	}
+}

@@ -1,0 +1,146 @@
+package itest
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/llmgate/llmgate/internal/vllmsim"
+	"github.com/llmgate/llmgate/meter"
+	"github.com/llmgate/llmgate/tokenizer"
+)
+
+// TestBudgetHoldsUnderConcurrency: 100 concurrent streaming requests against
+// a 10,000-token daily budget. The gate guarantees
+//
+//	charged <= limit + admitted × max(0, real prompt − estimated prompt)
+//
+// (the only error a reservation cannot see coming is the prompt estimate's).
+func TestBudgetHoldsUnderConcurrency(t *testing.T) {
+	const limit = 10000
+	e := newEnv(t, envOpts{
+		sim:    vllmsim.Config{DefaultLength: 400, TokensPerSecond: 2000, TokensPerChunk: 4},
+		global: "plan small {\n\t\t\ttokens " + strconv.Itoa(limit) + " per day\n\t\t}",
+		site:   "plan small\n\t\treserve_output 300",
+		flush:  "1s",
+	})
+	body := chatBody("sim-model", true, nil)
+	req, err := meter.ParseRequest(meter.EndpointChat, []byte(mustJSON(t, body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := tokenizer.Get("")
+	estimate := req.EstimatePrompt(tok)
+
+	tk := token(t, "frank", nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp := e.post("/v1/chat/completions", tk, body)
+			readAll(t, resp.Body)
+			mu.Lock()
+			statuses[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	recs := e.waitRecords("frank", statuses[200])
+	var charged, realPrompt int64
+	for _, r := range recs {
+		charged += r.PromptTokens + r.CompletionTokens
+		realPrompt = r.PromptTokens
+	}
+	bound := int64(limit) + int64(statuses[200])*max(0, realPrompt-estimate)
+	t.Logf("statuses %v; charged %d tokens of %d (bound %d; prompt real %d, estimated %d)", statuses, charged, limit, bound, realPrompt, estimate)
+	if charged > bound {
+		t.Fatalf("charged %d > bound %d", charged, bound)
+	}
+	if statuses[429] == 0 || statuses[200] == 0 {
+		t.Fatalf("statuses %v: the budget should admit some and refuse others", statuses)
+	}
+	// Every admitted request was clamped to what remained: the emulator
+	// received max_tokens <= reserve_output.
+	for _, r := range e.sim.Requests() {
+		var got struct {
+			MaxTokens *int `json:"max_tokens"`
+		}
+		json.Unmarshal(r.Body, &got)
+		if got.MaxTokens == nil || *got.MaxTokens > 300 || *got.MaxTokens < 1 {
+			t.Fatalf("upstream request without a clamp: %s", r.Body)
+		}
+	}
+	// And the 429 is OpenAI's insufficient_quota, not retried by SDKs.
+	resp := e.post("/v1/chat/completions", tk, body)
+	b := mustStatus(t, resp, 429)
+	if got := decodeError(t, b); got.Error.Code != "insufficient_quota" || got.Error.Type != "insufficient_quota" {
+		t.Fatalf("%s", b)
+	}
+	if resp.Header.Get("X-Should-Retry") != "false" || resp.Header.Get("Retry-After") == "" || resp.Header.Get("X-Ratelimit-Limit-Tokens") != strconv.Itoa(limit) {
+		t.Fatalf("429 headers %v", resp.Header)
+	}
+}
+
+// TestRateLimitsAndSDK: a requests-per-minute window refuses with
+// rate_limit_exceeded and admits again after an admin reset; the OpenAI Go
+// SDK surfaces the 429 as an *openai.Error with the message, and does not
+// retry an exhausted budget.
+func TestRateLimitsAndSDK(t *testing.T) {
+	e := newEnv(t, envOpts{
+		global: "plan tiny {\n\t\t\trequests 2 per minute\n\t\t\ttokens 100000 per day\n\t\t}\n\t\tplan broke {\n\t\t\ttokens 5 per day\n\t\t}",
+		site:   "plan tiny",
+	})
+	tk := token(t, "gina", nil)
+	for i := range 2 {
+		resp := e.post("/v1/chat/completions", tk, chatBody("sim-model", false, nil))
+		mustStatus(t, resp, 200)
+		if resp.Header.Get("X-Ratelimit-Limit-Requests") != "2" || resp.Header.Get("X-Ratelimit-Remaining-Requests") != strconv.Itoa(1-i) {
+			t.Fatalf("request %d: rate headers %v", i, resp.Header)
+		}
+	}
+	resp := e.post("/v1/chat/completions", tk, chatBody("sim-model", false, nil))
+	b := mustStatus(t, resp, 429)
+	if got := decodeError(t, b); got.Error.Code != "rate_limit_exceeded" || got.Error.Type != "requests" {
+		t.Fatalf("%s", b)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 || ra > 60 {
+		t.Fatalf("retry-after %q", resp.Header.Get("Retry-After"))
+	}
+	if st := e.admin("POST", "/llm_gate/users/gina/reset", nil, nil); st != 200 && st != 204 {
+		t.Fatalf("reset: %d", st)
+	}
+	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", false, nil)), 200)
+
+	// The SDK sees a clean error and does not retry a budget.
+	attempts := 0
+	client := openai.NewClient(option.WithBaseURL(e.base+"/v1"), option.WithAPIKey(token(t, "hank", map[string]any{"plan": "broke"})),
+		option.WithMaxRetries(3), option.WithMiddleware(func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			attempts++
+			return next(r)
+		}))
+	before := len(e.sim.Requests())
+	_, err := client.Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{
+		Model:    "sim-model",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me a story about a cat.")},
+	})
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 || apiErr.Code != "insufficient_quota" || !strings.Contains(apiErr.Message, "5 tokens per day") {
+		if apiErr != nil {
+			t.Fatalf("SDK error %v: code %q message %q", err, apiErr.Code, apiErr.Message)
+		}
+		t.Fatalf("SDK error %v", err)
+	}
+	if n := len(e.sim.Requests()) - before; n != 0 || attempts != 1 {
+		t.Fatalf("%d requests reached the upstream, %d attempts (want 0 and 1: no retry of an exhausted budget)", n, attempts)
+	}
+}

@@ -1,0 +1,220 @@
+package itest
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/vllmsim"
+)
+
+// waitRecords polls the admin API until user has n records committed.
+func (e *env) waitRecords(user string, n int) []record {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := e.records(user)
+		if len(recs) >= n {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("user %s: %d records, want %d", user, len(recs), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSSEEventsArriveAsSent proves the gate relays each event when the
+// upstream sends it: with the emulator producing 10 tokens at 20 tokens/s,
+// the client must see them spread over ~450 ms, not in one burst at the end.
+func TestSSEEventsArriveAsSent(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{TokensPerSecond: 20, DefaultLength: 10}})
+	start := time.Now()
+	resp := e.post("/v1/chat/completions", token(t, "alice", nil), chatBody("sim-model", true, nil))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, readAll(t, resp.Body))
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("content type %q", ct)
+	}
+	events := readSSE(t, resp.Body)
+	resp.Body.Close()
+	var content []time.Time
+	for _, ev := range events {
+		if strings.Contains(ev.data, `"content":"`) && !strings.Contains(ev.data, `"content":""`) {
+			content = append(content, ev.at)
+		}
+	}
+	if len(content) < 9 {
+		t.Fatalf("%d content events, want >= 9: %v", len(content), events)
+	}
+	gaps := make([]time.Duration, 0, len(content)-1)
+	for i := 1; i < len(content); i++ {
+		gaps = append(gaps, content[i].Sub(content[i-1]))
+	}
+	spread := content[len(content)-1].Sub(content[0])
+	t.Logf("first content event after %v; per-event gaps %v; spread %v", content[0].Sub(start), gaps, spread)
+	// At 20 tokens/s the emulator spends (n-1)×50 ms between the first and
+	// last token. A buffering proxy delivers them within a millisecond.
+	if want := time.Duration(len(content)-1) * 50 * time.Millisecond * 7 / 10; spread < want {
+		t.Fatalf("events arrived within %v, want them spread over >= %v (buffered?)", spread, want)
+	}
+	sorted := append([]time.Duration(nil), gaps...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	if med := sorted[len(sorted)/2]; med < 25*time.Millisecond {
+		t.Fatalf("median gap between events %v; the emulator sends one every 50ms", med)
+	}
+}
+
+var volatile = regexp.MustCompile(`"(id|created|created_at|system_fingerprint)":("[^"]*"|\d+)`)
+
+func normalize(b []byte) string { return volatile.ReplaceAllString(string(b), `"$1":X`) }
+
+// TestHiddenUsageChunk: a client that did not ask for usage sees the stream
+// byte for byte as the emulator sends it; one that asked sees the usage chunk.
+func TestHiddenUsageChunk(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	body := chatBody("sim-model", true, map[string]any{"max_tokens": 12})
+	direct, err := http.Post(e.simURL+"/v1/chat/completions", "application/json", strings.NewReader(mustJSON(t, body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := readAll(t, direct.Body)
+	got := mustStatus(t, e.post("/v1/chat/completions", token(t, "bob", nil), body), 200)
+	if normalize(got) != normalize(want) {
+		t.Fatalf("stream through the gate differs from the emulator's:\n got: %s\nwant: %s", got, want)
+	}
+	if strings.Contains(string(got), `"usage"`) {
+		t.Fatalf("usage leaked to a client that did not ask: %s", got)
+	}
+	// The emulator did receive the injected stream_options.
+	reqs := e.sim.Requests()
+	last := reqs[len(reqs)-1]
+	if !strings.Contains(string(last.Body), `"include_usage":true`) {
+		t.Fatalf("upstream request lacks include_usage: %s", last.Body)
+	}
+	if strings.Contains(string(last.Body), testSecret) || last.Header.Get("Authorization") != "" {
+		t.Fatalf("credential forwarded upstream: %v", last.Header)
+	}
+
+	body["stream_options"] = map[string]any{"include_usage": true}
+	got = mustStatus(t, e.post("/v1/chat/completions", token(t, "bob", nil), body), 200)
+	if !strings.Contains(string(got), `"choices":[],"usage":{`) {
+		t.Fatalf("client asked for usage and did not get it: %s", got)
+	}
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestUsageMatchesEmulator: what the gate records equals what the emulator
+// counted, exactly, for every endpoint, streaming or not.
+func TestUsageMatchesEmulator(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cases := []struct {
+		name, path string
+		body       map[string]any
+		hdr        []string
+	}{
+		{"chat stream", "/v1/chat/completions", chatBody("sim-model", true, nil), nil},
+		{"chat", "/v1/chat/completions", chatBody("sim-model", false, nil), nil},
+		{"chat stream n=3", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"n": 3, "max_tokens": 7}), nil},
+		{"chat stream 4 tokens per chunk", "/v1/chat/completions", chatBody("sim-model", true, nil), []string{"X-Sim-Chunk", "4"}},
+		{"chat stream client usage", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true}}), nil},
+		{"chat stream continuous", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true}}), nil},
+		{"completions stream 2 prompts", "/v1/completions", map[string]any{"model": "sim-model", "prompt": []string{"Once upon a time", "In a galaxy"}, "stream": true, "max_tokens": 9}, nil},
+		{"completions", "/v1/completions", map[string]any{"model": "sim-model", "prompt": "Once upon a time", "max_tokens": 5}, nil},
+		{"embeddings", "/v1/embeddings", map[string]any{"model": "sim-model", "input": []string{"hello world", "good night moon"}}, nil},
+		{"responses", "/v1/responses", map[string]any{"model": "sim-model", "input": "Write a haiku."}, nil},
+		{"responses stream", "/v1/responses", map[string]any{"model": "sim-model", "input": "Write a haiku.", "stream": true}, nil},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			user := "u" + string(rune('a'+i))
+			before := e.sim.Counters()
+			b := mustStatus(t, e.post(c.path, token(t, user, nil), c.body, c.hdr...), 200)
+			after := e.sim.Counters()
+			recs := e.waitRecords(user, 1)
+			r := recs[0]
+			prompt, gen := after.PromptTokens-before.PromptTokens, after.GenerationTokens-before.GenerationTokens
+			if r.PromptTokens != prompt || r.CompletionTokens != gen || r.Estimated {
+				t.Fatalf("recorded prompt=%d completion=%d estimated=%v; emulator counted prompt=%d generation=%d\nresponse: %.400s",
+					r.PromptTokens, r.CompletionTokens, r.Estimated, prompt, gen, b)
+			}
+			if prompt == 0 {
+				t.Fatal("emulator counted no prompt tokens")
+			}
+			if r.Endpoint == "" || r.Model != "sim-model" || r.Status != 200 {
+				t.Fatalf("record %+v", r)
+			}
+		})
+	}
+}
+
+// TestCutStreamsAreEstimated: a mid-stream error and a client that goes
+// away both leave an estimated record of what was relayed.
+func TestCutStreamsAreEstimated(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{DefaultLength: 40}})
+	t.Run("mid-stream error", func(t *testing.T) {
+		b := mustStatus(t, e.post("/v1/chat/completions", token(t, "err", nil), chatBody("sim-model", true, nil), "X-Sim-Error-After", "5"), 200)
+		r := e.waitRecords("err", 1)[0]
+		if !r.Estimated || r.CompletionTokens < 4 || r.CompletionTokens > 7 || r.PromptTokens == 0 {
+			t.Fatalf("record %+v after %s", r, b)
+		}
+	})
+	t.Run("upstream crash", func(t *testing.T) {
+		resp := e.post("/v1/chat/completions", token(t, "crash", nil), chatBody("sim-model", true, nil), "X-Sim-Crash-After", "6")
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		r := e.waitRecords("crash", 1)[0]
+		if !r.Estimated || r.CompletionTokens < 5 || r.CompletionTokens > 8 {
+			t.Fatalf("record %+v", r)
+		}
+	})
+	t.Run("client disconnect", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.base+"/v1/chat/completions",
+			strings.NewReader(mustJSON(t, chatBody("sim-model", true, nil))))
+		req.Header.Set("Authorization", "Bearer "+token(t, "gone", nil))
+		req.Header.Set("X-Sim-TPS", "50")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		var seen []byte
+		for len(seen) < 600 { // a few events
+			n, err := resp.Body.Read(buf)
+			if err != nil {
+				t.Fatalf("%v after %q", err, seen)
+			}
+			seen = append(seen, buf[:n]...)
+		}
+		cancel()
+		resp.Body.Close()
+		r := e.waitRecords("gone", 1)[0]
+		if !r.Estimated || r.CompletionTokens < 1 || r.CompletionTokens >= 40 {
+			t.Fatalf("record %+v", r)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for e.sim.Counters().Aborted == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if e.sim.Counters().Aborted == 0 {
+			t.Fatal("the emulator never saw the abort: the gate did not cancel upstream")
+		}
+	})
+}
