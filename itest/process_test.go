@@ -2,6 +2,7 @@ package itest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -94,10 +95,9 @@ func startProc(t *testing.T, caddyfile string) *proc {
 // response ended is in the file, even after kill -9.
 func TestKill9LosesNothing(t *testing.T) {
 	sim := vllmsim.New(vllmsim.Config{})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	srv := newSimServer(t, sim)
 	db := filepath.Join(t.TempDir(), "gate.db")
-	p := startProc(t, strings.NewReplacer("{DB}", db, "{FLUSH}", "0", "{SECRET}", testSecret, "{UPSTREAM}", srv.URL,
+	p := startProc(t, strings.NewReplacer("{DB}", db, "{FLUSH}", "0", "{SECRET}", testSecret, "{UPSTREAM}", srv,
 		"{GLOBAL}", "", "{SITE}", "").Replace(gateCaddyfile))
 	e := &env{t: t, base: p.base}
 	const n = 40
@@ -108,15 +108,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.cmd.Wait()
-	st, err := store.Open(db, store.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	recs, _, err := st.Records(store.RecordQuery{User: "ivan", Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := openRecords(t, db, "ivan")
 	var prompt, completion int64
 	for _, r := range recs {
 		prompt += r.PromptTokens
@@ -126,6 +118,11 @@ func TestKill9LosesNothing(t *testing.T) {
 	if len(recs) != n || prompt != c.PromptTokens || completion != c.GenerationTokens {
 		t.Fatalf("after kill -9: %d records, %d+%d tokens; want %d records, %d+%d tokens", len(recs), prompt, completion, n, c.PromptTokens, c.GenerationTokens)
 	}
+	st, err := store.Open(db, store.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
 	rows, err := st.Usage(store.UsageQuery{User: "ivan", Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour)})
 	if err != nil || len(rows) != 1 || rows[0].Requests != n || rows[0].PromptTokens != prompt {
 		t.Fatalf("aggregates after kill -9: %+v %v", rows, err)
@@ -202,4 +199,31 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	if err := jsonDecode(resp, &me); err != nil || len(me.Windows) != 1 || me.Windows[0].Used != prompt+completion {
 		t.Fatalf("self-service after reloads: %+v %v (want used %d)", me, err, prompt+completion)
 	}
+}
+
+// openRecords reads a user's records straight from a bbolt file no process
+// holds any more.
+func openRecords(t *testing.T, db, user string) []store.Record {
+	t.Helper()
+	st, err := store.Open(db, store.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recs, _, err := st.Records(store.RecordQuery{User: user, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func newSimServer(t *testing.T, sim *vllmsim.Server) string {
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func readAllErr(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
 }

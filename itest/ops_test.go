@@ -1,0 +1,158 @@
+package itest
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/vllmsim"
+)
+
+// TestMetricsAndLogs: Caddy's /metrics carries the gate's counters, the
+// access log carries the caller's identity and token counts, and no log line
+// at any level carries a credential.
+func TestMetricsAndLogs(t *testing.T) {
+	dir := t.TempDir()
+	access, debug := filepath.Join(dir, "access.log"), filepath.Join(dir, "debug.log")
+	file := strings.NewReplacer(
+		"\thttp_port {HTTP}", "\thttp_port {HTTP}\n\tlog {\n\t\toutput file "+debug+"\n\t\tlevel DEBUG\n\t}\n\tmetrics",
+		"\treverse_proxy {UPSTREAM}", "\tlog_append llm_user {http.llm_gate.user}\n\tlog_append llm_key {http.llm_gate.key_id}\n"+
+			"\tlog_append llm_model {http.llm_gate.model}\n\tlog_append llm_prompt {http.llm_gate.prompt_tokens}\n"+
+			"\tlog_append llm_completion {http.llm_gate.completion_tokens}\n\tlog {\n\t\toutput file "+access+"\n\t}\n\treverse_proxy {UPSTREAM}",
+	).Replace(gateCaddyfile)
+	e := newEnv(t, envOpts{file: file})
+	e.admin("PUT", "/llm_gate/users/olga", map[string]any{}, nil)
+	var key struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	e.admin("POST", "/llm_gate/users/olga/keys", map[string]any{"name": "k"}, &key)
+	tk := token(t, "nina", nil)
+	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil)), 200)
+	mustStatus(t, e.post("/v1/chat/completions", key.Key, chatBody("sim-model", false, nil)), 200)
+	mustStatus(t, e.post("/v1/chat/completions", tk+"x", chatBody("sim-model", false, nil)), 401)
+	mustStatus(t, e.post("/v1/chat/completions", key.Key+"x", chatBody("sim-model", false, nil)), 401)
+	recs := append(e.waitRecords("nina", 1), e.waitRecords("olga", 1)...)
+
+	resp, err := http.Get(e.caddy.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := string(readAll(t, resp.Body))
+	var prompt, completion int64
+	for _, r := range recs {
+		prompt += r.PromptTokens
+		completion += r.CompletionTokens
+	}
+	for _, want := range []string{
+		`caddy_llm_gate_tokens_total{kind="prompt",model="sim-model"} ` + strconv.FormatInt(prompt, 10),
+		`caddy_llm_gate_tokens_total{kind="completion",model="sim-model"} ` + strconv.FormatInt(completion, 10),
+		`caddy_llm_gate_requests_total{outcome="ok"} 2`,
+		`caddy_llm_gate_requests_total{outcome="unauthorized"} 2`,
+		`caddy_llm_gate_active_requests 0`,
+		`caddy_llm_gate_reservations 0`,
+		`caddy_llm_gate_store_commit_seconds_count`,
+		`caddy_llm_gate_prompt_estimate_error_ratio_count 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if regexp.MustCompile(`llm_gate[^\n]*user=`).MatchString(metrics) {
+		t.Error("metrics carry a per-user label")
+	}
+
+	// Logs are written asynchronously by zap's file writer: wait for them.
+	var accessLog, debugLog string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		a, _ := os.ReadFile(access)
+		d, _ := os.ReadFile(debug)
+		accessLog, debugLog = string(a), string(d)
+		if strings.Count(accessLog, "\n") >= 4 && strings.Contains(debugLog, "credential refused") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{`"llm_user":"nina"`, `"llm_user":"olga"`, `"llm_key":"` + key.ID + `"`, `"llm_model":"sim-model"`, `"llm_prompt":` + strconv.FormatInt(recs[0].PromptTokens, 10)} {
+		if !strings.Contains(accessLog, want) {
+			t.Errorf("access log lacks %s:\n%s", want, accessLog)
+		}
+	}
+	if !strings.Contains(debugLog, "credential refused") {
+		t.Errorf("the debug log does not say why a credential was refused")
+	}
+	secretParts := []string{tk, strings.Split(tk, ".")[2], key.Key, key.Key[10:], testSecret}
+	for _, s := range secretParts {
+		if strings.Contains(accessLog, s) || strings.Contains(debugLog, s) {
+			t.Fatalf("a credential appears in the logs: %.20s…", s)
+		}
+	}
+}
+
+// TestStopDuringStreams: `caddy stop` while streams are running lets them
+// finish and commits their usage before the process exits.
+func TestStopDuringStreams(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{TokensPerSecond: 40, DefaultLength: 40})
+	srv := newSimServer(t, sim)
+	db := filepath.Join(t.TempDir(), "gate.db")
+	p := startProc(t, strings.NewReplacer("{DB}", db, "{FLUSH}", "10s", "{SECRET}", testSecret, "{UPSTREAM}", srv,
+		"{GLOBAL}", "", "{SITE}", "").Replace(gateCaddyfile))
+	e := &env{t: t, base: p.base}
+	tk := token(t, "paul", nil)
+	var wg sync.WaitGroup
+	statuses := make([]int, 6)
+	bodies := make([][]byte, 6)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", e.base+"/v1/chat/completions", strings.NewReader(mustJSON(t, chatBody("sim-model", true, nil))))
+			req.Header.Set("Authorization", "Bearer "+tk)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			statuses[i] = resp.StatusCode
+			bodies[i], _ = readAllErr(resp)
+		}()
+	}
+	// Let the streams start, then stop Caddy through its admin API.
+	deadline := time.Now().Add(10 * time.Second)
+	for sim.Counters().Requests < 6 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Post(p.admin+"/stop", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wg.Wait()
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("caddy exited with %v\n%s", err, p.log)
+	}
+	done := 0
+	for i, b := range bodies {
+		if statuses[i] == 200 && strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+			done++
+		}
+	}
+	if done != 6 {
+		t.Fatalf("%d of 6 streams finished cleanly during the stop", done)
+	}
+	recs := openRecords(t, db, "paul")
+	var completion int64
+	for _, r := range recs {
+		completion += r.CompletionTokens
+	}
+	if len(recs) != 6 || completion != sim.Counters().GenerationTokens {
+		t.Fatalf("after stop: %d records, %d completion tokens; emulator generated %d", len(recs), completion, sim.Counters().GenerationTokens)
+	}
+}
