@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tinyOptions are sizes that run every scenario in a few seconds.
+func tinyOptions(t *testing.T) Options {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LLM_BENCH_FAKE", "1")
+	return Options{
+		CaddyBin: self, SimBin: self, Out: t.TempDir(), Model: "sim-model",
+		Scenarios: allScenarios,
+		Rounds:    2, Window: 150 * time.Millisecond, Warmup: 30 * time.Millisecond,
+		Conc: []int{1, 16}, H2Conc: []int{4},
+		Streams: 20, StreamTokens: 8, StreamTPS: 400, Chunks: []int{1, 4}, StreamRounds: 1, StreamUsers: 3, Ramp: 10 * time.Millisecond,
+		PromptTokens: 3000, PromptReqs: 2,
+		Users: 30, UsersConc: 4, StoreConc: 4,
+		settle: 10 * time.Millisecond, flushWait: 50 * time.Millisecond,
+	}
+}
+
+// TestRunEndToEnd runs every scenario against the fake Caddy and the real
+// emulator (both this test binary) and checks the report and the chart.
+func TestRunEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	o := tinyOptions(t)
+	if code := run(context.Background(), o); code != 0 {
+		t.Fatalf("run exited %d", code)
+	}
+	md, err := os.ReadFile(filepath.Join(o.Out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Non-streaming chat, HTTP/1.1, concurrency 1", "Non-streaming chat, HTTP/1.1, concurrency 16",
+		"HTTP/2 (h2c) to Caddy, concurrency 4", "1 token(s) per chunk", "4 token(s) per chunk",
+		"Admission of a 3000-token prompt", "Many users: 30 API keys", "Store: usage commits",
+		"Caddy: v2.11.9-fake", "## Errors\n\nnone", "gate/plain", "![latency percentiles",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+	if strings.Contains(string(md), "WARNING") {
+		t.Errorf("run flagged with errors:\n%s", md)
+	}
+	f, err := os.Open(filepath.Join(o.Out, "latency.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Fatalf("latency.png: %v", err)
+	}
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/vllmsim"
+)
+
+func TestReadStream(t *testing.T) {
+	ev := func(s string) string { return "data: " + s + "\n\n" }
+	long := strings.Repeat("x", 10<<10) // longer than the 4 KiB read buffer
+	tests := []struct {
+		name      string
+		body      string
+		minEvents int
+		events    int
+		gaps      int
+		wantErr   string
+	}{
+		{"complete", ev(`{"a":1}`) + ev(`{"a":2}`) + ev(`{"a":3}`) + ev("[DONE]"), 3, 3, 2, ""},
+		{"CRLF and comments", ": ping\r\n\r\n" + "data: {}\r\n\r\n" + "event: x\r\ndata: {}\r\n\r\n" + "data: [DONE]\r\n\r\n", 2, 2, 1, ""},
+		{"no space after colon", "data:{}\n\ndata:[DONE]\n\n", 1, 1, 0, ""},
+		{"line longer than the buffer counts once", ev(`{"t":"`+long+`"}`) + ev(`{}`) + ev("[DONE]"), 2, 2, 1, ""},
+		{"data inside a long line is not an event", ev(`{"t":"`+long+`data: x"}`) + ev("[DONE]"), 1, 1, 0, ""},
+		{"cut before DONE", ev(`{}`) + ev(`{}`), 1, 2, 1, "without [DONE] after 2 events"},
+		{"too few events", ev(`{}`) + ev("[DONE]"), 3, 1, 0, "had 1 events, want >= 3"},
+		{"empty", "", 0, 0, 0, "without [DONE] after 0 events"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			firsts := 0
+			r := readStream(iotest.OneByteReader(strings.NewReader(tt.body)), time.Now(), tt.minEvents, func() { firsts++ })
+			if tt.wantErr == "" && r.err != nil || tt.wantErr != "" && (r.err == nil || !strings.Contains(r.err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", r.err, tt.wantErr)
+			}
+			if r.events != tt.events || len(r.gaps) != tt.gaps {
+				t.Errorf("%d events, %d gaps; want %d, %d", r.events, len(r.gaps), tt.events, tt.gaps)
+			}
+			if want := min(tt.events, 1); firsts != want {
+				t.Errorf("first called %d times, want %d", firsts, want)
+			}
+			if tt.events > 0 && r.ttft <= 0 {
+				t.Errorf("ttft %v", r.ttft)
+			}
+		})
+	}
+	// A read error mid-stream is reported as such.
+	r := readStream(io.MultiReader(strings.NewReader(ev("{}")), iotest.ErrReader(io.ErrClosedPipe)), time.Now(), 1, nil)
+	if r.err == nil || !strings.Contains(r.err.Error(), "after 1 events") {
+		t.Errorf("read error: %v", r.err)
+	}
+}
+
+// simServer runs the emulator in this process.
+func simServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(vllmsim.New(vllmsim.Config{}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestClosedLoop(t *testing.T) {
+	srv := simServer(t)
+	var errs ErrorLog
+	tg := target("direct", srv.URL, 4, false, nil, nil)
+	body := chatBody("sim-model", smallPrompt, 4, false)
+
+	w := ClosedLoop(context.Background(), tg, body, 4, 0, 37, &errs, "x")
+	if w.OK != 37 || w.Errors != 0 || len(w.Lat) != 37 || errs.Total() != 0 {
+		t.Fatalf("count-limited loop: %+v, errors %q", w, errs.Lines())
+	}
+	for i := 1; i < len(w.Lat); i++ {
+		if w.Lat[i] < w.Lat[i-1] || w.Lat[0] <= 0 {
+			t.Fatal("latencies not sorted and positive")
+		}
+	}
+	if w.Rate() <= 0 {
+		t.Errorf("rate %v", w.Rate())
+	}
+
+	w = ClosedLoop(context.Background(), tg, body, 2, 50*time.Millisecond, 0, &errs, "x")
+	if w.OK == 0 || w.Errors != 0 || w.Elapsed < 50*time.Millisecond {
+		t.Fatalf("time-limited loop: OK %d errors %d elapsed %v", w.OK, w.Errors, w.Elapsed)
+	}
+
+	// A bad model is a 404 from the emulator: every request is an error.
+	w = ClosedLoop(context.Background(), tg, chatBody("no-such-model", "hi", 1, false), 2, 0, 5, &errs, "bad")
+	if w.OK != 0 || w.Errors != 5 || errs.Total() != 5 || !strings.Contains(errs.Lines()[0], "bad: status 404") {
+		t.Errorf("errors: %+v %q", w, errs.Lines())
+	}
+
+	// A cancelled context stops the loop without counting errors.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if w := ClosedLoop(ctx, tg, body, 3, time.Hour, 0, &errs, "x"); w.OK+w.Errors != 0 {
+		t.Errorf("cancelled loop ran: %+v", w)
+	}
+	if (Window{}).Rate() != 0 {
+		t.Error("rate of an empty window")
+	}
+}
+
+// TestDoChecks sends requests to a handler that misbehaves in each way the
+// load generator must notice.
+func TestDoChecks(t *testing.T) {
+	var seen atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Clone())
+		switch r.URL.Path {
+		case "/ok/v1/chat/completions":
+			fmt.Fprint(w, `{"usage":{"completion_tokens":1}}`)
+		case "/nousage/v1/chat/completions":
+			fmt.Fprint(w, `{"choices":[]}`)
+		case "/cut/v1/chat/completions":
+			w.Header().Set("Content-Length", "100")
+			fmt.Fprint(w, `{"usage"`)
+		default:
+			http.Error(w, "nope", http.StatusTeapot)
+		}
+	}))
+	defer srv.Close()
+	hdr := http.Header{"X-Sim-Length": {"3"}}
+	for _, tt := range []struct{ path, wantErr string }{
+		{"/ok", ""}, {"/nousage", "200 without usage"}, {"/cut", "reading body"}, {"/other", "status 418: nope"},
+	} {
+		tg := target("t", srv.URL+tt.path, 1, false, bearer("tok"), hdr)
+		_, err := tg.do(context.Background(), []byte(`{}`))
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%s: err %v, want %q", tt.path, err, tt.wantErr)
+		}
+	}
+	h := seen.Load().(http.Header)
+	if h.Get("Authorization") != "Bearer tok" || h.Get("X-Sim-Length") != "3" || h.Get("Content-Type") != "application/json" {
+		t.Errorf("request headers %v", h)
+	}
+	srv.Close()
+	if _, err := target("t", srv.URL, 1, false, nil, nil).do(context.Background(), nil); err == nil {
+		t.Error("request to a closed server succeeded")
+	}
+}
+
+func TestStreams(t *testing.T) {
+	srv := simServer(t)
+	var errs ErrorLog
+	const n, tokens = 12, 6
+	hdr := http.Header{"X-Sim-Tps": {"400"}, "X-Sim-Length": {fmt.Sprint(tokens)}, "X-Sim-Chunk": {"2"}}
+	tg := target("direct", srv.URL, n, false, nil, hdr)
+	var sampled atomic.Int64
+	w := Streams(context.Background(), tg, chatBody("sim-model", smallPrompt, tokens, true), n, 5*time.Millisecond, tokens/2,
+		func(open int, now func() int) {
+			if now() > open {
+				t.Errorf("open now %d > open at the start %d", now(), open)
+			}
+			sampled.Add(int64(open) + 1000)
+		}, &errs, "s")
+	if w.OK != n || w.Errors != 0 || errs.Total() != 0 {
+		t.Fatalf("streams: %+v %q", w, errs.Lines())
+	}
+	if len(w.TTFT) != n || len(w.Gaps) != w.Events-n || w.Events < n*tokens/2 {
+		t.Errorf("%d TTFTs, %d gaps, %d events", len(w.TTFT), len(w.Gaps), w.Events)
+	}
+	// The sampler ran exactly once, before Streams returned, with every
+	// stream open or a few already done.
+	if s := sampled.Load(); s < 1000 || s > 1000+n || w.Open != int(s-1000) {
+		t.Errorf("sampler saw %d (Open %d)", s-1000, w.Open)
+	}
+	// Streams the server refuses are errors, and the sampler never runs
+	// when not every stream started.
+	bad := target("direct", srv.URL, n, false, nil, nil)
+	sampled.Store(0)
+	w = Streams(context.Background(), bad, chatBody("nope", "x", 1, true), 3, 0, 1, func(int, func() int) { sampled.Add(1) }, &errs, "bad")
+	if w.OK != 0 || w.Errors != 3 || errs.Total() != 3 || sampled.Load() != 0 {
+		t.Errorf("refused streams: %+v, %q, sampled %d", w, errs.Lines(), sampled.Load())
+	}
+	// Cancelled before the ramp releases them: errors, but not logged.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	before := errs.Total()
+	w = Streams(ctx, tg, chatBody("sim-model", "x", 1, true), 3, time.Hour, 1, nil, &errs, "c")
+	if w.OK != 0 || errs.Total() != before {
+		t.Errorf("cancelled streams: %+v, log %q", w, errs.Lines())
+	}
+}
+
+func BenchmarkReadStream(b *testing.B) {
+	var sb strings.Builder
+	for range 256 {
+		sb.WriteString(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" tok"}}]}` + "\n\n")
+	}
+	sb.WriteString("data: [DONE]\n\n")
+	body := sb.String()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if r := readStream(strings.NewReader(body), time.Now(), 256, nil); r.err != nil {
+			b.Fatal(r.err)
+		}
+	}
+}
