@@ -48,7 +48,8 @@ type Handler struct {
 	// /tokenize).
 	PromptCount string `json:"prompt_count,omitempty"`
 	// Output tokens reserved per choice for a request that sets no
-	// max_tokens. Default: 4096.
+	// max_tokens, lowered to what the model can still produce when the
+	// upstream's /v1/models gives max_model_len. Default: 4096.
 	ReserveOutput int64 `json:"reserve_output,omitempty"`
 	// A path where GET shows callers their own plan, usage and remaining
 	// budget. Empty: disabled.
@@ -56,12 +57,13 @@ type Handler struct {
 	// The largest request body accepted, in bytes. Default: 16 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 
-	app      *gate.App
-	state    *gate.State
-	verifier *auth.Verifier
-	apiKeys  bool
-	hide     bool
-	logger   *zap.Logger
+	app       *gate.App
+	state     *gate.State
+	verifier  *auth.Verifier
+	apiKeys   bool
+	hide      bool
+	modelLens *modelLens
+	logger    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -96,6 +98,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxBodySize = DefaultMaxBodySize
 	}
 	h.hide = h.UsageChunk == "hide"
+	h.modelLens = &modelLens{}
 	if h.JWT != nil {
 		cfg, err := h.JWT.verifierConfig(h.logger)
 		if err != nil {

@@ -50,6 +50,14 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		return nil
 	}
 	prompt := h.countPrompt(r, next, req)
+	// Without a client cap, reserve what the model can still produce, at
+	// most reserve_output.
+	defaultOutput := h.ReserveOutput
+	if req.MaxTokens == 0 && ep != meter.EndpointEmbeddings && hasTokenLimit(c.eff.Limits) {
+		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-prompt > 0 && n-prompt < defaultOutput {
+			defaultOutput = n - prompt
+		}
+	}
 	engine := h.state.Engine
 	res, err := engine.Admit(quota.Request{
 		User:          c.user.ID,
@@ -57,7 +65,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		Prompt:        prompt,
 		Output:        req.MaxTokens,
 		Choices:       req.Choices(),
-		DefaultOutput: h.ReserveOutput,
+		DefaultOutput: defaultOutput,
 		PromptOnly:    ep == meter.EndpointEmbeddings,
 	})
 	if err != nil {

@@ -138,3 +138,27 @@ func TestUpstreamDown(t *testing.T) {
 		t.Fatalf("charged for a failed upstream: %+v", me)
 	}
 }
+
+// TestReserveFollowsModelLength: a request without max_tokens reserves, and
+// is capped at, what the model can still produce (max_model_len − prompt)
+// when that is less than reserve_output.
+func TestReserveFollowsModelLength(t *testing.T) {
+	e := newEnv(t, envOpts{
+		sim:    vllmsim.Config{MaxModelLen: 300},
+		global: "plan p {\n\t\t\ttokens 100000 per day\n\t\t}",
+		site:   "plan p\n\t\treserve_output 4096",
+	})
+	resp := e.post("/v1/chat/completions", token(t, "quinn", nil), chatBody("sim-model", false, nil))
+	b := mustStatus(t, resp, 200)
+	var out struct {
+		Usage struct {
+			PromptTokens int64 `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	json.Unmarshal(b, &out)
+	reqs := e.sim.Requests()
+	last := reqs[len(reqs)-1]
+	if last.MaxTokens == nil || int64(*last.MaxTokens) > 300-out.Usage.PromptTokens+5 || *last.MaxTokens < 200 {
+		t.Fatalf("upstream max_tokens %v, want about %d", last.MaxTokens, 300-out.Usage.PromptTokens)
+	}
+}

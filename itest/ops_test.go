@@ -33,6 +33,7 @@ func TestMetricsAndLogs(t *testing.T) {
 		Key string `json:"key"`
 	}
 	e.admin("POST", "/llm_gate/users/olga/keys", map[string]any{"name": "k"}, &key)
+	before := scrape(t, e.caddy.Admin)
 	tk := token(t, "nina", nil)
 	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil)), 200)
 	mustStatus(t, e.post("/v1/chat/completions", key.Key, chatBody("sim-model", false, nil)), 200)
@@ -40,31 +41,33 @@ func TestMetricsAndLogs(t *testing.T) {
 	mustStatus(t, e.post("/v1/chat/completions", key.Key+"x", chatBody("sim-model", false, nil)), 401)
 	recs := append(e.waitRecords("nina", 1), e.waitRecords("olga", 1)...)
 
-	resp, err := http.Get(e.caddy.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics := string(readAll(t, resp.Body))
+	after := scrape(t, e.caddy.Admin)
 	var prompt, completion int64
 	for _, r := range recs {
 		prompt += r.PromptTokens
 		completion += r.CompletionTokens
 	}
-	for _, want := range []string{
-		`caddy_llm_gate_tokens_total{kind="prompt",model="sim-model"} ` + strconv.FormatInt(prompt, 10),
-		`caddy_llm_gate_tokens_total{kind="completion",model="sim-model"} ` + strconv.FormatInt(completion, 10),
-		`caddy_llm_gate_requests_total{outcome="ok"} 2`,
-		`caddy_llm_gate_requests_total{outcome="unauthorized"} 2`,
-		`caddy_llm_gate_active_requests 0`,
-		`caddy_llm_gate_reservations 0`,
-		`caddy_llm_gate_store_commit_seconds_count`,
-		`caddy_llm_gate_prompt_estimate_error_ratio_count 2`,
+	// Counters are process-wide (they survive reloads), so compare deltas.
+	for name, want := range map[string]float64{
+		`caddy_llm_gate_tokens_total{kind="prompt",model="sim-model"}`:     float64(prompt),
+		`caddy_llm_gate_tokens_total{kind="completion",model="sim-model"}`: float64(completion),
+		`caddy_llm_gate_requests_total{outcome="ok"}`:                      2,
+		`caddy_llm_gate_requests_total{outcome="unauthorized"}`:            2,
+		`caddy_llm_gate_prompt_estimate_error_ratio_count`:                 2,
 	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %q", want)
+		if got := after.values[name] - before.values[name]; got != want {
+			t.Errorf("%s grew by %v, want %v", name, got, want)
 		}
 	}
-	if regexp.MustCompile(`llm_gate[^\n]*user=`).MatchString(metrics) {
+	for _, name := range []string{"caddy_llm_gate_active_requests", "caddy_llm_gate_reservations", "caddy_llm_gate_store_commit_seconds_count"} {
+		if _, ok := after.values[name]; !ok {
+			t.Errorf("metrics lack %s", name)
+		}
+	}
+	if after.values["caddy_llm_gate_active_requests"] != 0 || after.values["caddy_llm_gate_reservations"] != 0 {
+		t.Errorf("requests or reservations still held after every response ended")
+	}
+	if regexp.MustCompile(`llm_gate[^\n]*user=`).MatchString(after.text) {
 		t.Error("metrics carry a per-user label")
 	}
 
@@ -155,4 +158,29 @@ func TestStopDuringStreams(t *testing.T) {
 	if len(recs) != 6 || completion != sim.Counters().GenerationTokens {
 		t.Fatalf("after stop: %d records, %d completion tokens; emulator generated %d", len(recs), completion, sim.Counters().GenerationTokens)
 	}
+}
+
+type metrics struct {
+	text   string
+	values map[string]float64
+}
+
+// scrape reads Caddy's /metrics from the admin listener.
+func scrape(t *testing.T, admin string) metrics {
+	t.Helper()
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics{text: string(readAll(t, resp.Body)), values: map[string]float64{}}
+	for _, line := range strings.Split(m.text, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m.values[line[:i]] = v
+		}
+	}
+	return m
 }

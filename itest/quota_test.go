@@ -72,6 +72,9 @@ func TestBudgetHoldsUnderConcurrency(t *testing.T) {
 	// Every admitted request was clamped to what remained: the emulator
 	// received max_tokens <= reserve_output.
 	for _, r := range e.sim.Requests() {
+		if r.Path != "/v1/chat/completions" {
+			continue
+		}
 		var got struct {
 			MaxTokens *int `json:"max_tokens"`
 		}
