@@ -134,6 +134,8 @@ type Verifier struct {
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when the refresh loop exits; nil without JWKS
 	closeOnce sync.Once
+
+	cache verifiedCache
 }
 
 // NewVerifier validates cfg, loads every key, fetches each JWKS once and, when
@@ -356,12 +358,19 @@ var errEmptyToken = invalidf("empty token")
 
 // Verify checks a token's size, signature, algorithm and claims and returns
 // the identity it carries. Every error wraps ErrInvalid.
+//
+// The returned Identity may be shared between calls with the same token:
+// callers must not modify it.
 func (v *Verifier) Verify(token string) (*Identity, error) {
 	if len(token) > v.maxSize {
 		return nil, v.tooLarge
 	}
 	if token == "" {
 		return nil, errEmptyToken
+	}
+	set := v.keys.Load()
+	if id := v.cache.get(token, set, v.now()); id != nil {
+		return id, nil
 	}
 	claims := jwt.MapClaims{}
 	if _, err := v.parser.ParseWithClaims(token, claims, v.keyFunc); err != nil {
@@ -405,7 +414,55 @@ func (v *Verifier) Verify(token string) (*Identity, error) {
 	if exp, ok := claims["exp"].(float64); ok {
 		id.Expires = time.Unix(int64(exp), 0)
 	}
+	v.cache.put(token, id, set)
 	return id, nil
+}
+
+// verifiedCache remembers tokens that verified, so a client that sends the
+// same token on every request (as every SDK does) pays for the signature
+// and the claims once. An entry is used only while the key set it verified
+// against is still the current one (a JWKS refresh that drops a key drops
+// its tokens) and until the token's exp (without leeway). Only valid tokens
+// enter, so a flood of garbage cannot fill it; its size is bounded anyway.
+type verifiedCache struct {
+	mu      sync.RWMutex
+	entries map[string]verifiedEntry
+}
+
+type verifiedEntry struct {
+	id  *Identity
+	set *keySet
+}
+
+// maxVerifiedCache bounds the cache; beyond it, an arbitrary entry goes.
+const maxVerifiedCache = 16384
+
+func (c *verifiedCache) get(token string, set *keySet, now time.Time) *Identity {
+	c.mu.RLock()
+	e, ok := c.entries[token]
+	c.mu.RUnlock()
+	if !ok || e.set != set || !now.Before(e.id.Expires) {
+		return nil
+	}
+	return e.id
+}
+
+func (c *verifiedCache) put(token string, id *Identity, set *keySet) {
+	if id.Expires.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = make(map[string]verifiedEntry)
+	}
+	if len(c.entries) >= maxVerifiedCache {
+		for k := range c.entries {
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[token] = verifiedEntry{id: id, set: set}
+	c.mu.Unlock()
 }
 
 // parseLimit accepts a non-negative integer given as a JSON number or a
