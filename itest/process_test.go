@@ -227,3 +227,33 @@ func readAllErr(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
 }
+
+// TestBinary: the Caddy that `go build ./cmd/caddy` makes lists the three
+// modules, and `caddy validate` of a config whose bbolt file a running Caddy
+// holds neither blocks nor fails (the store opens lazily, never in
+// provisioning).
+func TestBinary(t *testing.T) {
+	out, err := exec.Command(binary(t), "list-modules").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, m := range []string{"llm_gate", "http.handlers.llm_gate", "admin.api.llm_gate"} {
+		if !strings.Contains("\n"+string(out), "\n"+m+"\n") {
+			t.Errorf("list-modules lacks %s", m)
+		}
+	}
+	srv := newSimServer(t, vllmsim.New(vllmsim.Config{}))
+	db := filepath.Join(t.TempDir(), "gate.db")
+	file := strings.NewReplacer("{DB}", db, "{FLUSH}", "0", "{SECRET}", testSecret, "{UPSTREAM}", srv, "{GLOBAL}", "", "{SITE}", "").Replace(gateCaddyfile)
+	p := startProc(t, file)
+	e := &env{t: t, base: p.base}
+	mustStatus(t, e.post("/v1/chat/completions", token(t, "vera", nil), chatBody("sim-model", false, nil)), 200) // the file is open now
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	os.WriteFile(cfg, []byte(strings.NewReplacer("{ADMIN}", "2998", "{HTTP}", "18999", "{HTTPS}", "18998").Replace(file)), 0o600)
+	// Were the file opened, bbolt's lock timeout would fail the validation.
+	cmd := exec.Command(binary(t), "validate", "--config", cfg, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Valid configuration") {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+}
