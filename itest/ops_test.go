@@ -14,6 +14,10 @@ import (
 	"github.com/llmgate/llmgate/internal/vllmsim"
 )
 
+// redactAPIKey is the access-log filter the README documents: Caddy redacts
+// Authorization by itself, not x-api-key.
+const redactAPIKey = "format filter {\n\t\t\trequest>headers>X-Api-Key replace REDACTED\n\t\t\twrap json\n\t\t}"
+
 // TestMetricsAndLogs: Caddy's /metrics carries the gate's counters, the
 // access log carries the caller's identity and token counts, and no log line
 // at any level carries a credential.
@@ -24,7 +28,7 @@ func TestMetricsAndLogs(t *testing.T) {
 		"\thttp_port {HTTP}", "\thttp_port {HTTP}\n\tlog {\n\t\toutput file "+debug+"\n\t\tlevel DEBUG\n\t}\n\tmetrics",
 		"\treverse_proxy {UPSTREAM}", "\tlog_append llm_user {http.llm_gate.user}\n\tlog_append llm_key {http.llm_gate.key_id}\n"+
 			"\tlog_append llm_model {http.llm_gate.model}\n\tlog_append llm_prompt {http.llm_gate.prompt_tokens}\n"+
-			"\tlog_append llm_completion {http.llm_gate.completion_tokens}\n\tlog {\n\t\toutput file "+access+"\n\t}\n\treverse_proxy {UPSTREAM}",
+			"\tlog_append llm_completion {http.llm_gate.completion_tokens}\n\tlog {\n\t\toutput file "+access+"\n\t\t"+redactAPIKey+"\n\t}\n\treverse_proxy {UPSTREAM}",
 	).Replace(gateCaddyfile)
 	e := newEnv(t, envOpts{file: file})
 	e.admin("PUT", "/llm_gate/users/olga", map[string]any{}, nil)
@@ -37,9 +41,10 @@ func TestMetricsAndLogs(t *testing.T) {
 	tk := token(t, "nina", nil)
 	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil)), 200)
 	mustStatus(t, e.post("/v1/chat/completions", key.Key, chatBody("sim-model", false, nil)), 200)
+	mustStatus(t, e.post("/v1/chat/completions", "", chatBody("sim-model", false, nil), "X-Api-Key", key.Key), 200)
 	mustStatus(t, e.post("/v1/chat/completions", tk+"x", chatBody("sim-model", false, nil)), 401)
 	mustStatus(t, e.post("/v1/chat/completions", key.Key+"x", chatBody("sim-model", false, nil)), 401)
-	recs := append(e.waitRecords("nina", 1), e.waitRecords("olga", 1)...)
+	recs := append(e.waitRecords("nina", 1), e.waitRecords("olga", 2)...)
 
 	after := scrape(t, e.caddy.Admin)
 	var prompt, completion int64
@@ -51,9 +56,9 @@ func TestMetricsAndLogs(t *testing.T) {
 	for name, want := range map[string]float64{
 		`caddy_llm_gate_tokens_total{kind="prompt",model="sim-model"}`:     float64(prompt),
 		`caddy_llm_gate_tokens_total{kind="completion",model="sim-model"}`: float64(completion),
-		`caddy_llm_gate_requests_total{outcome="ok"}`:                      2,
+		`caddy_llm_gate_requests_total{outcome="ok"}`:                      3,
 		`caddy_llm_gate_requests_total{outcome="unauthorized"}`:            2,
-		`caddy_llm_gate_prompt_estimate_error_ratio_count`:                 2,
+		`caddy_llm_gate_prompt_estimate_error_ratio_count`:                 3,
 	} {
 		if got := after.values[name] - before.values[name]; got != want {
 			t.Errorf("%s grew by %v, want %v", name, got, want)
@@ -78,7 +83,7 @@ func TestMetricsAndLogs(t *testing.T) {
 		a, _ := os.ReadFile(access)
 		d, _ := os.ReadFile(debug)
 		accessLog, debugLog = string(a), string(d)
-		if strings.Count(accessLog, "\n") >= 4 && strings.Contains(debugLog, "credential refused") {
+		if strings.Count(accessLog, "\n") >= 5 && strings.Contains(debugLog, "credential refused") {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
