@@ -118,6 +118,8 @@ func Main(m *testing.M) {
 		panic(err)
 	}
 	caddy.ConfigAutosavePath = filepath.Join(dir, "autosave.json")
+	// Computed at init from the environment of the time: set it too.
+	caddy.DefaultStorage.Path = filepath.Join(dir, "data", "caddy")
 	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	code := m.Run()
