@@ -82,6 +82,12 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			cfg.Tokenizer = name
 
+		case "metrics_per_user":
+			if err := noMore(d, word); err != nil {
+				return nil, err
+			}
+			cfg.MetricsPerUser = true
+
 		case "plan":
 			if !d.NextArg() {
 				return nil, d.Errf("plan: missing name")

@@ -47,6 +47,7 @@ func TestGlobalErrors(t *testing.T) {
 		{"bad duration", "flush_interval soon " + mark, `flush_interval: bad duration "soon"`},
 		{"negative duration", "retention -1h " + mark, `retention: duration "-1h" is negative`},
 		{"unknown tokenizer", "tokenizer gpt2 " + mark, `tokenizer: unknown encoding "gpt2"; use one of cl100k_base`},
+		{"metrics_per_user with an argument", "metrics_per_user yes " + mark, `metrics_per_user: unexpected extra argument "yes"`},
 		{"plan without name", "plan " + mark, "plan: missing name"},
 		{"plan with extra argument", "plan a b { " + mark + "\n}", `plan a: unexpected extra argument "b"`},
 		{"plan defined twice", "plan a\nplan a " + mark, `plan "a" is defined twice`},

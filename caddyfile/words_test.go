@@ -26,6 +26,7 @@ func TestGlobalWords(t *testing.T) {
 		{"retention hours", `retention 36h`, `{"retention":129600000000000}`},
 		{"retention zero is kept", `retention 0s`, `{"retention":0}`},
 		{"tokenizer", `tokenizer o200k_base`, `{"tokenizer":"o200k_base"}`},
+		{"metrics_per_user", `metrics_per_user`, `{"metrics_per_user":true}`},
 		{"plan without block", `plan open`, `{"plans":{"open":{}}}`},
 		{"plan with empty block", "plan open {\n}", `{"plans":{"open":{}}}`},
 		{"tokens", "plan p {\ntokens 100000 per day\n}", `{"plans":{"p":{"tokens":[{"window":"day","limit":100000}]}}}`},

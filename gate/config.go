@@ -46,4 +46,7 @@ type Config struct {
 	// The plan of users who have none of their own and whose site names
 	// none. Default: no limits.
 	DefaultPlan string `json:"default_plan,omitempty"`
+	// Adds caddy_llm_gate_user_tokens_total{user,kind}, a series per user:
+	// for small deployments only (the label set grows with the users).
+	MetricsPerUser bool `json:"metrics_per_user,omitempty"`
 }

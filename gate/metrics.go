@@ -13,6 +13,7 @@ import (
 // reloads.
 var Metrics = struct {
 	Tokens         *prometheus.CounterVec
+	UserTokens     *prometheus.CounterVec
 	Requests       *prometheus.CounterVec
 	EstimateError  prometheus.Histogram
 	ActiveStreams  prometheus.Gauge
@@ -25,6 +26,10 @@ var Metrics = struct {
 		Namespace: "caddy", Subsystem: "llm_gate", Name: "tokens_total",
 		Help: "Tokens charged, by kind (prompt, completion) and model.",
 	}, []string{"kind", "model"}),
+	UserTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "llm_gate", Name: "user_tokens_total",
+		Help: "Tokens charged per user and kind; only with metrics_per_user.",
+	}, []string{"user", "kind"}),
 	Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "llm_gate", Name: "requests_total",
 		Help: "Requests by outcome: ok, unauthorized, forbidden, bad_request, quota, rate, upstream_error, client_abort.",
@@ -73,7 +78,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{
-		Metrics.Tokens, Metrics.Requests, Metrics.EstimateError, Metrics.ActiveStreams,
+		Metrics.Tokens, Metrics.UserTokens, Metrics.Requests, Metrics.EstimateError, Metrics.ActiveStreams,
 		Metrics.Reservations, Metrics.CommitDuration, Metrics.CommitRecords, Metrics.StoreSize,
 	} {
 		if err := reg.Register(c); err != nil {

@@ -60,6 +60,10 @@ func (h *Handler) observe(rec *store.Record, upstreamFailed, aborted, reported b
 	if rec.CompletionTokens > 0 {
 		gate.Metrics.Tokens.WithLabelValues("completion", rec.Model).Add(float64(rec.CompletionTokens))
 	}
+	if h.app.MetricsPerUser {
+		gate.Metrics.UserTokens.WithLabelValues(rec.User, "prompt").Add(float64(rec.PromptTokens))
+		gate.Metrics.UserTokens.WithLabelValues(rec.User, "completion").Add(float64(rec.CompletionTokens))
+	}
 	if reported && rec.PromptTokens > 0 {
 		gate.Metrics.EstimateError.Observe(float64(estimate-rec.PromptTokens) / float64(rec.PromptTokens))
 	}

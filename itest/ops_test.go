@@ -25,6 +25,7 @@ func TestMetricsAndLogs(t *testing.T) {
 	dir := t.TempDir()
 	access, debug := filepath.Join(dir, "access.log"), filepath.Join(dir, "debug.log")
 	file := strings.NewReplacer(
+		"\t\t{GLOBAL}", "\t\tmetrics_per_user",
 		"\thttp_port {HTTP}", "\thttp_port {HTTP}\n\tlog {\n\t\toutput file "+debug+"\n\t\tlevel DEBUG\n\t}\n\tmetrics",
 		"\treverse_proxy {UPSTREAM}", "\tlog_append llm_user {http.llm_gate.user}\n\tlog_append llm_key {http.llm_gate.key_id}\n"+
 			"\tlog_append llm_model {http.llm_gate.model}\n\tlog_append llm_prompt {http.llm_gate.prompt_tokens}\n"+
@@ -72,8 +73,12 @@ func TestMetricsAndLogs(t *testing.T) {
 	if after.values["caddy_llm_gate_active_requests"] != 0 || after.values["caddy_llm_gate_reservations"] != 0 {
 		t.Errorf("requests or reservations still held after every response ended")
 	}
-	if regexp.MustCompile(`llm_gate[^\n]*user=`).MatchString(after.text) {
-		t.Error("metrics carry a per-user label")
+	// metrics_per_user is on here: a series per user.
+	if got := after.values[`caddy_llm_gate_user_tokens_total{kind="prompt",user="nina"}`] - before.values[`caddy_llm_gate_user_tokens_total{kind="prompt",user="nina"}`]; got != float64(recs[0].PromptTokens) {
+		t.Errorf("per-user prompt tokens of nina grew by %v, want %d", got, recs[0].PromptTokens)
+	}
+	if regexp.MustCompile(`caddy_llm_gate_(tokens|requests)_total\{[^}]*user=`).MatchString(after.text) {
+		t.Error("the default metrics carry a per-user label")
 	}
 
 	// Logs are written asynchronously by zap's file writer: wait for them.
