@@ -1,0 +1,153 @@
+package tokenizer
+
+import (
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestMergeLargeMatchesSmall checks the heap merge against the quadratic one
+// on pieces short enough for both.
+func TestMergeLargeMatchesSmall(t *testing.T) {
+	for _, name := range []string{"cl100k_base", "o200k_base"} {
+		tok, err := Get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := make(map[int]string, len(tok.m.ranks))
+		for tok, r := range tok.m.ranks {
+			dec[int(r)] = tok
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		alphabets := []string{"ab", "aeiou", "etaoinshrdlu", "0123456789", " \n", "!?.,", "\x00\xff\x80\xc3\xa9"}
+		for i := 0; i < 3000; i++ {
+			alpha := alphabets[i%len(alphabets)]
+			p := make([]byte, 2+rng.IntN(smallPiece-1))
+			for j := range p {
+				p[j] = alpha[rng.IntN(len(alpha))]
+			}
+			checkMerges(t, tok.m, dec, string(p))
+		}
+		for _, p := range []string{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+			"abababababab", " indivisibility", "\xf0\x9f\x98\x80\xf0\x9f\x98\x80", strings.Repeat("é", 60)} {
+			checkMerges(t, tok.m, dec, p)
+		}
+	}
+}
+
+func checkMerges(t *testing.T, m *model, dec map[int]string, p string) {
+	t.Helper()
+	var small, large []int
+	ns, nl := m.merge(p, &small), m.mergeLarge(p, &large)
+	if ns != nl || !slices.Equal(small, large) || ns != len(small) {
+		t.Fatalf("merge(%q) = %d %v, mergeLarge = %d %v", p, ns, small, nl, large)
+	}
+	// The tokens must spell the piece.
+	var sb strings.Builder
+	for _, id := range small {
+		sb.WriteString(dec[id])
+	}
+	if sb.String() != p {
+		t.Fatalf("merge(%q) spells %q", p, sb.String())
+	}
+}
+
+func TestCountCache(t *testing.T) {
+	c := newCountCache()
+	if _, ok := c.get("hello"); ok {
+		t.Fatal("empty cache hit")
+	}
+	text := "xx hello yy"
+	c.put(text[3:8], 3)
+	if n, ok := c.get("hello"); !ok || n != 3 {
+		t.Fatalf("get = %d, %v", n, ok)
+	}
+	// The cache keeps its own copy of the key.
+	if e := c.slot("hello").Load(); e.piece != "hello" || &[]byte(e.piece)[0] == &[]byte(text)[3] {
+		t.Fatal("key not copied")
+	}
+	// A piece that hashes to the same slot replaces the old one.
+	var other string
+	for i := 0; other == ""; i++ {
+		if k := "k" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676%26)); c.slot(k) == c.slot("hello") && k != "hello" {
+			other = k
+		}
+	}
+	c.put(other, 5)
+	if _, ok := c.get("hello"); ok {
+		t.Fatal("colliding put did not evict")
+	}
+	if n, ok := c.get(other); !ok || n != 5 {
+		t.Fatalf("get(other) = %d, %v", n, ok)
+	}
+}
+
+// TestCacheIsTransparent counts the same multi-token words with a warm and a
+// cold cache, concurrently, and expects the same answers.
+func TestCacheIsTransparent(t *testing.T) {
+	tok, err := Get("cl100k_base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := []string{" antidisestablishment", " floccinaucinihilipilification", " zyzzyva", "Qwxyz", " éàü"}
+	want := make([]int, len(words))
+	for i, w := range words {
+		cold := *tok.m
+		cold.cache = newCountCache()
+		want[i] = cold.merge(w, nil)
+		if want[i] < 2 {
+			t.Fatalf("%q should be several tokens", w)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 200; k++ {
+				i := (k + g) % len(words)
+				if n := tok.m.countPiece(words[i]); n != want[i] {
+					t.Errorf("countPiece(%q) = %d, want %d", words[i], n, want[i])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n, ok := tok.m.cache.get(words[0]); !ok || n != want[0] {
+		t.Errorf("cache holds %d, %v for %q", n, ok, words[0])
+	}
+	long := strings.Repeat("qz", maxCachedPiece)
+	tok.m.countPiece(long)
+	if _, ok := tok.m.cache.get(long); ok {
+		t.Error("pieces longer than maxCachedPiece must not be cached")
+	}
+}
+
+// TestHugePiece counts a piece far too long for tiktoken-go's quadratic
+// merge (it would take hours) and checks that the tokens spell it.
+func TestHugePiece(t *testing.T) {
+	tok, err := Get("cl100k_base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := make(map[int]string, len(tok.m.ranks))
+	for tok, r := range tok.m.ranks {
+		dec[int(r)] = tok
+	}
+	for _, s := range []string{strings.Repeat("a", 1<<18), strings.Repeat("xyzzy", 1<<15)} {
+		ids := tok.Encode(s)
+		if n := tok.Count(s); n != len(ids) || n < len(s)/128 {
+			t.Fatalf("Count = %d, len(Encode) = %d", n, len(ids))
+		}
+		var sb strings.Builder
+		for _, id := range ids {
+			sb.WriteString(dec[id])
+		}
+		if sb.String() != s {
+			t.Fatal("tokens do not spell the piece")
+		}
+	}
+}
