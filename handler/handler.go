@@ -156,9 +156,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
-		repl.Set("http.llm_gate.user", c.user.ID)
-		repl.Set("http.llm_gate.key_id", c.keyID)
-		repl.Set("http.llm_gate.plan", c.eff.Plan)
+		// One provider answers every {http.llm_gate.*} placeholder from the
+		// caller, whose counts settle fills in later: cheaper than a Set
+		// (a lock and a boxed value) per placeholder.
+		repl.Map(c.placeholder)
 	}
 	// The caller's credential is for the gate only.
 	r.Header.Del("Authorization")
@@ -169,7 +170,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if r.Method == http.MethodPost {
 		if ep := endpointFor(r.URL.Path); ep != meter.EndpointOther {
-			return h.serveMetered(w, r, next, c, repl, ep)
+			return h.serveMetered(w, r, next, c, ep)
 		}
 	}
 	if !strings.HasPrefix(r.URL.Path, "/v1/") {

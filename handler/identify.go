@@ -3,6 +3,7 @@ package handler
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +19,36 @@ type caller struct {
 	keyID  string
 	claims gate.Claims
 	eff    gate.Effective
+
+	// What the request used, once known (for the placeholders).
+	model              string
+	prompt, completion int64
+	estimated, settled bool
+}
+
+// placeholder answers the {http.llm_gate.*} placeholders.
+func (c *caller) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "http.llm_gate.")
+	if !ok {
+		return nil, false
+	}
+	switch name {
+	case "user":
+		return c.user.ID, true
+	case "key_id":
+		return c.keyID, true
+	case "plan":
+		return c.eff.Plan, true
+	case "model":
+		return c.model, c.model != ""
+	case "prompt_tokens":
+		return c.prompt, c.settled
+	case "completion_tokens":
+		return c.completion, c.settled
+	case "estimated":
+		return c.estimated, c.settled
+	}
+	return nil, false
 }
 
 // identify turns the request's credential into a caller, or the error to

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -27,7 +26,7 @@ func endpointFor(path string) endpoint { return meter.EndpointFor(path) }
 
 // serveMetered is the life of a metered request: read and check the body,
 // admit it against every window, forward it, count the response, settle.
-func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, repl *caddy.Replacer, ep endpoint) error {
+func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, ep endpoint) error {
 	start := time.Now()
 	body, aerr := readBody(r, h.MaxBodySize)
 	if aerr != nil {
@@ -41,9 +40,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errBadRequest("invalid_json", err.Error()).write(w)
 		return nil
 	}
-	if repl != nil {
-		repl.Set("http.llm_gate.model", req.Model)
-	}
+	c.model = req.Model
 	if !modelAllowed(c.eff.Models, req.Model) {
 		h.countOutcome(outcomeForbidden)
 		errModelNotAllowed(req.Model).write(w)
@@ -105,7 +102,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
 	defer putWriter(mw)
 	mw.rate = h.rateHeaders(c)
-	x := &exchange{h: h, w: w, r: r, c: c, repl: repl, req: req, ep: ep, res: res, mw: mw, prompt: prompt, start: start}
+	x := &exchange{h: h, w: w, r: r, c: c, req: req, ep: ep, res: res, mw: mw, prompt: prompt, start: start}
 	gate.Metrics.ActiveStreams.Inc()
 	defer func() {
 		gate.Metrics.ActiveStreams.Dec()
@@ -127,7 +124,6 @@ type exchange struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	c      *caller
-	repl   *caddy.Replacer
 	req    *meter.Request
 	ep     endpoint
 	res    *quota.Reservation
@@ -174,11 +170,7 @@ func (x *exchange) settle(nextErr error) {
 	}
 	rec.Duration = time.Since(x.start)
 	rec.TTFT = mw.ttft
-	if x.repl != nil {
-		x.repl.Set("http.llm_gate.prompt_tokens", rec.PromptTokens)
-		x.repl.Set("http.llm_gate.completion_tokens", rec.CompletionTokens)
-		x.repl.Set("http.llm_gate.estimated", rec.Estimated)
-	}
+	x.c.prompt, x.c.completion, x.c.estimated, x.c.settled = rec.PromptTokens, rec.CompletionTokens, rec.Estimated, true
 	h.observe(&rec, upErr != nil || nextErr != nil || mw.status >= 500, aborted, reported, x.prompt)
 	if err := h.state.Record(rec); err != nil {
 		h.logger.Error("committing usage", zap.Error(err))
