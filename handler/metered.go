@@ -267,6 +267,7 @@ type meteredWriter struct {
 	rate        http.Header
 	stream      *meter.StreamMeter
 	spare       *meter.StreamMeter // kept across requests by the pool
+	spareJSON   *meter.JSONMeter
 	json        *meter.JSONMeter
 	ttft        time.Duration
 	emit        func([]byte) error
@@ -292,8 +293,12 @@ func putWriter(mw *meteredWriter) {
 	if spare == nil {
 		spare = mw.spare
 	}
+	spareJSON := mw.json
+	if spareJSON == nil {
+		spareJSON = mw.spareJSON
+	}
 	emit := mw.emit
-	*mw = meteredWriter{spare: spare, emit: emit}
+	*mw = meteredWriter{spare: spare, spareJSON: spareJSON, emit: emit}
 	writerPool.Put(mw)
 }
 
@@ -327,7 +332,12 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			hdr.Del("Content-Length")
 		}
 	case strings.Contains(ct, "json"):
-		mw.json = meter.NewJSONMeter()
+		if mw.spareJSON == nil {
+			mw.json = meter.NewJSONMeter()
+		} else {
+			mw.json, mw.spareJSON = mw.spareJSON, nil
+			mw.json.Reset()
+		}
 	}
 	for k, v := range mw.rate {
 		hdr[k] = v
