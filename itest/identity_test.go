@@ -2,12 +2,15 @@ package itest
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 )
 
 type openAIError struct {
@@ -94,9 +97,19 @@ func TestIdentity(t *testing.T) {
 		t.Fatalf("credential forwarded upstream")
 	}
 
-	// Revocation takes effect on the very next request.
+	// The minted key works for the OpenAI Go SDK...
+	client := openai.NewClient(option.WithBaseURL(e.base+"/v1"), option.WithAPIKey(key.Key), option.WithMaxRetries(0))
+	params := openai.ChatCompletionNewParams{Model: "sim-model", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello!")}}
+	if _, err := client.Chat.Completions.New(t.Context(), params); err != nil {
+		t.Fatalf("SDK with a minted key: %v", err)
+	}
+	// ...and revocation takes effect on the very next request.
 	if st := e.admin("DELETE", "/llm_gate/keys/"+key.ID, nil, nil); st != 200 && st != 204 {
 		t.Fatalf("revoke: %d", st)
+	}
+	var apiErr *openai.Error
+	if _, err := client.Chat.Completions.New(t.Context(), params); !errors.As(err, &apiErr) || apiErr.StatusCode != 401 || apiErr.Code != "invalid_api_key" {
+		t.Fatalf("SDK after revocation: %v", err)
 	}
 	b := mustStatus(t, e.post("/v1/chat/completions", key.Key, chatBody("sim-model", false, nil)), 401)
 	if decodeError(t, b).Error.Code != "invalid_api_key" {
