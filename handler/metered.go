@@ -101,7 +101,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 
 	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
 	defer putWriter(mw)
-	mw.rate = h.rateHeaders(c)
+	mw.rate = h.rateLimits(c)
 	x := &exchange{h: h, w: w, r: r, c: c, req: req, ep: ep, res: res, mw: mw, prompt: prompt, start: start}
 	gate.Metrics.ActiveStreams.Inc()
 	defer func() {
@@ -205,36 +205,44 @@ func hasTokenLimit(l quota.Limits) bool {
 	return false
 }
 
-// rateHeaders are OpenAI's x-ratelimit-* headers from the user's tightest
-// windows, as they stand after admission.
-func (h *Handler) rateHeaders(c *caller) http.Header {
-	tokens, requests := h.state.Engine.Tightest(c.user.ID, c.eff.Limits)
-	if tokens == nil && requests == nil {
-		return nil
-	}
-	hdr := make(http.Header, 6)
+// rateLimits are the user's tightest windows as they stand after
+// admission, for OpenAI's x-ratelimit-* headers.
+type rateLimits struct {
+	tokens, requests *quota.WindowStatus
+}
+
+func (h *Handler) rateLimits(c *caller) rateLimits {
+	t, r := h.state.Engine.Tightest(c.user.ID, c.eff.Limits)
+	return rateLimits{tokens: t, requests: r}
+}
+
+// Canonical header names, spelled out so setting them costs no
+// canonicalization.
+var rateHeaderNames = [2][3]string{
+	{"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+}
+
+// write sets the x-ratelimit-* headers.
+func (rl rateLimits) write(hdr http.Header) {
 	now := time.Now()
-	set := func(kind string, s *quota.WindowStatus) {
+	for i, s := range [2]*quota.WindowStatus{rl.tokens, rl.requests} {
 		if s == nil {
-			return
+			continue
 		}
-		hdr.Set("X-Ratelimit-Limit-"+kind, strconv.FormatInt(s.Limit, 10))
-		hdr.Set("X-Ratelimit-Remaining-"+kind, strconv.FormatInt(max(s.Remaining, 0), 10))
 		reset := time.Duration(0)
 		if !s.ResetsAt.IsZero() {
 			reset = s.ResetsAt.Sub(now).Round(time.Second)
 		}
-		hdr.Set("X-Ratelimit-Reset-"+kind, reset.String())
+		names := rateHeaderNames[i]
+		hdr[names[0]] = []string{strconv.FormatInt(s.Limit, 10)}
+		hdr[names[1]] = []string{strconv.FormatInt(max(s.Remaining, 0), 10)}
+		hdr[names[2]] = []string{reset.String()}
 	}
-	set("Tokens", tokens)
-	set("Requests", requests)
-	return hdr
 }
 
 func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial) {
-	for k, v := range h.rateHeaders(c) {
-		w.Header()[k] = v
-	}
+	h.rateLimits(c).write(w.Header())
 	// RetryAfter 0: waiting will not help (a total budget, a request larger
 	// than the limit), so no retry-after.
 	if d.RetryAfter > 0 {
@@ -264,7 +272,7 @@ type meteredWriter struct {
 	start       time.Time
 	status      int
 	wroteHeader bool
-	rate        http.Header
+	rate        rateLimits
 	stream      *meter.StreamMeter
 	spare       *meter.StreamMeter // kept across requests by the pool
 	spareJSON   *meter.JSONMeter
@@ -339,9 +347,7 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			mw.json.Reset()
 		}
 	}
-	for k, v := range mw.rate {
-		hdr[k] = v
-	}
+	mw.rate.write(hdr)
 	mw.ResponseWriterWrapper.WriteHeader(status)
 }
 
