@@ -147,3 +147,71 @@ func TestRateLimitsAndSDK(t *testing.T) {
 		t.Fatalf("%d requests reached the upstream, %d attempts (want 0 and 1: no retry of an exhausted budget)", n, attempts)
 	}
 }
+
+// TestPatchUnderTraffic: admins changing a user's limits while the user's
+// requests run leave the counters equal to the records.
+func TestPatchUnderTraffic(t *testing.T) {
+	e := newEnv(t, envOpts{
+		global: "plan p {\n\t\t\ttokens 100000000 per day\n\t\t}",
+		site:   "plan p",
+		flush:  "1s",
+	})
+	e.admin("PUT", "/llm_gate/users/walt", map[string]any{"plan": "p"}, nil)
+	var key struct {
+		Key string `json:"key"`
+	}
+	e.admin("POST", "/llm_gate/users/walt/keys", map[string]any{"name": "k"}, &key)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 15 {
+				status, err := e.tryPost("/v1/chat/completions", key.Key, chatBody("sim-model", true, nil))
+				if err == nil && status == 200 {
+					mu.Lock()
+					ok++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.admin("PATCH", "/llm_gate/users/walt", map[string]any{"token_limit": 50000000 + i, "tokens_per_minute": 10000000 + i, "max_parallel": 100 + i}, nil)
+		}()
+	}
+	wg.Wait()
+	recs := e.waitRecords("walt", ok)
+	var used int64
+	for _, r := range recs {
+		used += r.PromptTokens + r.CompletionTokens
+	}
+	var u struct {
+		Windows []struct {
+			Window   string `json:"window"`
+			Kind     string `json:"kind"`
+			Used     int64  `json:"used"`
+			Reserved int64  `json:"reserved"`
+		} `json:"windows"`
+	}
+	if st := e.admin("GET", "/llm_gate/users/walt", nil, &u); st != 200 {
+		t.Fatalf("GET user: %d", st)
+	}
+	seen := 0
+	for _, w := range u.Windows {
+		if w.Kind == "tokens" {
+			seen++
+			if w.Used != used || w.Reserved != 0 {
+				t.Fatalf("%s window: used %d reserved %d; records say %d (%d requests)", w.Window, w.Used, w.Reserved, used, ok)
+			}
+		}
+	}
+	if seen != 2 || ok != 120 {
+		t.Fatalf("%d token windows, %d of 120 requests ok", seen, ok)
+	}
+}
