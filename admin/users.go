@@ -207,11 +207,7 @@ func (a *API) getUser(w http.ResponseWriter, r *http.Request, p []string) error 
 	if err != nil {
 		return storeError(err)
 	}
-	v, err := a.userView(u)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, v)
+	return a.writeUser(w, http.StatusOK, u)
 }
 
 // putUser answers PUT /llm_gate/users/{id}: create or replace. Absent
@@ -239,11 +235,7 @@ func (a *API) putUser(w http.ResponseWriter, r *http.Request, p []string) error 
 		return storeError(err)
 	}
 	a.logger.Info("user stored", zap.String("user", id), zap.Bool("created", status == http.StatusCreated))
-	v, err := a.userView(u)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, status, v)
+	return a.writeUser(w, status, u)
 }
 
 // patchUser answers PATCH /llm_gate/users/{id}: only the fields given
@@ -266,11 +258,7 @@ func (a *API) patchUser(w http.ResponseWriter, r *http.Request, p []string) erro
 		return storeError(err)
 	}
 	a.logger.Info("user updated", zap.String("user", id))
-	v, err := a.userView(u)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, v)
+	return a.writeUser(w, http.StatusOK, u)
 }
 
 // deleteUser answers DELETE /llm_gate/users/{id}: the user and its windows
@@ -307,11 +295,7 @@ func (a *API) resetUser(w http.ResponseWriter, r *http.Request, p []string) erro
 		return storeError(err)
 	}
 	a.logger.Info("user windows reset", zap.String("user", id))
-	v, err := a.userView(u)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, v)
+	return a.writeUser(w, http.StatusOK, u)
 }
 
 // userField decodes one member of a PUT or PATCH body into a change; raw
@@ -442,4 +426,13 @@ func planList(app *gate.App) string {
 		return strings.Join(names, ", ")
 	}
 	return "none"
+}
+
+// writeUser answers with the user's full view.
+func (a *API) writeUser(w http.ResponseWriter, status int, u *store.User) error {
+	v, err := a.userView(u)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, status, v)
 }
