@@ -111,7 +111,6 @@ func (e *estimator) messages(v []byte) {
 		return
 	}
 	seen := false
-	var kb [maxKeyBytes]byte
 	for {
 		msg, more := it.next()
 		if !more {
@@ -119,16 +118,11 @@ func (e *estimator) messages(v []byte) {
 		}
 		seen = true
 		e.n += tokensPerMessage
-		mi, ok := newObjIter(msg)
-		if !ok {
+		if !isObject(msg) {
 			continue
 		}
-		for {
-			key, val, more := mi.next()
-			if !more {
-				break
-			}
-			switch string(keyName(key, &kb)) {
+		for key, val := range members(msg, nil) {
+			switch string(key) {
 			case "role":
 				e.str(val)
 			case "name":
@@ -162,7 +156,6 @@ func (e *estimator) content(v []byte) {
 	if !ok {
 		return
 	}
-	var kb [maxKeyBytes]byte
 	for {
 		part, more := it.next()
 		if !more {
@@ -172,17 +165,12 @@ func (e *estimator) content(v []byte) {
 			e.str(part)
 			continue
 		}
-		pi, ok := newObjIter(part)
-		if !ok {
+		if !isObject(part) {
 			continue
 		}
 		var text []byte
-		for {
-			key, val, more := pi.next()
-			if !more {
-				break
-			}
-			switch string(keyName(key, &kb)) {
+		for key, val := range members(part, nil) {
+			switch string(key) {
 			case "text", "refusal":
 				if isString(val) {
 					text = val
@@ -203,22 +191,16 @@ func (e *estimator) toolCalls(v []byte) {
 	if !ok {
 		return
 	}
-	var kb [maxKeyBytes]byte
 	for {
 		call, more := it.next()
 		if !more {
 			break
 		}
-		ci, ok := newObjIter(call)
-		if !ok {
+		if !isObject(call) {
 			continue
 		}
-		for {
-			key, val, more := ci.next()
-			if !more {
-				break
-			}
-			if string(keyName(key, &kb)) == "function" {
+		for key, val := range members(call, nil) {
+			if string(key) == "function" {
 				e.function(val)
 			}
 		}
@@ -227,17 +209,11 @@ func (e *estimator) toolCalls(v []byte) {
 
 // function counts a {"name","arguments"} object.
 func (e *estimator) function(v []byte) {
-	it, ok := newObjIter(v)
-	if !ok {
+	if !isObject(v) {
 		return
 	}
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	for key, val := range members(v, nil) {
+		switch string(key) {
 		case "name", "arguments":
 			e.str(val)
 		}
@@ -286,18 +262,12 @@ func (e *estimator) inputs(v []byte) {
 // function call ({name, arguments}), a call's output ({output}) or a
 // reasoning item ({summary: [{text}]}).
 func (e *estimator) item(v []byte) {
-	it, ok := newObjIter(v)
-	if !ok {
+	if !isObject(v) {
 		return
 	}
 	e.n += tokensPerMessage
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	for key, val := range members(v, nil) {
+		switch string(key) {
 		case "role", "name", "arguments", "text":
 			e.str(val)
 		case "content", "output", "summary":

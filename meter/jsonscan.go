@@ -2,6 +2,7 @@ package meter
 
 import (
 	"bytes"
+	"iter"
 	"math"
 	"strconv"
 	"unicode/utf16"
@@ -242,25 +243,53 @@ func keyIs(raw []byte, k string) bool {
 	return string(keyName(raw, &kb)) == k
 }
 
+// isObject reports whether v starts like an object (leading whitespace
+// allowed); members then walks it.
+func isObject(v []byte) bool {
+	i := skipSpace(v, 0)
+	return i < len(v) && v[i] == '{'
+}
+
+// members iterates the members of the object v: each key unescaped (in a
+// buffer reused from one member to the next) with its raw value. If bad is
+// not nil, *bad reports whether v was not an object or was malformed; the
+// members yielded before the fault are then not to be trusted.
+func members(v []byte, bad *bool) iter.Seq2[[]byte, []byte] {
+	return func(yield func(key, val []byte) bool) {
+		it, ok := newObjIter(v)
+		if !ok {
+			if bad != nil {
+				*bad = true
+			}
+			return
+		}
+		var kb [maxKeyBytes]byte
+		for {
+			key, val, more := it.next()
+			if !more {
+				break
+			}
+			if !yield(keyName(key, &kb), val) {
+				return
+			}
+		}
+		if bad != nil {
+			*bad = it.bad
+		}
+	}
+}
+
 // member returns the value of the object's member named k (its last
 // occurrence), or nil.
 func member(obj []byte, k string) []byte {
-	it, ok := newObjIter(obj)
-	if !ok {
-		return nil
-	}
-	var kb [maxKeyBytes]byte
 	var v []byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		if string(keyName(key, &kb)) == k {
+	bad := false
+	for key, val := range members(obj, &bad) {
+		if string(key) == k {
 			v = val
 		}
 	}
-	if it.bad {
+	if bad {
 		return nil
 	}
 	return v

@@ -146,20 +146,14 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 		}
 		return nil, invalid("body is not valid JSON")
 	}
-	it, ok := newObjIter(body)
-	if !ok {
+	if !isObject(body) {
 		return nil, invalid("body must be a JSON object")
 	}
 	r := &Request{Endpoint: ep, N: 1, Prompts: 1}
 	var maxTokens, maxCompletion, maxOutput optInt
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
+	for key, val := range members(body, nil) {
 		var err error
-		switch name := string(keyName(key, &kb)); name {
+		switch name := string(key); name {
 		case "model":
 			r.Model, err = stringField(name, val)
 			r.model = nonNull(val)
@@ -312,20 +306,14 @@ func (r *Request) streamOptions(v []byte) error {
 		r.StreamOptions, r.IncludeUsage, r.ContinuousUsage = false, false, false
 		return nil
 	}
-	it, ok := newObjIter(v)
-	if !ok {
+	if !isObject(v) {
 		return invalid("stream_options must be an object")
 	}
 	r.StreamOptions = true
 	include, includeSet := false, false
 	r.ContinuousUsage = false
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	for key, val := range members(v, nil) {
+		switch string(key) {
 		case "include_usage":
 			b, err := boolField("stream_options.include_usage", val)
 			if err != nil {

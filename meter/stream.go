@@ -368,18 +368,10 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 		m.done = true
 		return false
 	}
-	it, ok := newObjIter(data)
-	if !ok {
-		return false
-	}
 	var errV, usageV, choicesV, typeV, deltaV, respV []byte
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	bad := false
+	for key, val := range members(data, &bad) {
+		switch string(key) {
 		case "error":
 			errV = val
 		case "usage":
@@ -394,8 +386,8 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 			respV = val
 		}
 	}
-	if it.bad {
-		return false // truncated or malformed: nothing in it is trusted
+	if bad {
+		return false // not an object, truncated or malformed: nothing in it is trusted
 	}
 	if errV != nil {
 		if e := parseErrorValue(errV); e != nil {
@@ -484,24 +476,18 @@ func (m *StreamMeter) choiceList(v []byte) (n int, first int64) {
 	if !ok {
 		return -1, 0
 	}
-	var kb [maxKeyBytes]byte
 	for {
 		c, more := it.next()
 		if !more {
 			break
 		}
 		n++
-		ci, ok := newObjIter(c)
-		if !ok {
+		if !isObject(c) {
 			continue
 		}
 		var index, text, delta, message []byte
-		for {
-			key, val, more := ci.next()
-			if !more {
-				break
-			}
-			switch string(keyName(key, &kb)) {
+		for key, val := range members(c, nil) {
+			switch string(key) {
 			case "index":
 				index = val
 			case "text":
@@ -525,18 +511,12 @@ func (m *StreamMeter) choiceList(v []byte) (n int, first int64) {
 // deltaText reads the generated text of a chat delta (or message): content,
 // refusal, reasoning and tool calls.
 func (m *StreamMeter) deltaText(v []byte) {
-	it, ok := newObjIter(v)
-	if !ok {
+	if !isObject(v) {
 		return
 	}
 	var content, refusal, reasoning, reasoningContent, calls []byte
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	for key, val := range members(v, nil) {
+		switch string(key) {
 		case "content":
 			content = val
 		case "refusal":
@@ -568,37 +548,26 @@ func (m *StreamMeter) toolCallText(v []byte) {
 	if !ok {
 		return
 	}
-	var kb [maxKeyBytes]byte
 	for {
 		call, more := it.next()
 		if !more {
 			break
 		}
-		ci, ok := newObjIter(call)
-		if !ok {
+		if !isObject(call) {
 			continue
 		}
 		var fn []byte
-		for {
-			key, val, more := ci.next()
-			if !more {
-				break
-			}
-			if string(keyName(key, &kb)) == "function" {
+		for key, val := range members(call, nil) {
+			if string(key) == "function" {
 				fn = val
 			}
 		}
-		fi, ok := newObjIter(fn)
-		if !ok {
+		if !isObject(fn) {
 			continue
 		}
 		var name, args []byte
-		for {
-			fk, fv, more := fi.next()
-			if !more {
-				break
-			}
-			switch string(keyName(fk, &kb)) {
+		for fk, fv := range members(fn, nil) {
+			switch string(fk) {
 			case "name":
 				name = fv
 			case "arguments":

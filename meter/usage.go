@@ -90,19 +90,11 @@ func count(v []byte) int64 {
 // present the chat one wins; a repeated key takes its last value, as Python's
 // and Go's JSON decoders do.
 func parseUsage(v []byte) (u Usage, ok bool) {
-	it, ok := newObjIter(v)
-	if !ok {
-		return Usage{}, false
-	}
-	var kb [maxKeyBytes]byte
 	var pt, inT, ct, outT, tt, cachedP, cachedI int64
 	var havePT, haveCT, haveTT, haveCachedP bool
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	bad := false
+	for key, val := range members(v, &bad) {
+		switch string(key) {
 		case "prompt_tokens":
 			pt, havePT = count(val), true
 		case "input_tokens":
@@ -119,7 +111,7 @@ func parseUsage(v []byte) (u Usage, ok bool) {
 			cachedI = cachedTokens(val)
 		}
 	}
-	if it.bad {
+	if bad {
 		return Usage{}, false
 	}
 	if havePT {
@@ -147,18 +139,9 @@ func parseUsage(v []byte) (u Usage, ok bool) {
 
 // cachedTokens reads cached_tokens from a *_tokens_details object (or null).
 func cachedTokens(v []byte) int64 {
-	it, ok := newObjIter(v)
-	if !ok {
-		return 0
-	}
-	var kb [maxKeyBytes]byte
 	var n int64
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		if string(keyName(key, &kb)) == "cached_tokens" {
+	for key, val := range members(v, nil) {
+		if string(key) == "cached_tokens" {
 			n = count(val)
 		}
 	}
@@ -184,17 +167,8 @@ func parseErrorValue(v []byte) *UpstreamError {
 // Responses API error event.
 func errorFromObject(obj []byte) *UpstreamError {
 	e := &UpstreamError{}
-	it, ok := newObjIter(obj)
-	if !ok {
-		return e
-	}
-	var kb [maxKeyBytes]byte
-	for {
-		key, val, more := it.next()
-		if !more {
-			break
-		}
-		switch string(keyName(key, &kb)) {
+	for key, val := range members(obj, nil) {
+		switch string(key) {
 		case "message":
 			e.Message = jsonText(val)
 		case "type":
