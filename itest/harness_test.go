@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -267,4 +268,36 @@ func (e *env) tryPost(path, cred string, body any) (int, error) {
 	defer resp.Body.Close()
 	_, err = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, err
+}
+
+// assertUnbuffered checks that a stream's content events arrived as the
+// emulator produced them, one every 50 ms at 20 tokens/s, rather than in
+// one burst: their arrival must spread over >= 70% of the generation time.
+func assertUnbuffered(t *testing.T, events []sseEvent) {
+	t.Helper()
+	var content []time.Time
+	for _, ev := range events {
+		if strings.Contains(ev.data, `"content":"`) && !strings.Contains(ev.data, `"content":""`) {
+			content = append(content, ev.at)
+		}
+	}
+	if len(content) < 9 {
+		t.Fatalf("%d content events, want >= 9: %v", len(content), events)
+	}
+	gaps := make([]time.Duration, 0, len(content)-1)
+	for i := 1; i < len(content); i++ {
+		gaps = append(gaps, content[i].Sub(content[i-1]))
+	}
+	spread := content[len(content)-1].Sub(content[0])
+	t.Logf("per-event gaps %v; spread %v", gaps, spread)
+	if want := time.Duration(len(content)-1) * 50 * time.Millisecond * 7 / 10; spread < want {
+		t.Fatalf("events arrived within %v, want them spread over >= %v (buffered?)", spread, want)
+	}
+	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	if med := gaps[len(gaps)/2]; med < 25*time.Millisecond {
+		t.Fatalf("median gap between events %v; the emulator sends one every 50ms", med)
+	}
+	if last := events[len(events)-1].data; last != "[DONE]" {
+		t.Fatalf("stream ends with %q, want [DONE]", last)
+	}
 }

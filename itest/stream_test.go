@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -45,31 +44,12 @@ func TestSSEEventsArriveAsSent(t *testing.T) {
 	}
 	events := readSSE(t, resp.Body)
 	resp.Body.Close()
-	var content []time.Time
-	for _, ev := range events {
-		if strings.Contains(ev.data, `"content":"`) && !strings.Contains(ev.data, `"content":""`) {
-			content = append(content, ev.at)
-		}
+	if len(events) > 0 {
+		t.Logf("first event after %v", events[0].at.Sub(start))
 	}
-	if len(content) < 9 {
-		t.Fatalf("%d content events, want >= 9: %v", len(content), events)
-	}
-	gaps := make([]time.Duration, 0, len(content)-1)
-	for i := 1; i < len(content); i++ {
-		gaps = append(gaps, content[i].Sub(content[i-1]))
-	}
-	spread := content[len(content)-1].Sub(content[0])
-	t.Logf("first content event after %v; per-event gaps %v; spread %v", content[0].Sub(start), gaps, spread)
 	// At 20 tokens/s the emulator spends (n-1)×50 ms between the first and
 	// last token. A buffering proxy delivers them within a millisecond.
-	if want := time.Duration(len(content)-1) * 50 * time.Millisecond * 7 / 10; spread < want {
-		t.Fatalf("events arrived within %v, want them spread over >= %v (buffered?)", spread, want)
-	}
-	sorted := append([]time.Duration(nil), gaps...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	if med := sorted[len(sorted)/2]; med < 25*time.Millisecond {
-		t.Fatalf("median gap between events %v; the emulator sends one every 50ms", med)
-	}
+	assertUnbuffered(t, events)
 }
 
 var volatile = regexp.MustCompile(`"(id|created|created_at|system_fingerprint)":("[^"]*"|\d+)`)
