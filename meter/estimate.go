@@ -106,16 +106,11 @@ func (e *estimator) json(v []byte) {
 
 // messages counts a chat messages array.
 func (e *estimator) messages(v []byte) {
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return
 	}
 	seen := false
-	for {
-		msg, more := it.next()
-		if !more {
-			break
-		}
+	for msg := range elements(v) {
 		seen = true
 		e.n += tokensPerMessage
 		if !isObject(msg) {
@@ -152,15 +147,10 @@ func (e *estimator) content(v []byte) {
 		e.str(v)
 		return
 	}
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return
 	}
-	for {
-		part, more := it.next()
-		if !more {
-			break
-		}
+	for part := range elements(v) {
 		if isString(part) {
 			e.str(part)
 			continue
@@ -187,15 +177,10 @@ func (e *estimator) content(v []byte) {
 
 // toolCalls counts the names and arguments of an assistant message's calls.
 func (e *estimator) toolCalls(v []byte) {
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return
 	}
-	for {
-		call, more := it.next()
-		if !more {
-			break
-		}
+	for call := range elements(v) {
 		if !isObject(call) {
 			continue
 		}
@@ -229,16 +214,11 @@ func (e *estimator) inputs(v []byte) {
 		e.str(v)
 		return
 	}
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return
 	}
 	items := false
-	for {
-		el, more := it.next()
-		if !more {
-			break
-		}
+	for el := range elements(v) {
 		switch el[0] {
 		case '"':
 			e.str(el)

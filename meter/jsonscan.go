@@ -250,6 +250,30 @@ func isObject(v []byte) bool {
 	return i < len(v) && v[i] == '{'
 }
 
+// isArray reports whether v starts like an array (leading whitespace
+// allowed); elements then walks it.
+func isArray(v []byte) bool {
+	i := skipSpace(v, 0)
+	return i < len(v) && v[i] == '['
+}
+
+// elements iterates the raw elements of the array v; it yields nothing if v
+// is not an array and stops at a malformed element.
+func elements(v []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		it, ok := newArrIter(v)
+		if !ok {
+			return
+		}
+		for {
+			el, more := it.next()
+			if !more || !yield(el) {
+				return
+			}
+		}
+	}
+}
+
 // members iterates the members of the object v: each key unescaped (in a
 // buffer reused from one member to the next) with its raw value. If bad is
 // not nil, *bad reports whether v was not an object or was malformed; the

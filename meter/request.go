@@ -337,16 +337,11 @@ func (r *Request) streamOptions(v []byte) error {
 // embeddings input: a string or one token array is one prompt, a list of
 // strings or of token arrays is one per element.
 func promptCount(v []byte) int {
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return 1
 	}
 	n := 0
-	for {
-		el, more := it.next()
-		if !more {
-			break
-		}
+	for el := range elements(v) {
 		if el[0] != '"' && el[0] != '[' {
 			return 1 // a token array: a single prompt
 		}

@@ -472,15 +472,10 @@ func responseError(resp []byte) *UpstreamError {
 // of the first. Within each object a repeated key takes its last value, as
 // the client's JSON decoder would.
 func (m *StreamMeter) choiceList(v []byte) (n int, first int64) {
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return -1, 0
 	}
-	for {
-		c, more := it.next()
-		if !more {
-			break
-		}
+	for c := range elements(v) {
 		n++
 		if !isObject(c) {
 			continue
@@ -544,15 +539,10 @@ func (m *StreamMeter) deltaText(v []byte) {
 // toolCallText reads the function names and argument fragments of a delta's
 // tool calls.
 func (m *StreamMeter) toolCallText(v []byte) {
-	it, ok := newArrIter(v)
-	if !ok {
+	if !isArray(v) {
 		return
 	}
-	for {
-		call, more := it.next()
-		if !more {
-			break
-		}
+	for call := range elements(v) {
 		if !isObject(call) {
 			continue
 		}
