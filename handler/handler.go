@@ -169,7 +169,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveSelf(w, r, c)
 	}
 	if r.Method == http.MethodPost {
-		if ep := endpointFor(r.URL.Path); ep != meter.EndpointOther {
+		if ep := meter.EndpointFor(r.URL.Path); ep != meter.EndpointOther {
 			return h.serveMetered(w, r, next, c, ep)
 		}
 	}

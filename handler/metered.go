@@ -20,13 +20,9 @@ import (
 	"github.com/llmgate/llmgate/store"
 )
 
-type endpoint = meter.Endpoint
-
-func endpointFor(path string) endpoint { return meter.EndpointFor(path) }
-
 // serveMetered is the life of a metered request: read and check the body,
 // admit it against every window, forward it, count the response, settle.
-func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, ep endpoint) error {
+func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, ep meter.Endpoint) error {
 	start := time.Now()
 	body, aerr := readBody(r, h.MaxBodySize)
 	if aerr != nil {
@@ -41,7 +37,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		return nil
 	}
 	c.model = req.Model
-	if !modelAllowed(c.eff.Models, req.Model) {
+	if !gate.ModelAllowed(c.eff.Models, req.Model) {
 		h.countOutcome(outcomeForbidden)
 		errModelNotAllowed(req.Model).write(w)
 		return nil
@@ -125,7 +121,7 @@ type exchange struct {
 	r      *http.Request
 	c      *caller
 	req    *meter.Request
-	ep     endpoint
+	ep     meter.Endpoint
 	res    *quota.Reservation
 	mw     *meteredWriter
 	prompt int64
@@ -267,7 +263,7 @@ func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial)
 type meteredWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 	h           *Handler
-	ep          endpoint
+	ep          meter.Endpoint
 	hideUsage   bool
 	start       time.Time
 	status      int
@@ -288,7 +284,7 @@ var writerPool = sync.Pool{New: func() any {
 	return mw
 }}
 
-func getWriter(w http.ResponseWriter, h *Handler, ep endpoint, hide bool, start time.Time) *meteredWriter {
+func getWriter(w http.ResponseWriter, h *Handler, ep meter.Endpoint, hide bool, start time.Time) *meteredWriter {
 	mw := writerPool.Get().(*meteredWriter)
 	mw.wrapper.ResponseWriter = w
 	mw.ResponseWriterWrapper = &mw.wrapper

@@ -12,8 +12,6 @@ import (
 	"github.com/llmgate/llmgate/gate"
 )
 
-func modelAllowed(globs []string, model string) bool { return gate.ModelAllowed(globs, model) }
-
 // SelfWindow is one window of the self-service answer.
 type SelfWindow struct {
 	Window    string    `json:"window"`
@@ -79,7 +77,7 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, next caddy
 		var id struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(m, &id) == nil && modelAllowed(c.eff.Models, id.ID) {
+		if json.Unmarshal(m, &id) == nil && gate.ModelAllowed(c.eff.Models, id.ID) {
 			kept = append(kept, m)
 		}
 	}
