@@ -109,15 +109,17 @@ func (s *State) start() {
 
 func (s *State) run() {
 	defer close(s.done)
-	flushTick := time.NewTicker(time.Second)
-	defer flushTick.Stop()
+	// The writer wakes at the flush interval (at most once a second, so a
+	// reload that changes the interval takes effect within a second).
+	wake := time.NewTimer(s.wakeEvery())
+	defer wake.Stop()
 	lastFlush := time.Now()
 	lastPrune := time.Time{}
 	for {
 		select {
 		case <-s.stop:
 			return
-		case now := <-flushTick.C:
+		case now := <-wake.C:
 			if every := s.FlushInterval(); every > 0 && now.Sub(lastFlush) >= every-time.Millisecond {
 				if err := s.Flush(); err != nil {
 					s.logger.Error("committing usage", zap.Error(err))
@@ -128,8 +130,18 @@ func (s *State) run() {
 				lastPrune = now
 				s.prune(now.Add(-keep))
 			}
+			wake.Reset(s.wakeEvery())
 		}
 	}
+}
+
+// wakeEvery is how long the writer sleeps: the flush interval, at most a
+// second.
+func (s *State) wakeEvery() time.Duration {
+	if every := s.FlushInterval(); every > 0 && every < time.Second {
+		return every
+	}
+	return time.Second
 }
 
 func (s *State) prune(before time.Time) {
