@@ -1,0 +1,228 @@
+package handler_test
+
+// The gate's own cost per request, measured without sockets or an upstream:
+// one Caddy with two sites that answer a non-streaming chat completion from
+// a `respond` handler, one with llm_gate in front and one without. Calling
+// each site's caddyhttp.Server directly leaves only the work of Caddy's
+// handler chain, so the difference between the two benchmarks is the
+// gate's (identify, parse, count, admit, meter, settle, record).
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/llmgate/llmgate/internal/testcaddy"
+)
+
+func TestMain(m *testing.M) { testcaddy.Main(m) }
+
+func init() {
+	caddy.RegisterModule(overheadAnswerer{})
+	httpcaddyfile.RegisterHandlerDirective("overhead_answer", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		h.Next()
+		return overheadAnswerer{}, nil
+	})
+}
+
+// overheadAnswerer stands for the upstream: it answers every request with
+// overheadAnswer, as reverse_proxy would relay it (`respond` would spend its
+// time looking for placeholders in the JSON's braces).
+type overheadAnswerer struct{}
+
+func (overheadAnswerer) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.overhead_answer", New: func() caddy.Module { return overheadAnswerer{} }}
+}
+
+func (overheadAnswerer) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	w.Header()["Content-Type"] = []string{"application/json"}
+	w.WriteHeader(http.StatusOK)
+	_, err := io.WriteString(w, overheadAnswer)
+	return err
+}
+
+const overheadSecret = "overhead-secret-0123456789abcdef0123456789"
+
+// The emulator's answer to the benchmark's small chat request.
+const overheadAnswer = `{"id":"chatcmpl-b446bd57ec03f20b","object":"chat.completion","created":1795603876,"model":"sim-model","choices":[{"index":0,"message":{"role":"assistant","content":" new river as one some story by will data and at we server is not time","refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":[],"reasoning":null},"logprobs":null,"finish_reason":"length","stop_reason":null,"token_ids":null}],"service_tier":null,"system_fingerprint":null,"usage":{"prompt_tokens":15,"total_tokens":31,"completion_tokens":16,"prompt_tokens_details":null,"completion_tokens_details":null},"prompt_logprobs":null,"prompt_token_ids":null,"kv_transfer_params":null}`
+
+const overheadRequest = `{"max_tokens":16,"messages":[{"content":"Write one short sentence about the sea.","role":"user"}],"model":"sim-model","stream":false}`
+
+const overheadCaddyfile = `{
+	admin 127.0.0.1:{ADMIN}
+	http_port {HTTP}
+	persist_config off
+	auto_https off
+	log {
+		level ERROR
+	}
+	llm_gate {
+		db {DB}
+		flush_interval 1s
+		plan bench {
+			tokens 1000000000000000 per day
+		}
+		default_plan bench
+	}
+}
+
+http://127.0.0.1:{PLAIN} {
+	route {
+		overhead_answer
+	}
+}
+
+http://127.0.0.1:{GATE} {
+	route {
+		llm_gate {
+			jwt {
+				secret ` + overheadSecret + `
+			}
+			plan bench
+		}
+		overhead_answer
+	}
+}
+`
+
+// overheadServers starts the Caddy of the benchmark and returns its plain
+// and gate servers and a JWT the gate accepts.
+func overheadServers(tb testing.TB) (plain, gated http.Handler, token string) {
+	tb.Helper()
+	plainPort, gatePort := testcaddy.FreePort(tb), testcaddy.FreePort(tb)
+	testcaddy.Start(tb, overheadCaddyfile, map[string]string{
+		"{DB}":    filepath.Join(tb.TempDir(), "gate.db"),
+		"{PLAIN}": itoa(plainPort),
+		"{GATE}":  itoa(gatePort),
+	})
+	app, err := caddy.ActiveContext().App("http")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, srv := range app.(*caddyhttp.App).Servers {
+		for _, l := range srv.Listen {
+			switch {
+			case strings.HasSuffix(l, ":"+itoa(plainPort)):
+				plain = srv
+			case strings.HasSuffix(l, ":"+itoa(gatePort)):
+				gated = srv
+			}
+		}
+	}
+	if plain == nil || gated == nil {
+		tb.Fatal("the benchmark's servers are not running")
+	}
+	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "bench", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(overheadSecret))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return plain, gated, token
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// discard is a ResponseWriter that keeps the status and the size.
+type discard struct {
+	hdr    http.Header
+	status int
+	n      int
+}
+
+func (d *discard) Header() http.Header         { return d.hdr }
+func (d *discard) WriteHeader(status int)      { d.status = status }
+func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
+func (d *discard) Flush()                      {}
+
+// serveOne sends the benchmark's request through h.
+func serveOne(h http.Handler, token string, d *discard) {
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(overheadRequest))
+	r.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	clear(d.hdr)
+	d.status, d.n = 0, 0
+	h.ServeHTTP(d, r)
+}
+
+// The harness must measure what it claims: both sites answer the same
+// body, and only the gate adds its rate-limit headers and needs the token.
+func TestOverheadHarness(t *testing.T) {
+	plain, gated, token := overheadServers(t)
+	for _, c := range []struct {
+		name  string
+		h     http.Handler
+		token string
+		want  int
+	}{{"plain", plain, "", 200}, {"gate", gated, token, 200}, {"gate without token", gated, "", 401}} {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(overheadRequest))
+		r.Header.Set("Content-Type", "application/json")
+		if c.token != "" {
+			r.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		c.h.ServeHTTP(rec, r)
+		if rec.Code != c.want {
+			t.Fatalf("%s: status %d, want %d: %s", c.name, rec.Code, c.want, rec.Body)
+		}
+		if c.want == 200 && rec.Body.String() != overheadAnswer {
+			t.Errorf("%s: body %q", c.name, rec.Body)
+		}
+		if got := rec.Header().Get("X-Ratelimit-Limit-Tokens"); (c.name == "gate") != (got != "") {
+			t.Errorf("%s: x-ratelimit-limit-tokens %q", c.name, got)
+		}
+	}
+	d := &discard{hdr: http.Header{}}
+	serveOne(gated, token, d)
+	if d.status != 200 || d.n != len(overheadAnswer) {
+		t.Fatalf("serveOne: status %d, %d bytes", d.status, d.n)
+	}
+}
+
+// BenchmarkOverhead/plain and /gate run the same request through the two
+// sites, one at a time; /…-parallel on every core, so that the gate's
+// background work (commits, GC) is part of the figure. gate − plain is
+// what llm_gate costs per request.
+func BenchmarkOverhead(b *testing.B) {
+	plain, gated, token := overheadServers(b)
+	for _, c := range []struct {
+		name  string
+		h     http.Handler
+		token string
+	}{{"plain", plain, ""}, {"gate", gated, token}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			d := &discard{hdr: http.Header{}}
+			for b.Loop() {
+				serveOne(c.h, c.token, d)
+			}
+			if d.status != 200 {
+				b.Fatalf("status %d", d.status)
+			}
+		})
+		b.Run(c.name+"-parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				d := &discard{hdr: http.Header{}, status: 200}
+				for pb.Next() {
+					serveOne(c.h, c.token, d)
+				}
+				if d.status != 200 {
+					b.Errorf("status %d", d.status)
+				}
+			})
+		})
+	}
+}
