@@ -1,11 +1,17 @@
 package itest
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llmgate/llmgate/internal/vllmsim"
 )
@@ -160,5 +166,72 @@ func TestReserveFollowsModelLength(t *testing.T) {
 	last := reqs[len(reqs)-1]
 	if last.MaxTokens == nil || int64(*last.MaxTokens) > 300-out.Usage.PromptTokens+5 || *last.MaxTokens < 200 {
 		t.Fatalf("upstream max_tokens %v, want about %d", last.MaxTokens, 300-out.Usage.PromptTokens)
+	}
+}
+
+// TestRequestBodies: the body is read whether its length is announced or
+// chunked, a body over max_body_size is refused with 413 either way, and a
+// body cut short of its Content-Length is a 400, not a truncated request.
+func TestRequestBodies(t *testing.T) {
+	e := newEnv(t, envOpts{site: "max_body_size 2KiB"})
+	tok := token(t, "bodies", nil)
+	small, err := json.Marshal(chatBody("sim-model", false, map[string]any{"max_tokens": 5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	large, err := json.Marshal(chatBody("sim-model", false, map[string]any{"max_tokens": 5, "user": strings.Repeat("x", 3000)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(body []byte, chunked bool) (int, string) {
+		t.Helper()
+		var rd io.Reader = bytes.NewReader(body)
+		if chunked { // hide the length: the client sends it chunked
+			rd = io.MultiReader(rd)
+		}
+		req, _ := http.NewRequest(http.MethodPost, e.base+"/v1/chat/completions", rd)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		if chunked {
+			req.ContentLength = -1
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(readAll(t, resp.Body))
+	}
+	for _, chunked := range []bool{false, true} {
+		if code, b := send(small, chunked); code != 200 {
+			t.Fatalf("chunked %v: small body: %d %s", chunked, code, b)
+		}
+		code, b := send(large, chunked)
+		if code != 413 || !strings.Contains(b, `"code":"body_too_large"`) {
+			t.Fatalf("chunked %v: large body: %d %s", chunked, code, b)
+		}
+	}
+	if recs := e.records("bodies"); len(recs) != 2 {
+		t.Fatalf("%d records, want one per accepted request (2)", len(recs))
+	}
+
+	// A client that announces more than it sends, then stops writing.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", tok, len(small)+50, small)
+	conn.(*net.TCPConn).CloseWrite()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := readAll(t, resp.Body); resp.StatusCode != 400 || !strings.Contains(string(b), "could not read the request body") {
+		t.Fatalf("body cut short: %d %s", resp.StatusCode, b)
+	}
+	if n := len(e.sim.Requests()); n != 2 {
+		t.Fatalf("the emulator saw %d requests, want 2", n)
 	}
 }
