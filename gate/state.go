@@ -41,6 +41,9 @@ type State struct {
 
 	pendMu  sync.Mutex
 	pending store.Batch
+	// spare is the record slice of the last committed batch, emptied, for
+	// the next batch to fill without growing a new one from nothing.
+	spare []store.Record
 
 	flushMu    sync.Mutex // one commit at a time
 	flushEvery atomic.Int64
@@ -189,7 +192,8 @@ func (s *State) Flush() error {
 
 	s.pendMu.Lock()
 	b := s.pending
-	s.pending = store.Batch{}
+	s.pending = store.Batch{Records: s.spare}
+	s.spare = nil
 	s.pendMu.Unlock()
 	b.Counters = mergeCounters(b.Counters, s.Engine.Dirty())
 	if len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0 {
@@ -205,8 +209,17 @@ func (s *State) Flush() error {
 		s.requeue(b)
 		return err
 	}
+	// Keep the slice while it fits the traffic: a burst's slice is dropped
+	// once batches fill less than a quarter of it.
+	if len(b.Records) >= cap(b.Records)/4 {
+		clear(b.Records) // drop the strings the records hold
+		s.pendMu.Lock()
+		s.spare = b.Records[:0]
+		s.pendMu.Unlock()
+	}
 	return nil
 }
+
 
 func mergeCounters(dst, src map[string][]byte) map[string][]byte {
 	if dst == nil {

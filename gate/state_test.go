@@ -2,6 +2,7 @@ package gate
 
 import (
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -51,5 +52,58 @@ func TestRecordAndDestruct(t *testing.T) {
 	recs, _, err := db.Records(store.RecordQuery{User: "a"})
 	if err != nil || len(recs) != 1 || recs[0].CompletionTokens != 4 {
 		t.Fatalf("after Destruct: %+v %v", recs, err)
+	}
+}
+
+// TestFlushReusesRecords: batches fill the slices of earlier ones;
+// every record of both batches lands in the file intact, and a batch far
+// smaller than the slice lets it go.
+func TestFlushReusesRecords(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	s.configure(time.Hour, 0)
+	base := time.Now()
+	rec := func(i int) store.Record {
+		return store.Record{Time: base.Add(time.Duration(i) * time.Millisecond), User: "u" + strconv.Itoa(i%3), Model: "m" + strconv.Itoa(i),
+			Endpoint: "chat", Status: 200, PromptTokens: int64(i), CompletionTokens: 1}
+	}
+	record := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := s.Record(rec(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(0, 40)
+	if cap(s.spare) < 40 || len(s.spare) != 0 {
+		t.Fatalf("after a flush of 40 records the spare slice has len %d cap %d", len(s.spare), cap(s.spare))
+	}
+	// Two slices take turns: one fills while the other commits.
+	kept := &s.spare[:1][0]
+	record(40, 70)
+	record(70, 100)
+	if &s.spare[:1][0] != kept {
+		t.Fatal("the third batch did not fill the first one's slice")
+	}
+	record(100, 102) // 2 records in the second slice (cap 32 or more): let go
+	if s.spare != nil {
+		t.Fatalf("a slice of cap %d is kept for batches of 2", cap(s.spare))
+	}
+	db, err := s.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := db.Records(store.RecordQuery{Limit: 1000})
+	if err != nil || len(recs) != 102 {
+		t.Fatalf("%d records in the file, want 102 (%v)", len(recs), err)
+	}
+	for _, r := range recs {
+		i := int(r.PromptTokens)
+		if want := rec(i); r.User != want.User || r.Model != want.Model || !r.Time.Equal(want.Time) {
+			t.Fatalf("record %d reads back as %+v", i, r)
+		}
 	}
 }
