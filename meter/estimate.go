@@ -3,9 +3,12 @@ package meter
 import (
 	"bytes"
 	"encoding/json"
+	"unsafe"
 )
 
-// Counter counts the tokens of a text; *tokenizer.Tokenizer is one.
+// Counter counts the tokens of a text; *tokenizer.Tokenizer is one. Count
+// must not keep the string (or any part of it) after it returns: the meter
+// lends it the request body's bytes.
 type Counter interface{ Count(string) int }
 
 // countText counts s with c. Without a counter it falls back to the usual
@@ -88,8 +91,13 @@ func (e *estimator) str(v []byte) {
 	if !ok {
 		return
 	}
-	e.buf = appendUnescaped(e.buf[:0], body)
-	e.n += countText(e.c, string(e.buf))
+	text := decoded(e.buf, body)
+	if len(text) > 0 && &text[0] != &body[0] {
+		e.buf = text // keep the buffer decoding grew
+	}
+	// The counter keeps nothing of the string (Counter), and text is not
+	// written to while it counts: no copy.
+	e.n += countText(e.c, unsafe.String(unsafe.SliceData(text), len(text)))
 }
 
 // json counts a value's compact JSON text (tool definitions).

@@ -109,17 +109,10 @@ func (m *JSONMeter) Write(p []byte) {
 		case jsInKey:
 			// Keys the meter wants are short; longer ones are kept only in
 			// part, which is enough to see they match nothing.
-			j := i
-			for j < len(p) {
-				b := p[j]
-				if m.esc {
-					m.esc = false
-				} else if b == '\\' {
-					m.esc = true
-				} else if b == '"' {
-					break
-				}
-				j++
+			j, esc := strEnd(p, i, m.esc)
+			m.esc = esc
+			if j < 0 {
+				j = len(p)
 			}
 			if room := maxKeyBytes + 1 - len(m.key); room > 0 {
 				m.key = append(m.key, p[i:i+min(j-i, room)]...)
@@ -154,19 +147,13 @@ func (m *JSONMeter) Write(p []byte) {
 		case jsInValue:
 			if m.inStr {
 				// Skip to the string's end.
-				j := i
-				for j < len(p) {
-					b := p[j]
-					if m.esc {
-						m.esc = false
-					} else if b == '\\' {
-						m.esc = true
-					} else if b == '"' {
-						m.inStr = false
-						break
-					}
-					j++
+				j, esc := strEnd(p, i, m.esc)
+				m.esc = esc
+				if j < 0 { // the string goes on in the next write
+					i = len(p)
+					continue
 				}
+				m.inStr = false
 				i = j + 1
 				continue
 			}

@@ -43,24 +43,47 @@ func trimSpace(b []byte) []byte {
 // skipString returns the index just past the string that starts with the
 // quote at b[i], or -1 if it is not terminated.
 func skipString(b []byte, i int) int {
-	i++
+	q, _ := strEnd(b, i+1, false)
+	if q < 0 {
+		return -1
+	}
+	return q + 1
+}
+
+// strEnd finds the quote that closes a string whose content goes on at
+// b[i:]; esc says that the byte before b[i] was a backslash escaping b[i].
+// It returns the quote's index, or -1 and whether b ends inside an escape
+// when the string goes on past b (a stream's next write).
+func strEnd(b []byte, i int, esc bool) (q int, escOut bool) {
+	if esc {
+		if i >= len(b) {
+			return -1, true
+		}
+		i++
+	}
 	for {
 		q := bytes.IndexByte(b[i:], '"')
 		if q < 0 {
-			return -1
+			return -1, backslashRun(b, len(b), i)%2 == 1
 		}
 		q += i
 		// The quote is escaped exactly when an odd number of backslashes
-		// precedes it; the run cannot reach past the opening quote.
-		n := 0
-		for k := q - 1; k >= i && b[k] == '\\'; k-- {
-			n++
-		}
-		if n%2 == 0 {
-			return q + 1
+		// precedes it; the run cannot reach past where the content began.
+		if backslashRun(b, q, i)%2 == 0 {
+			return q, false
 		}
 		i = q + 1
 	}
+}
+
+// backslashRun counts the backslashes just before b[end], not looking
+// before b[from].
+func backslashRun(b []byte, end, from int) int {
+	n := 0
+	for k := end - 1; k >= from && b[k] == '\\'; k-- {
+		n++
+	}
+	return n
 }
 
 // skipValue returns the index just past the value starting at b[i] (which
@@ -338,6 +361,16 @@ func stringEq(v []byte, s string) bool {
 		return false
 	}
 	return keyIs(body, s)
+}
+
+// decoded returns the decoded form of the raw JSON string content s: s
+// itself when it holds no escape and is valid UTF-8 (the usual case, at no
+// cost), else s decoded into buf's storage (appendUnescaped).
+func decoded(buf, s []byte) []byte {
+	if bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+		return s
+	}
+	return appendUnescaped(buf[:0], s)
 }
 
 // appendUnescaped appends the decoded form of the raw JSON string content s

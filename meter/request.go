@@ -153,7 +153,7 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 	var maxTokens, maxCompletion, maxOutput optInt
 	for key, val := range members(body, nil) {
 		var err error
-		switch name := string(key); name {
+		switch name := requestField(key); name {
 		case "model":
 			r.Model, err = stringField(name, val)
 			r.model = nonNull(val)
@@ -231,6 +231,25 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 	return r, nil
 }
 
+// requestFields are the members ParseRequest reads.
+var requestFields = [...]string{
+	"model", "messages", "max_tokens", "stream", "stream_options", "max_completion_tokens",
+	"n", "prompt", "input", "tools", "functions", "instructions", "max_output_tokens",
+	"add_generation_prompt", "continue_final_message", "add_special_tokens",
+	"chat_template", "chat_template_kwargs", "mm_processor_kwargs",
+}
+
+// requestField returns the name in requestFields that key is, without
+// allocating (the name may be kept and shown in errors), or "".
+func requestField(key []byte) string {
+	for _, f := range requestFields {
+		if string(key) == f {
+			return f
+		}
+	}
+	return ""
+}
+
 // optInt is an integer member that may be absent or null.
 type optInt struct {
 	v   int64
@@ -259,7 +278,7 @@ func stringField(name string, v []byte) (string, error) {
 	if !ok {
 		return "", invalid("%s must be a string", name)
 	}
-	return string(appendUnescaped(nil, body)), nil
+	return string(decoded(nil, body)), nil
 }
 
 func boolField(name string, v []byte) (bool, error) {

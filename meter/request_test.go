@@ -627,3 +627,22 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+// TestDecoded: a string without escapes comes back as itself, with no copy;
+// escapes and invalid UTF-8 are decoded as encoding/json does.
+func TestDecoded(t *testing.T) {
+	plain := []byte("héllo world")
+	if got := decoded(nil, plain); &got[0] != &plain[0] || string(got) != "héllo world" {
+		t.Fatalf("plain string copied or changed: %q", got)
+	}
+	for raw, want := range map[string]string{
+		`a\nb\u00e9\"`: "a\nbé\"",
+		"bad\xffutf8":  "bad\uFFFDutf8",
+		`\ud83d\ude00`: "😀",
+	} {
+		buf := make([]byte, 0, 4)
+		if got := decoded(buf, []byte(raw)); string(got) != want {
+			t.Errorf("decoded(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}

@@ -211,7 +211,7 @@ func jsonText(v []byte) string {
 		return ""
 	}
 	if body, ok := stringBody(v); ok {
-		return string(appendUnescaped(nil, body))
+		return string(decoded(nil, body))
 	}
 	return string(v)
 }

@@ -169,7 +169,8 @@ func (t *Tokenizer) Name() string { return t.name }
 
 // Count returns the number of tokens in s, exactly len(Encode(s)).
 // Special-token text such as "<|endoftext|>" is counted as ordinary text,
-// never interpreted.
+// never interpreted. Count keeps no reference to s once it returns (the
+// cache stores copies), so s may be a view of bytes that change later.
 func (t *Tokenizer) Count(s string) int {
 	if s == "" {
 		return 0
