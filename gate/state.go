@@ -220,7 +220,6 @@ func (s *State) Flush() error {
 	return nil
 }
 
-
 func mergeCounters(dst, src map[string][]byte) map[string][]byte {
 	if dst == nil {
 		return src
