@@ -60,6 +60,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		Choices:       req.Choices(),
 		DefaultOutput: defaultOutput,
 		PromptOnly:    ep == meter.EndpointEmbeddings,
+		WantRate:      true,
 	})
 	if err != nil {
 		var d *quota.Denial
@@ -97,7 +98,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 
 	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
 	defer putWriter(mw)
-	mw.rate = h.rateLimits(c)
+	mw.rate = res.Rate
 	x := &exchange{h: h, w: w, r: r, c: c, req: req, ep: ep, res: res, mw: mw, prompt: prompt, start: start}
 	gate.Metrics.ActiveStreams.Inc()
 	defer func() {
@@ -208,17 +209,6 @@ func hasTokenLimit(l quota.Limits) bool {
 	return false
 }
 
-// rateLimits are the user's tightest windows as they stand after
-// admission, for OpenAI's x-ratelimit-* headers.
-type rateLimits struct {
-	tokens, requests *quota.WindowStatus
-}
-
-func (h *Handler) rateLimits(c *caller) rateLimits {
-	t, r := h.state.Engine.Tightest(c.user.ID, c.eff.Limits)
-	return rateLimits{tokens: t, requests: r}
-}
-
 // Canonical header names, spelled out so setting them costs no
 // canonicalization.
 var rateHeaderNames = [2][3]string{
@@ -226,10 +216,34 @@ var rateHeaderNames = [2][3]string{
 	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
 }
 
-// write sets the x-ratelimit-* headers.
-func (rl rateLimits) write(hdr http.Header) {
+// writeRate sets the x-ratelimit-* headers of the user's tightest windows.
+// Every metered response carries them, so the numbers share one string and
+// the values one slice.
+func writeRate(hdr http.Header, rs quota.RateStatus) {
+	var wins [2]*quota.WindowStatus
+	if rs.HasTokens {
+		wins[0] = &rs.Tokens
+	}
+	if rs.HasRequests {
+		wins[1] = &rs.Requests
+	}
+	var numBuf [4 * 20]byte // four int64 in decimal
+	nums, ends := numBuf[:0], [4]int{}
+	for i, s := range wins {
+		if s != nil {
+			nums = strconv.AppendInt(nums, s.Limit, 10)
+			ends[2*i] = len(nums)
+			nums = strconv.AppendInt(nums, max(s.Remaining, 0), 10)
+			ends[2*i+1] = len(nums)
+		}
+	}
+	if len(nums) == 0 {
+		return
+	}
+	all := string(nums)
 	now := time.Now()
-	for i, s := range [2]*quota.WindowStatus{rl.tokens, rl.requests} {
+	vals := make([]string, 0, 6)
+	for i, s := range wins {
 		if s == nil {
 			continue
 		}
@@ -237,15 +251,21 @@ func (rl rateLimits) write(hdr http.Header) {
 		if !s.ResetsAt.IsZero() {
 			reset = s.ResetsAt.Sub(now).Round(time.Second)
 		}
+		start := 0
+		if i == 1 && wins[0] != nil {
+			start = ends[1]
+		}
+		n := len(vals)
+		vals = append(vals, all[start:ends[2*i]], all[ends[2*i]:ends[2*i+1]], reset.String())
 		names := rateHeaderNames[i]
-		hdr[names[0]] = []string{strconv.FormatInt(s.Limit, 10)}
-		hdr[names[1]] = []string{strconv.FormatInt(max(s.Remaining, 0), 10)}
-		hdr[names[2]] = []string{reset.String()}
+		hdr[names[0]] = vals[n : n+1 : n+1]
+		hdr[names[1]] = vals[n+1 : n+2 : n+2]
+		hdr[names[2]] = vals[n+2 : n+3 : n+3]
 	}
 }
 
 func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial) {
-	h.rateLimits(c).write(w.Header())
+	writeRate(w.Header(), h.state.Engine.Tightest(c.user.ID, c.eff.Limits))
 	// RetryAfter 0: waiting will not help (a total budget, a request larger
 	// than the limit), so no retry-after.
 	if d.RetryAfter > 0 {
@@ -275,7 +295,7 @@ type meteredWriter struct {
 	start       time.Time
 	status      int
 	wroteHeader bool
-	rate        rateLimits
+	rate        quota.RateStatus
 	stream      *meter.StreamMeter
 	spare       *meter.StreamMeter // kept across requests by the pool
 	spareJSON   *meter.JSONMeter
@@ -350,7 +370,7 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			mw.json.Reset()
 		}
 	}
-	mw.rate.write(hdr)
+	writeRate(hdr, mw.rate)
 	mw.ResponseWriterWrapper.WriteHeader(status)
 }
 

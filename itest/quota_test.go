@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -109,6 +110,16 @@ func TestRateLimitsAndSDK(t *testing.T) {
 		mustStatus(t, resp, 200)
 		if resp.Header.Get("X-Ratelimit-Limit-Requests") != "2" || resp.Header.Get("X-Ratelimit-Remaining-Requests") != strconv.Itoa(1-i) {
 			t.Fatalf("request %d: rate headers %v", i, resp.Header)
+		}
+		// Both trios, each value on its own.
+		remaining, err := strconv.Atoi(resp.Header.Get("X-Ratelimit-Remaining-Tokens"))
+		if resp.Header.Get("X-Ratelimit-Limit-Tokens") != "100000" || err != nil || remaining <= 90000 || remaining >= 100000 {
+			t.Fatalf("request %d: token headers %v", i, resp.Header)
+		}
+		for name, most := range map[string]time.Duration{"X-Ratelimit-Reset-Tokens": 24 * time.Hour, "X-Ratelimit-Reset-Requests": time.Minute} {
+			if d, err := time.ParseDuration(resp.Header.Get(name)); err != nil || d <= 0 || d > most || len(resp.Header[name]) != 1 {
+				t.Fatalf("request %d: %s %q", i, name, resp.Header.Get(name))
+			}
 		}
 	}
 	resp := e.post("/v1/chat/completions", tk, chatBody("sim-model", false, nil))

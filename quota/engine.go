@@ -46,6 +46,9 @@ type Request struct {
 	// PromptOnly marks a request that generates nothing (embeddings): only
 	// the prompt is reserved and the output is never clamped.
 	PromptOnly bool
+	// WantRate asks for Reservation.Rate: the windows as they stand after
+	// admission, read under the same lock.
+	WantRate bool
 }
 
 // Reservation is an admitted request's hold on the user's budget. Exactly one
@@ -61,6 +64,9 @@ type Reservation struct {
 	Clamped bool
 	// Reserved is the number of tokens held: prompt + OutputCap × choices.
 	Reserved int64
+	// Rate is the user's tightest windows right after admission, when the
+	// request asked for it (Request.WantRate).
+	Rate RateStatus
 
 	e    *Engine
 	sh   *shard
@@ -301,6 +307,9 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 	}
 	u.addMinute(0, 1)
 	sh.markDirty(u)
+	if req.WantRate {
+		r.Rate = u.rateStatus(&c, l)
+	}
 	sh.mu.Unlock()
 	e.reservations.Add(1)
 	return r, nil
@@ -421,35 +430,37 @@ func (e *Engine) Status(user string, l Limits) ([]WindowStatus, error) {
 	return out, err
 }
 
-// Tightest returns, for the x-ratelimit-* headers, the token window and the
-// request window with the least remaining (on a tie, the longer window, whose
-// reset is the one that matters). Either is nil when l limits no window of that
-// kind; both are nil if the user's state cannot be loaded.
-func (e *Engine) Tightest(user string, l Limits) (tokens, requests *WindowStatus) {
+// RateStatus is a user's token window and request window with the least
+// remaining (on a tie, the longer window, whose reset is the one that
+// matters): what the x-ratelimit-* headers show.
+type RateStatus struct {
+	Tokens, Requests       WindowStatus
+	HasTokens, HasRequests bool // false when no window of the kind is limited
+}
+
+func (u *userState) rateStatus(c *clock, l *Limits) RateStatus {
 	var buf [2 * NumWindows]WindowStatus
-	var all []WindowStatus
-	if err := e.view(user, func(u *userState, c *clock) { all = u.status(c, &l, buf[:0]) }); err != nil {
-		return nil, nil
-	}
-	var bt, br int = -1, -1
-	for i := range all {
-		p := &br
-		if all[i].Kind == "tokens" {
-			p = &bt
-		}
-		if *p < 0 || all[i].Remaining <= all[*p].Remaining {
-			*p = i
+	var rs RateStatus
+	for _, s := range u.status(c, l, buf[:0]) {
+		if s.Kind == "tokens" {
+			if !rs.HasTokens || s.Remaining <= rs.Tokens.Remaining {
+				rs.Tokens, rs.HasTokens = s, true
+			}
+		} else if !rs.HasRequests || s.Remaining <= rs.Requests.Remaining {
+			rs.Requests, rs.HasRequests = s, true
 		}
 	}
-	if bt >= 0 {
-		s := all[bt]
-		tokens = &s
+	return rs
+}
+
+// Tightest returns the user's RateStatus for l; both kinds are absent if the
+// user's state cannot be loaded.
+func (e *Engine) Tightest(user string, l Limits) RateStatus {
+	var rs RateStatus
+	if err := e.view(user, func(u *userState, c *clock) { rs = u.rateStatus(c, &l) }); err != nil {
+		return RateStatus{}
 	}
-	if br >= 0 {
-		s := all[br]
-		requests = &s
-	}
-	return tokens, requests
+	return rs
 }
 
 // Usage returns the user's tokens and requests in the current period of every

@@ -543,7 +543,7 @@ func TestStatusAndTightest(t *testing.T) {
 	l.Requests[Month] = 1000
 	mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 1000, Output: 1000}).Settle(1000, 1000)
 	clk.Add(5 * time.Second)
-	held := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 500, Output: 500})
+	held := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 500, Output: 500, WantRate: true})
 	st, err := e.Status("u", l)
 	if err != nil {
 		t.Fatal(err)
@@ -563,19 +563,28 @@ func TestStatusAndTightest(t *testing.T) {
 			t.Errorf("status[%d] = %+v\nwant %+v", i, st[i], want[i])
 		}
 	}
-	tok, req := e.Tightest("u", l)
-	if tok == nil || *tok != want[0] || req == nil || *req != want[1] {
-		t.Fatalf("tightest %+v %+v", tok, req)
+	rs := e.Tightest("u", l)
+	if !rs.HasTokens || rs.Tokens != want[0] || !rs.HasRequests || rs.Requests != want[1] {
+		t.Fatalf("tightest %+v", rs)
+	}
+	// Admission read the same windows, under its own lock.
+	if held.Rate != rs {
+		t.Fatalf("rate at admission %+v, Tightest after %+v", held.Rate, rs)
 	}
 	held.Cancel()
+	if r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 1}); r.Rate != (RateStatus{}) {
+		t.Fatalf("rate filled in without WantRate: %+v", r.Rate)
+	} else {
+		r.Cancel()
+	}
 
-	// Ties go to the longer window; no limit of a kind gives nil.
+	// Ties go to the longer window; no limit of a kind gives none.
 	var tie Limits
 	tie.Tokens[Minute] = 5000
 	tie.Tokens[Week] = 5000
-	tok, req = e.Tightest("u", tie)
-	if tok == nil || tok.Window != Week || req != nil {
-		t.Fatalf("tightest %+v %+v", tok, req)
+	rs = e.Tightest("u", tie)
+	if !rs.HasTokens || rs.Tokens.Window != Week || rs.HasRequests {
+		t.Fatalf("tightest %+v", rs)
 	}
 	// With nothing counted in the minute, it "resets" now.
 	clk.Add(time.Minute)

@@ -112,8 +112,8 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := e.Status("u", Limits{}); err != boom {
 		t.Fatalf("Status error %v", err)
 	}
-	if tok, req := e.Tightest("u", tokens(Day, 1)); tok != nil || req != nil {
-		t.Fatal("Tightest with a failing Load should give nils")
+	if rs := e.Tightest("u", tokens(Day, 1)); rs.HasTokens || rs.HasRequests {
+		t.Fatal("Tightest with a failing Load should give no windows")
 	}
 	if err := e.Reset("u"); err != boom {
 		t.Fatalf("Reset error %v", err)
