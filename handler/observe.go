@@ -1,6 +1,10 @@
 package handler
 
 import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/llmgate/llmgate/gate"
 	"github.com/llmgate/llmgate/quota"
 	"github.com/llmgate/llmgate/store"
@@ -38,8 +42,32 @@ func outcomeForDenial(d *quota.Denial) string {
 	return outcomeRate
 }
 
+// outcomeCounters holds the requests_total child of each outcome: looking
+// one up by its labels hashes them and takes a lock, on every request.
+var outcomeCounters sync.Map // outcome -> prometheus.Counter
+
 func (h *Handler) countOutcome(outcome string) {
-	gate.Metrics.Requests.WithLabelValues(outcome).Inc()
+	c, ok := outcomeCounters.Load(outcome)
+	if !ok {
+		c, _ = outcomeCounters.LoadOrStore(outcome, gate.Metrics.Requests.WithLabelValues(outcome))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// modelCounters holds the tokens_total children of each model (prompt,
+// completion). Only models the upstream served get here (a charge needs
+// reported or generated tokens), so it grows like the metric itself.
+var modelCounters sync.Map // model -> *[2]prometheus.Counter
+
+func tokenCounters(model string) *[2]prometheus.Counter {
+	if c, ok := modelCounters.Load(model); ok {
+		return c.(*[2]prometheus.Counter)
+	}
+	c, _ := modelCounters.LoadOrStore(model, &[2]prometheus.Counter{
+		gate.Metrics.Tokens.WithLabelValues("prompt", model),
+		gate.Metrics.Tokens.WithLabelValues("completion", model),
+	})
+	return c.(*[2]prometheus.Counter)
 }
 
 // observe updates the metrics for a settled request.
@@ -54,11 +82,14 @@ func (h *Handler) observe(rec *store.Record, upstreamFailed, aborted, reported b
 	default:
 		h.countOutcome(outcomeOK)
 	}
-	if rec.PromptTokens > 0 {
-		gate.Metrics.Tokens.WithLabelValues("prompt", rec.Model).Add(float64(rec.PromptTokens))
-	}
-	if rec.CompletionTokens > 0 {
-		gate.Metrics.Tokens.WithLabelValues("completion", rec.Model).Add(float64(rec.CompletionTokens))
+	if rec.PromptTokens > 0 || rec.CompletionTokens > 0 {
+		c := tokenCounters(rec.Model)
+		if rec.PromptTokens > 0 {
+			c[0].Add(float64(rec.PromptTokens))
+		}
+		if rec.CompletionTokens > 0 {
+			c[1].Add(float64(rec.CompletionTokens))
+		}
 	}
 	if h.app.MetricsPerUser {
 		gate.Metrics.UserTokens.WithLabelValues(rec.User, "prompt").Add(float64(rec.PromptTokens))
