@@ -197,17 +197,15 @@ type Claims struct {
 // plan, the site's plan, default_plan. An unknown plan name resolves to no
 // limits only if no known one is found further down.
 func (a *App) Resolve(u *store.User, sitePlan string, c Claims) Effective {
-	var names []string
-	if u != nil && u.Source == "admin" && u.Plan != "" {
-		names = append(names, u.Plan)
-	}
-	names = append(names, c.Plan)
+	var adminPlan, userPlan string
 	if u != nil {
-		names = append(names, u.Plan)
+		userPlan = u.Plan
+		if u.Source == "admin" {
+			adminPlan = u.Plan
+		}
 	}
-	names = append(names, sitePlan, a.DefaultPlan)
 	var e Effective
-	for _, n := range names {
+	for _, n := range [...]string{adminPlan, c.Plan, userPlan, sitePlan, a.DefaultPlan} {
 		if p := a.plans[n]; p != nil {
 			e = Effective{Plan: n, Limits: p.Limits, Models: p.Models}
 			break

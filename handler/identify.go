@@ -103,7 +103,10 @@ func (h *Handler) identify(r *http.Request) (*caller, *apiError) {
 		if h.app.Plan(id.Plan) != nil {
 			plan = id.Plan
 		}
-		u, err := h.state.EnsureUser(&store.User{ID: id.User, Plan: plan, Source: "jwt", Created: now, Updated: now})
+		u, err := h.state.User(id.User)
+		if errors.Is(err, store.ErrNotFound) { // first use: create the user
+			u, err = h.state.EnsureUser(&store.User{ID: id.User, Plan: plan, Source: "jwt", Created: now, Updated: now})
+		}
 		if err != nil {
 			h.logger.Error("creating a user on first use", zap.Error(err))
 			return nil, errInternal()
