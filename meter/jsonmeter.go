@@ -145,8 +145,10 @@ func (m *JSONMeter) Write(p []byte) {
 			}
 			continue // read c as part of the value
 		case jsInValue:
+			// Run through the value in this loop, not byte by byte through
+			// the state switch: strings jump to their closing quote, and
+			// only brackets and commas matter outside them.
 			if m.inStr {
-				// Skip to the string's end.
 				j, esc := strEnd(p, i, m.esc)
 				m.esc = esc
 				if j < 0 { // the string goes on in the next write
@@ -155,37 +157,43 @@ func (m *JSONMeter) Write(p []byte) {
 				}
 				m.inStr = false
 				i = j + 1
-				continue
 			}
-			if !structural[c] {
-				// Skip numbers, literals and whitespace in one go.
-				i++
+		value:
+			for i < len(p) {
 				for i < len(p) && !structural[p[i]] {
-					i++
+					i++ // numbers, literals, whitespace
 				}
-				continue
-			}
-			switch c {
-			case '"':
-				m.inStr = true
-			case '{', '[':
-				m.depth++
-			case '}', ']':
-				if m.depth > 0 {
-					m.depth--
+				if i == len(p) {
 					break
 				}
-				// The top-level object closes: the value ended.
-				m.endValue(p, capStart, i)
-				capStart = -1
-				m.state = jsEnd
-			case ',':
-				if m.depth == 0 {
-					m.endValue(p, capStart, i)
-					capStart = -1
-					m.state = jsKey
+				switch p[i] {
+				case '"':
+					j, esc := strEnd(p, i+1, false)
+					if j < 0 {
+						m.inStr, m.esc = true, esc
+						i = len(p)
+						break value
+					}
+					i = j
+				case '{', '[':
+					m.depth++
+				case ',':
+					if m.depth == 0 { // the value ended
+						m.endValue(p, capStart, i)
+						capStart, m.state = -1, jsKey
+						break value
+					}
+				default: // '}', ']'
+					if m.depth == 0 { // the top-level object closes
+						m.endValue(p, capStart, i)
+						capStart, m.state = -1, jsEnd
+						break value
+					}
+					m.depth--
 				}
+				i++
 			}
+			continue
 		}
 		i++
 	}
