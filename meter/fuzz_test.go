@@ -261,3 +261,20 @@ func compareValue(t *testing.T, v []byte) {
 		}
 	}
 }
+
+// FuzzValid: valid agrees with encoding/json.Valid on every input.
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `[]`, ` {"a" : [1, -2.5e+3, true, false, null, "x\u00e9\n"]} `, `{"a":{}}`, `[[[]]]`,
+		`01`, `-`, `1.`, `.5`, `1e`, `+1`, `"\x"`, `"\u12"`, "\"a\x01\"", `{"a"}`, `{"a":}`, `[1,]`, `{,}`,
+		`truex`, `nul`, `"unterminated`, `{"a":1}x`, "\"\xff\xfe\"", `[1 2]`, `{"a":1 "b":2}`, ``, ` `,
+		strings.Repeat("[", 10000) + strings.Repeat("]", 10000), strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := valid(b), json.Valid(b); got != want {
+			t.Fatalf("valid(%q) = %v, json.Valid says %v", b, got, want)
+		}
+	})
+}

@@ -14,7 +14,7 @@ import (
 // sub-slices of its input and unescapes strings only on request, into a buffer
 // the caller owns. It is lenient (it does not validate everything a strict
 // parser would) but never reads out of bounds; callers that need strict
-// validity check it with json.Valid first.
+// validity check it with valid (valid.go) first.
 
 // isSpace reports whether c is JSON whitespace.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -135,7 +135,7 @@ func invalid(format string, args ...any) error {
 // exactly (after unescaping, as vLLM's Python parser does) and a repeated key
 // takes its last value.
 func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
-	if !json.Valid(body) {
+	if !valid(body) {
 		var raw json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil {
 			var se *json.SyntaxError
