@@ -52,9 +52,13 @@ func (e *invalidError) Unwrap() error { return ErrInvalid }
 // neither is present the error is [ErrNoCredential].
 //
 // The returned string is a substring of the header value: no allocation.
+// h's keys must be in canonical form, as HTTP servers and Header.Set store
+// them.
 func Credential(h http.Header) (string, error) {
 	var tok string
-	switch auth := h.Values("Authorization"); len(auth) {
+	// The header's canonical keys, looked up directly: HTTP servers store
+	// them so, and Values would canonicalize the key on every request.
+	switch auth := h["Authorization"]; len(auth) {
 	case 0:
 	case 1:
 		t, err := parseBearer(auth[0])
@@ -65,7 +69,7 @@ func Credential(h http.Header) (string, error) {
 	default:
 		return "", errMultipleAuthorization
 	}
-	switch keys := h.Values("X-Api-Key"); len(keys) {
+	switch keys := h["X-Api-Key"]; len(keys) {
 	case 0:
 	case 1:
 		k := trimOWS(keys[0])
@@ -91,7 +95,10 @@ func Credential(h http.Header) (string, error) {
 // parseBearer extracts the token from an Authorization header value.
 func parseBearer(v string) (string, error) {
 	v = trimOWS(v)
-	i := strings.IndexAny(v, " \t")
+	i := strings.IndexByte(v, ' ')
+	if j := strings.IndexByte(v, '\t'); j >= 0 && (i < 0 || j < i) {
+		i = j
+	}
 	if i < 0 {
 		if strings.EqualFold(v, "Bearer") {
 			return "", errEmptyBearer
@@ -125,5 +132,11 @@ func checkToken(tok string) error {
 
 // trimOWS trims HTTP optional whitespace (spaces and tabs).
 func trimOWS(s string) string {
-	return strings.Trim(s, " \t")
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }

@@ -162,8 +162,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Map(c.placeholder)
 	}
 	// The caller's credential is for the gate only.
-	r.Header.Del("Authorization")
-	r.Header.Del("X-Api-Key")
+	delete(r.Header, "Authorization") // canonical keys: no Del, which canonicalizes
+	delete(r.Header, "X-Api-Key")
 
 	if h.SelfService != "" && r.URL.Path == h.SelfService {
 		return h.serveSelf(w, r, c)

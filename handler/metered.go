@@ -94,7 +94,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	r.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
 
 	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
 	defer putWriter(mw)
@@ -350,7 +350,10 @@ func (mw *meteredWriter) WriteHeader(status int) {
 	}
 	mw.wroteHeader, mw.status = true, status
 	hdr := mw.Header()
-	ct := hdr.Get("Content-Type")
+	var ct string
+	if v := hdr["Content-Type"]; len(v) > 0 {
+		ct = v[0]
+	}
 	switch {
 	case strings.HasPrefix(ct, "text/event-stream"):
 		if mw.spare == nil {
@@ -360,7 +363,7 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			mw.stream.Reset(mw.ep, mw.hideUsage, mw.h.app.Counter())
 		}
 		if mw.hideUsage {
-			hdr.Del("Content-Length")
+			delete(hdr, "Content-Length")
 		}
 	case strings.Contains(ct, "json"):
 		if mw.spareJSON == nil {

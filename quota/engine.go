@@ -413,7 +413,7 @@ func (u *userState) status(c *clock, l *Limits, out []WindowStatus) []WindowStat
 				}
 			case Total:
 			default:
-				s.ResetsAt = w.Reset(c.now)
+				s.ResetsAt = c.reset(w)
 			}
 			out = append(out, s)
 		}

@@ -116,6 +116,20 @@ func newClock(now time.Time) clock {
 	return c
 }
 
+// reset is w.Reset(c.now), from the period starts already computed for the
+// fixed-length windows.
+func (c *clock) reset(w Window) time.Time {
+	switch w {
+	case Hour:
+		return time.Unix(c.start[Hour]+3600, 0).UTC()
+	case Day:
+		return time.Unix(c.start[Day]+86400, 0).UTC()
+	case Week:
+		return time.Unix(c.start[Week]+7*86400, 0).UTC()
+	}
+	return w.Reset(c.now)
+}
+
 // dayOfMonth returns the day of the month (1–31) of the given day since
 // 1970-01-01 in the proleptic Gregorian calendar, with integer arithmetic only
 // (Howard Hinnant's civil_from_days; time.Date costs more on the hot path).

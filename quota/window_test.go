@@ -96,7 +96,8 @@ func TestWindowStartReset(t *testing.T) {
 	}
 }
 
-// The engine's integer period starts must agree with Window.Start everywhere,
+// The engine's integer period starts and resets must agree with Window.Start
+// and Window.Reset everywhere,
 // including before 1970 where division rounds the other way.
 func TestClockMatchesWindowStart(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
@@ -110,6 +111,9 @@ func TestClockMatchesWindowStart(t *testing.T) {
 		for w := Hour; w < Total; w++ {
 			if want := w.Start(at).Unix(); c.start[w] != want {
 				t.Fatalf("%v: clock start %d, Window.Start %d (%v)", at, c.start[w], want, w)
+			}
+			if got := c.reset(w); !got.Equal(w.Reset(at)) || got.Location() != time.UTC {
+				t.Fatalf("%v: clock reset %v, Window.Reset %v (%v)", at, got, w.Reset(at), w)
 			}
 			if w.Start(at).After(at) || !w.Reset(at).After(at) {
 				t.Fatalf("%v: %v period [%v, %v) does not contain it", at, w, w.Start(at), w.Reset(at))
