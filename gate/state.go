@@ -41,6 +41,10 @@ type State struct {
 
 	pendMu  sync.Mutex
 	pending store.Batch
+	// keyQueued is, per API key, the last-used time last queued for the
+	// store: a key in constant use is written once per keyUsedGrain rather
+	// than on every flush.
+	keyQueued map[string]time.Time
 	// spare is the record slice of the last committed batch, emptied, for
 	// the next batch to fill without growing a new one from nothing.
 	spare []store.Record
@@ -56,12 +60,13 @@ type State struct {
 
 func newState(path string, logger *zap.Logger) *State {
 	s := &State{
-		path:   path,
-		logger: logger,
-		users:  make(map[string]*store.User),
-		keys:   make(map[[32]byte]*store.Key),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		path:      path,
+		logger:    logger,
+		users:     make(map[string]*store.User),
+		keys:      make(map[[32]byte]*store.Key),
+		keyQueued: make(map[string]time.Time),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	s.Engine = quota.NewEngine(quota.Options{Load: s.loadCounters})
 	s.flushEvery.Store(int64(time.Second))
@@ -162,6 +167,11 @@ func (s *State) prune(before time.Time) {
 	}
 }
 
+// keyUsedGrain is how precise a key's stored last-used time is: within a
+// minute, like the "last used" of most API consoles, so that 10,000 keys in
+// constant use cost 10,000 key writes a minute rather than one per flush.
+const keyUsedGrain = time.Minute
+
 // Record queues a per-request record and, when the flush interval is 0,
 // commits it (and everything else pending) before returning.
 func (s *State) Record(rec store.Record) error {
@@ -172,10 +182,16 @@ func (s *State) Record(rec store.Record) error {
 	s.pendMu.Lock()
 	s.pending.Records = append(s.pending.Records, rec)
 	if rec.KeyID != "" {
-		if s.pending.KeyLastUsed == nil {
-			s.pending.KeyLastUsed = make(map[string]time.Time)
+		if last, ok := s.keyQueued[rec.KeyID]; !ok || rec.Time.Sub(last) >= keyUsedGrain {
+			if !ok && len(s.keyQueued) >= maxCachedUsers {
+				clear(s.keyQueued)
+			}
+			s.keyQueued[rec.KeyID] = rec.Time
+			if s.pending.KeyLastUsed == nil {
+				s.pending.KeyLastUsed = make(map[string]time.Time)
+			}
+			s.pending.KeyLastUsed[rec.KeyID] = rec.Time
 		}
-		s.pending.KeyLastUsed[rec.KeyID] = rec.Time
 	}
 	s.pendMu.Unlock()
 	if s.FlushInterval() == 0 {

@@ -107,3 +107,58 @@ func TestFlushReusesRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyLastUsedGrain: a key's last-used time reaches the store on its
+// first use, then again only once it is a minute older than what was
+// written; the records themselves all keep the key id.
+func TestKeyLastUsedGrain(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	s.configure(time.Hour, 0)
+	db, err := s.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutUser(&store.User{ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutKey(&store.Key{ID: "k1", UserID: "a", Hash: [32]byte{1}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Second)
+	use := func(at time.Duration) time.Time {
+		t.Helper()
+		if err := s.Record(store.Record{Time: t0.Add(at), User: "a", KeyID: "k1", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		k, err := db.GetKey("k1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.LastUsed
+	}
+	for _, step := range []struct{ at, want time.Duration }{
+		{0, 0},
+		{10 * time.Second, 0},
+		{59 * time.Second, 0},
+		{60 * time.Second, 60 * time.Second},
+		{61 * time.Second, 60 * time.Second},
+		{3 * time.Minute, 3 * time.Minute},
+	} {
+		if got := use(step.at); !got.Equal(t0.Add(step.want)) {
+			t.Errorf("after a use at +%v the stored last use is +%v, want +%v", step.at, got.Sub(t0), step.want)
+		}
+	}
+	recs, _, err := db.Records(store.RecordQuery{User: "a"})
+	if err != nil || len(recs) != 6 {
+		t.Fatalf("%d records, want 6 (%v)", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.KeyID != "k1" {
+			t.Errorf("record at %v lost its key id", r.Time)
+		}
+	}
+}
