@@ -519,13 +519,28 @@ func (e *Engine) Forget(user string) {
 // and clears the changed flags. If committing the result fails, pass the
 // users to MarkDirty so that the next call returns them again.
 func (e *Engine) Dirty() map[string][]byte {
-	out := make(map[string][]byte)
+	n := 0
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		n += len(sh.dirty)
+		sh.mu.Unlock()
+	}
+	out := make(map[string][]byte, n)
+	// The states share slabs: thousands of dirty users cost a few
+	// allocations, not one each.
+	var slab []byte
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.Lock()
 		for j, u := range sh.dirty {
 			if u.dirty && !u.gone {
-				out[u.name] = u.encode(make([]byte, 0, 64))
+				if cap(slab)-len(slab) < 64 {
+					slab = make([]byte, 0, 8192)
+				}
+				start := len(slab)
+				slab = u.encode(slab)
+				out[u.name] = slab[start:len(slab):len(slab)]
 			}
 			u.dirty = false
 			sh.dirty[j] = nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -289,5 +290,36 @@ func TestDecodeDropsExpiredBuckets(t *testing.T) {
 	want := append(append([]byte{}, s[:len(s)-7]...), 1, 100, 5, 1)
 	if enc := u.encode(nil); !bytes.Equal(enc, want) {
 		t.Fatalf("expired bucket re-encoded: %v", enc)
+	}
+}
+
+// TestDirtyManyUsers: the states of a thousand users, encoded side by side,
+// each restore to their own counts.
+func TestDirtyManyUsers(t *testing.T) {
+	clk := &fakeClock{t: t0}
+	st := &memStore{data: map[string][]byte{}}
+	a := NewEngine(Options{Now: clk.Now, Load: st.Load})
+	var l Limits
+	l.Tokens[Day] = 1 << 40
+	user := func(i int) string {
+		return "user-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strconv.Itoa(i)
+	}
+	for i := range 1000 {
+		mustAdmit(t, a, Request{User: user(i), Limits: l, Prompt: 1}).Settle(int64(1+i), int64(i%5))
+	}
+	dirty := a.Dirty()
+	if len(dirty) != 1000 {
+		t.Fatalf("%d dirty users, want 1000", len(dirty))
+	}
+	st.commit(dirty)
+	b := NewEngine(Options{Now: clk.Now, Load: st.Load})
+	for i := range 1000 {
+		tokens, _, err := b.Usage(user(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(1 + i + i%5); tokens[Day] != want {
+			t.Fatalf("%s restored with %d tokens today, want %d", user(i), tokens[Day], want)
+		}
 	}
 }
