@@ -92,9 +92,13 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errBadRequest("invalid_json", err.Error()).write(w)
 		return nil
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if int64(len(body)) != r.ContentLength {
+		r.ContentLength = int64(len(body))
+		r.Header["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	rb := &bodyReader{}
+	rb.Reset(body)
+	r.Body = rb
 
 	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
 	defer putWriter(mw)
@@ -174,6 +178,12 @@ func (x *exchange) settle(nextErr error) {
 	}
 }
 
+// bodyReader is the request body handed on to the upstream: the bytes the
+// gate read (and may have rewritten), in one allocation.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }
+
 // readBody reads the request body once, bounded. A body that announces its
 // length is read into a buffer of exactly that size, in as few reads as the
 // connection allows (Caddy moves the read deadline on each one): the server
@@ -227,7 +237,7 @@ func writeRate(hdr http.Header, rs quota.RateStatus) {
 	if rs.HasRequests {
 		wins[1] = &rs.Requests
 	}
-	var numBuf [4 * 20]byte // four int64 in decimal
+	var numBuf [128]byte // four int64 in decimal and two resets
 	nums, ends := numBuf[:0], [4]int{}
 	for i, s := range wins {
 		if s != nil {
@@ -240,28 +250,57 @@ func writeRate(hdr http.Header, rs quota.RateStatus) {
 	if len(nums) == 0 {
 		return
 	}
-	all := string(nums)
+	// The resets follow the numbers in the same string.
 	now := time.Now()
+	var resetEnds [2]int
+	for i, s := range wins {
+		if s != nil {
+			reset := time.Duration(0)
+			if !s.ResetsAt.IsZero() {
+				reset = s.ResetsAt.Sub(now).Round(time.Second)
+			}
+			nums = appendSeconds(nums, reset)
+			resetEnds[i] = len(nums)
+		}
+	}
+	all := string(nums)
 	vals := make([]string, 0, 6)
+	resetStart := ends[1]
+	if wins[1] != nil {
+		resetStart = ends[3]
+	}
 	for i, s := range wins {
 		if s == nil {
 			continue
-		}
-		reset := time.Duration(0)
-		if !s.ResetsAt.IsZero() {
-			reset = s.ResetsAt.Sub(now).Round(time.Second)
 		}
 		start := 0
 		if i == 1 && wins[0] != nil {
 			start = ends[1]
 		}
 		n := len(vals)
-		vals = append(vals, all[start:ends[2*i]], all[ends[2*i]:ends[2*i+1]], reset.String())
+		vals = append(vals, all[start:ends[2*i]], all[ends[2*i]:ends[2*i+1]], all[resetStart:resetEnds[i]])
+		resetStart = resetEnds[i]
 		names := rateHeaderNames[i]
 		hdr[names[0]] = vals[n : n+1 : n+1]
 		hdr[names[1]] = vals[n+1 : n+2 : n+2]
 		hdr[names[2]] = vals[n+2 : n+3 : n+3]
 	}
+}
+
+// appendSeconds appends d, a whole number of seconds, as d.String() writes
+// it ("0s", "59s", "1m0s", "23h59m59s"); a negative d is written as 0s.
+func appendSeconds(b []byte, d time.Duration) []byte {
+	sec := max(int64(d/time.Second), 0)
+	if h := sec / 3600; h > 0 {
+		b = strconv.AppendInt(b, h, 10)
+		b = append(b, 'h')
+	}
+	if sec >= 60 {
+		b = strconv.AppendInt(b, sec/60%60, 10)
+		b = append(b, 'm')
+	}
+	b = strconv.AppendInt(b, sec%60, 10)
+	return append(b, 's')
 }
 
 func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial) {
