@@ -252,6 +252,7 @@ func writeRate(hdr http.Header, rs quota.RateStatus) {
 	}
 	// The resets follow the numbers in the same string.
 	now := time.Now()
+	resetStart := len(nums)
 	var resetEnds [2]int
 	for i, s := range wins {
 		if s != nil {
@@ -265,10 +266,6 @@ func writeRate(hdr http.Header, rs quota.RateStatus) {
 	}
 	all := string(nums)
 	vals := make([]string, 0, 6)
-	resetStart := ends[1]
-	if wins[1] != nil {
-		resetStart = ends[3]
-	}
 	for i, s := range wins {
 		if s == nil {
 			continue
