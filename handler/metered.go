@@ -227,8 +227,9 @@ var rateHeaderNames = [2][3]string{
 }
 
 // writeRate sets the x-ratelimit-* headers of the user's tightest windows.
-// Every metered response carries them, so the numbers share one string and
-// the values one slice.
+// Every metered response carries them, so the values (limit, remaining and
+// reset of each window present, in order) are cut from one string and
+// share one slice.
 func writeRate(hdr http.Header, rs quota.RateStatus) {
 	var wins [2]*quota.WindowStatus
 	if rs.HasTokens {
@@ -237,50 +238,42 @@ func writeRate(hdr http.Header, rs quota.RateStatus) {
 	if rs.HasRequests {
 		wins[1] = &rs.Requests
 	}
-	var numBuf [128]byte // four int64 in decimal and two resets
-	nums, ends := numBuf[:0], [4]int{}
-	for i, s := range wins {
-		if s != nil {
-			nums = strconv.AppendInt(nums, s.Limit, 10)
-			ends[2*i] = len(nums)
-			nums = strconv.AppendInt(nums, max(s.Remaining, 0), 10)
-			ends[2*i+1] = len(nums)
+	var buf [128]byte // two windows' int64s and resets in decimal
+	b, ends, n := buf[:0], [6]int{}, 0
+	now := time.Now()
+	for _, s := range wins {
+		if s == nil {
+			continue
 		}
+		reset := time.Duration(0)
+		if !s.ResetsAt.IsZero() {
+			reset = s.ResetsAt.Sub(now).Round(time.Second)
+		}
+		b = strconv.AppendInt(b, s.Limit, 10)
+		ends[n] = len(b)
+		b = strconv.AppendInt(b, max(s.Remaining, 0), 10)
+		ends[n+1] = len(b)
+		b = appendSeconds(b, reset)
+		ends[n+2] = len(b)
+		n += 3
 	}
-	if len(nums) == 0 {
+	if n == 0 {
 		return
 	}
-	// The resets follow the numbers in the same string.
-	now := time.Now()
-	resetStart := len(nums)
-	var resetEnds [2]int
-	for i, s := range wins {
-		if s != nil {
-			reset := time.Duration(0)
-			if !s.ResetsAt.IsZero() {
-				reset = s.ResetsAt.Sub(now).Round(time.Second)
-			}
-			nums = appendSeconds(nums, reset)
-			resetEnds[i] = len(nums)
-		}
+	all := string(b)
+	vals := make([]string, n)
+	for k, start := 0, 0; k < n; k++ {
+		vals[k], start = all[start:ends[k]], ends[k]
 	}
-	all := string(nums)
-	vals := make([]string, 0, 6)
+	k := 0
 	for i, s := range wins {
 		if s == nil {
 			continue
 		}
-		start := 0
-		if i == 1 && wins[0] != nil {
-			start = ends[1]
+		for _, name := range rateHeaderNames[i] {
+			hdr[name] = vals[k : k+1 : k+1]
+			k++
 		}
-		n := len(vals)
-		vals = append(vals, all[start:ends[2*i]], all[ends[2*i]:ends[2*i+1]], all[resetStart:resetEnds[i]])
-		resetStart = resetEnds[i]
-		names := rateHeaderNames[i]
-		hdr[names[0]] = vals[n : n+1 : n+1]
-		hdr[names[1]] = vals[n+1 : n+2 : n+2]
-		hdr[names[2]] = vals[n+2 : n+3 : n+3]
 	}
 }
 

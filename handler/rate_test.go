@@ -66,4 +66,11 @@ func TestWriteRate(t *testing.T) {
 			}
 		}
 	}
+	// One string for the six values and one slice for them: a header
+	// formatted on its own would add an allocation per value.
+	both := cases[0].rs
+	hdr := make(http.Header, 8)
+	if n := testing.AllocsPerRun(100, func() { writeRate(hdr, both) }); n > 2 {
+		t.Errorf("writeRate allocates %v times, want 2", n)
+	}
 }
