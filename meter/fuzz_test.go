@@ -101,6 +101,13 @@ func FuzzStreamEvent(f *testing.F) {
 	f.Add([]byte(`{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2}}`))
 	f.Add([]byte(`{"choices":{},"usage":{"prompt_tokens":1}}`))
 	f.Add([]byte(` { "choices" : [ ] , "usage" : { "total_tokens" : 9 } } `))
+	// The choices are read in place: what a later member replaces or voids
+	// must be taken back.
+	f.Add([]byte(`{"choices":[{"delta":{"content":"abc"}}],"choices":[{"delta":{"content":"de"}}]}`))
+	f.Add([]byte(`{"choices":[{"delta":{"content":"abc"}}],"choices":null}`))
+	f.Add([]byte(`{"choices":[{"delta":{"content":"abc"}}],"error":{"message":"boom"}}`))
+	f.Add([]byte(`{"choices":[{"text":"abc"}],"type":"response.created"}`))
+	f.Add([]byte(`{"choices":[{"delta":{"content":"abc"},"delta":{"content":"z"}},{"message":{"content":"q"},"message":7}]}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		if !json.Valid(payload) {
 			return

@@ -142,6 +142,8 @@ type objIter struct {
 	bad bool
 	// vs and ve are the offsets in b of the value next returned last.
 	vs, ve int
+	// end is the offset just past the object, once its '}' was reached.
+	end int
 }
 
 // newObjIter starts iterating the object v (leading whitespace allowed). ok is
@@ -154,56 +156,86 @@ func newObjIter(v []byte) (it objIter, ok bool) {
 	return objIter{b: v, i: i + 1}, true
 }
 
+// objAt starts iterating the object whose '{' is at b[i].
+func objAt(b []byte, i int) objIter { return objIter{b: b, i: i + 1} }
+
 // next returns the next member: key is the raw key without its quotes (still
 // escaped), val the raw value with surrounding whitespace removed. ok is false
 // at the end of the object or on malformed input (then it.bad is set).
 func (it *objIter) next() (key, val []byte, ok bool) {
-	if it.bad || it.i < 0 {
+	key, vs, ok := it.head()
+	if !ok || !it.skip(vs) {
 		return nil, nil, false
+	}
+	return key, it.b[vs:it.ve], true
+}
+
+// head reads the next member up to its value: key is the raw key, vs the
+// offset of the value's first byte. The caller then moves past the value
+// with skip, or with done when it read the value itself.
+func (it *objIter) head() (key []byte, vs int, ok bool) {
+	if it.bad || it.i < 0 {
+		return nil, 0, false
 	}
 	b := it.b
 	i := skipSpace(b, it.i)
-	if i < len(b) && b[i] == ',' {
-		i = skipSpace(b, i+1)
+	if it.ve > 0 && i < len(b) && b[i] != '}' {
+		// Members after the first follow a comma.
+		if b[i] != ',' {
+			it.bad = true
+			return nil, 0, false
+		}
+		if i = skipSpace(b, i+1); i < len(b) && b[i] == '}' {
+			it.bad = true
+			return nil, 0, false
+		}
 	}
 	if i >= len(b) {
 		it.bad = true
-		return nil, nil, false
+		return nil, 0, false
 	}
 	if b[i] == '}' {
-		it.i = -1
-		return nil, nil, false
+		it.i, it.end = -1, i+1
+		return nil, 0, false
 	}
 	if b[i] != '"' {
 		it.bad = true
-		return nil, nil, false
+		return nil, 0, false
 	}
 	ke := skipString(b, i)
 	if ke < 0 {
 		it.bad = true
-		return nil, nil, false
+		return nil, 0, false
 	}
 	key = b[i+1 : ke-1]
 	i = skipSpace(b, ke)
 	if i >= len(b) || b[i] != ':' {
 		it.bad = true
-		return nil, nil, false
+		return nil, 0, false
 	}
-	i = skipSpace(b, i+1)
-	ve := skipValue(b, i)
-	if ve < 0 || ve == i {
+	return key, skipSpace(b, i+1), true
+}
+
+// skip moves past the value that starts at b[vs]; false if it is malformed.
+func (it *objIter) skip(vs int) bool {
+	return it.done(vs, skipValue(it.b, vs))
+}
+
+// done records that the value at b[vs:ve] was read (ve < 0: malformed).
+func (it *objIter) done(vs, ve int) bool {
+	if ve < 0 || ve == vs {
 		it.bad = true
-		return nil, nil, false
+		return false
 	}
-	it.i = ve
-	it.vs, it.ve = i, ve
-	return key, b[i:ve], true
+	it.i, it.vs, it.ve = ve, vs, ve
+	return true
 }
 
 // arrIter walks the elements of one JSON array.
 type arrIter struct {
 	b   []byte
 	i   int
+	n   int // elements returned
 	bad bool
 }
 
@@ -224,8 +256,16 @@ func (it *arrIter) next() (val []byte, ok bool) {
 	}
 	b := it.b
 	i := skipSpace(b, it.i)
-	if i < len(b) && b[i] == ',' {
-		i = skipSpace(b, i+1)
+	if it.n > 0 && i < len(b) && b[i] != ']' {
+		// Elements after the first follow a comma.
+		if b[i] != ',' {
+			it.bad = true
+			return nil, false
+		}
+		if i = skipSpace(b, i+1); i < len(b) && b[i] == ']' {
+			it.bad = true
+			return nil, false
+		}
 	}
 	if i >= len(b) {
 		it.bad = true
@@ -241,6 +281,7 @@ func (it *arrIter) next() (val []byte, ok bool) {
 		return nil, false
 	}
 	it.i = ve
+	it.n++
 	return b[i:ve], true
 }
 

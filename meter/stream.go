@@ -355,29 +355,56 @@ func (m *StreamMeter) dispatch() (usageOnly bool) {
 			d = d[:n-1]
 		}
 		usageOnly = m.event(m.evType, d)
+		if len(m.text) > textKeep {
+			m.spill()
+		}
 	}
 	m.data, m.evType = m.data[:0], m.evType[:0]
 	m.hasData, m.dataOver = false, false
 	return usageOnly
 }
 
-// event reads one event's data.
+// event reads one event's data in one pass: the choices are read where they
+// stand, not found first and walked again.
 func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 	data = trimSpace(data)
 	if string(data) == "[DONE]" {
 		m.done = true
 		return false
 	}
-	var errV, usageV, choicesV, typeV, deltaV, respV []byte
-	bad := false
-	for key, val := range members(data, &bad) {
+	// The text the choices add is taken back if the event turns out not to
+	// be a chunk, or malformed, or if a later "choices" replaces them.
+	mark, first := len(m.text), m.first
+	undo := func() { m.text, m.first = m.text[:mark], first }
+	var errV, usageV, typeV, deltaV, respV []byte
+	n, idx := -1, int64(0)
+	it, ok := newObjIter(data)
+	var kb [maxKeyBytes]byte
+	for ok {
+		raw, vs, more := it.head()
+		if !more {
+			break
+		}
+		key := keyName(raw, &kb)
+		if string(key) == "choices" {
+			undo()
+			n, idx = -1, 0
+			if vs < len(data) && data[vs] == '[' {
+				var end int
+				end, n, idx = m.choicesAt(data, vs)
+				ok = it.done(vs, end)
+				continue
+			}
+		}
+		if ok = it.skip(vs); !ok {
+			break
+		}
+		val := data[vs:it.ve]
 		switch string(key) {
 		case "error":
 			errV = val
 		case "usage":
 			usageV = val
-		case "choices":
-			choicesV = val
 		case "type":
 			typeV = val
 		case "delta":
@@ -386,11 +413,13 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 			respV = val
 		}
 	}
-	if bad {
+	if it.bad {
+		undo()
 		return false // not an object, truncated or malformed: nothing in it is trusted
 	}
 	if errV != nil {
 		if e := parseErrorValue(errV); e != nil {
+			undo()
 			m.err = e
 			return false
 		}
@@ -402,12 +431,9 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 		}
 	}
 	if string(typ) == "error" || bytes.HasPrefix(typ, []byte("response.")) {
+		undo()
 		m.responsesEvent(typ, data, deltaV, respV)
 		return false
-	}
-	n, idx := -1, int64(0)
-	if choicesV != nil {
-		n, idx = m.choiceList(choicesV)
 	}
 	if isNull(usageV) {
 		return false
@@ -468,95 +494,175 @@ func responseError(resp []byte) *UpstreamError {
 	return &UpstreamError{Message: "response failed"}
 }
 
-// choiceList reads a chunk's choices: their text, their number and the index
-// of the first. Within each object a repeated key takes its last value, as
-// the client's JSON decoder would.
-func (m *StreamMeter) choiceList(v []byte) (n int, first int64) {
-	if !isArray(v) {
-		return -1, 0
+// choicesAt reads the array of choices whose '[' is at b[i]: each one's text,
+// their number and the index of the first. It returns the offset just past
+// the array, or -1 if the array is malformed.
+func (m *StreamMeter) choicesAt(b []byte, i int) (end, n int, first int64) {
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, 0, 0
 	}
-	for c := range elements(v) {
-		n++
-		if !isObject(c) {
-			continue
-		}
-		var index, text, delta, message []byte
-		for key, val := range members(c, nil) {
-			switch string(key) {
-			case "index":
-				index = val
-			case "text":
-				text = val
-			case "delta":
-				delta = val
-			case "message":
-				message = val
+	for i < len(b) {
+		if b[i] == '{' {
+			var index []byte
+			i, index = m.choiceAt(b, i)
+			if n == 0 {
+				first, _ = parseInt(index)
 			}
+		} else {
+			i = skipValue(b, i)
 		}
-		if n == 1 {
-			first, _ = parseInt(index)
+		if i < 0 {
+			return -1, n, first
 		}
-		m.addText(text)
-		m.deltaText(delta)
-		m.deltaText(message)
+		n++
+		if i = skipSpace(b, i); i >= len(b) {
+			break
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case ']':
+			return i + 1, n, first
+		default:
+			return -1, n, first
+		}
 	}
-	return n, first
+	return -1, n, first
 }
 
-// deltaText reads the generated text of a chat delta (or message): content,
-// refusal, reasoning and tool calls.
-func (m *StreamMeter) deltaText(v []byte) {
-	if !isObject(v) {
-		return
-	}
-	var content, refusal, reasoning, reasoningContent, calls []byte
-	for key, val := range members(v, nil) {
+// delta holds the members of a chat delta (or message) that carry generated
+// text.
+type delta struct {
+	content, refusal, reasoning, reasoningContent, calls []byte
+}
+
+// choiceAt reads the choice object whose '{' is at b[i] and keeps its text.
+// It returns the offset just past the object (-1 if malformed) and the raw
+// value of its index. Within each object a repeated key takes its last
+// value, as the client's JSON decoder would.
+func (m *StreamMeter) choiceAt(b []byte, i int) (end int, index []byte) {
+	var text []byte
+	var dl, msg delta
+	it := objAt(b, i)
+	var kb [maxKeyBytes]byte
+	for {
+		raw, vs, more := it.head()
+		if !more {
+			break
+		}
+		key := keyName(raw, &kb)
+		var d *delta
 		switch string(key) {
-		case "content":
-			content = val
-		case "refusal":
-			refusal = val
-		case "reasoning":
-			reasoning = val
-		case "reasoning_content":
-			reasoningContent = val
-		case "tool_calls":
-			calls = val
+		case "delta":
+			d = &dl
+		case "message":
+			d = &msg
+		}
+		if d != nil {
+			*d = delta{}
+			if vs < len(b) && b[vs] == '{' {
+				if !it.done(vs, d.readAt(b, vs)) {
+					break
+				}
+				continue
+			}
+		}
+		if !it.skip(vs) {
+			break
+		}
+		switch string(key) {
+		case "index":
+			index = b[vs:it.ve]
+		case "text":
+			text = b[vs:it.ve]
 		}
 	}
+	if it.bad {
+		return -1, nil
+	}
+	m.addText(text)
+	if !m.addDelta(&dl) || !m.addDelta(&msg) {
+		return -1, nil
+	}
+	return it.end, index
+}
+
+// readAt reads the delta object whose '{' is at b[i] and returns the offset
+// just past it, or -1 if it is malformed.
+func (d *delta) readAt(b []byte, i int) int {
+	it := objAt(b, i)
+	var kb [maxKeyBytes]byte
+	for {
+		key, val, more := it.next()
+		if !more {
+			break
+		}
+		switch string(keyName(key, &kb)) {
+		case "content":
+			d.content = val
+		case "refusal":
+			d.refusal = val
+		case "reasoning":
+			d.reasoning = val
+		case "reasoning_content":
+			d.reasoningContent = val
+		case "tool_calls":
+			d.calls = val
+		}
+	}
+	if it.bad {
+		return -1
+	}
+	return it.end
+}
+
+// addDelta keeps the generated text of a chat delta (or message): content,
+// refusal, reasoning and tool calls. It reports false if the tool calls are
+// malformed.
+func (m *StreamMeter) addDelta(d *delta) bool {
 	// During the rename (late 2025) vLLM sent the same text under both
 	// reasoning names: count it once.
-	if isString(reasoning) {
-		m.addText(reasoning)
+	if isString(d.reasoning) {
+		m.addText(d.reasoning)
 	} else {
-		m.addText(reasoningContent)
+		m.addText(d.reasoningContent)
 	}
-	m.addText(content)
-	m.addText(refusal)
-	m.toolCallText(calls)
+	m.addText(d.content)
+	m.addText(d.refusal)
+	return m.toolCallText(d.calls)
 }
 
 // toolCallText reads the function names and argument fragments of a delta's
-// tool calls.
-func (m *StreamMeter) toolCallText(v []byte) {
+// tool calls; false if they are malformed.
+func (m *StreamMeter) toolCallText(v []byte) (ok bool) {
 	if !isArray(v) {
-		return
+		return true
 	}
-	for call := range elements(v) {
+	it, _ := newArrIter(v)
+	for {
+		call, more := it.next()
+		if !more {
+			break
+		}
 		if !isObject(call) {
 			continue
 		}
+		bad := false
 		var fn []byte
-		for key, val := range members(call, nil) {
+		for key, val := range members(call, &bad) {
 			if string(key) == "function" {
 				fn = val
 			}
+		}
+		if bad {
+			return false
 		}
 		if !isObject(fn) {
 			continue
 		}
 		var name, args []byte
-		for fk, fv := range members(fn, nil) {
+		for fk, fv := range members(fn, &bad) {
 			switch string(fk) {
 			case "name":
 				name = fv
@@ -564,9 +670,13 @@ func (m *StreamMeter) toolCallText(v []byte) {
 				args = fv
 			}
 		}
+		if bad {
+			return false
+		}
 		m.addText(name)
 		m.addText(args)
 	}
+	return !it.bad
 }
 
 // addText keeps the text of a string value for estimation.
@@ -577,9 +687,6 @@ func (m *StreamMeter) addText(v []byte) {
 	}
 	m.first = true
 	m.text = appendUnescaped(m.text, body)
-	if len(m.text) > textKeep {
-		m.spill()
-	}
 }
 
 // spill counts and drops the kept text up to its last whitespace (or, in text

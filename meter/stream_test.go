@@ -683,3 +683,25 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestStreamMeterMalformedChoices: text read from the choices of an event that
+// turns out malformed is not kept, and text from earlier events stays.
+func TestStreamMeterMalformedChoices(t *testing.T) {
+	for _, payload := range []string{
+		`{"choices":[{"delta":{"content":"abc"}}],"x":}`,
+		`{"choices":[{"delta":{"content":"abc"}} {"delta":{}}]}`,
+		`{"choices":[{"delta":{"content":"abc"}},]`,
+		`{"choices":[{"delta":{"content":"abc"},"index":}]}`,
+		`{"choices":[{"delta":{"content":"abc" "x":1}}]}`,
+		`{"choices":[{"delta":{"content":"abc"}}`,
+		`{"choices":[{"delta":{"content":"abc",}}]}`,
+		`{"choices":[{"delta":{"content":"abc"}},],"id":"x"}`,
+		`{"choices":[{"delta":{"tool_calls":[{"function":{"name":"abc"}} {}]}}]}`,
+	} {
+		in := "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: " + payload + "\n\n"
+		got := runMeter(t, EndpointChat, true, [][]byte{[]byte(in)})
+		if got.estimate != 2 || !got.first || string(got.out) != in {
+			t.Errorf("%s: estimate %d, first %v, out %q; want 2, true, the input", payload, got.estimate, got.first, got.out)
+		}
+	}
+}
