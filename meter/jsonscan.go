@@ -164,7 +164,7 @@ func objAt(b []byte, i int) objIter { return objIter{b: b, i: i + 1} }
 // at the end of the object or on malformed input (then it.bad is set).
 func (it *objIter) next() (key, val []byte, ok bool) {
 	key, vs, ok := it.head()
-	if !ok || !it.skip(vs) {
+	if !ok || !it.done(vs, skipValue(it.b, vs)) {
 		return nil, nil, false
 	}
 	return key, it.b[vs:it.ve], true
