@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -152,5 +153,50 @@ func TestHugePiece(t *testing.T) {
 		if sb.String() != s {
 			t.Fatal("tokens do not spell the piece")
 		}
+	}
+}
+
+// TestTextCache: a long text is counted once and then answered from the
+// cache; a different text of the same length is not mistaken for it; short
+// texts are not kept.
+func TestTextCache(t *testing.T) {
+	tok, err := Get("cl100k_base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tok.m.texts
+	text := strings.Repeat("hello world, ", 40)
+	same := strings.Repeat("helloworld,  ", 40) // same length, other tokens
+	if len(text) != len(same) || len(text) < textCacheMin {
+		t.Fatal("bad fixture")
+	}
+	want, wantSame := tok.count(text), tok.count(same)
+	if want == wantSame {
+		t.Fatal("fixtures should count differently")
+	}
+	if got := tok.Count(text); got != want {
+		t.Fatalf("Count = %d, want %d", got, want)
+	}
+	h := maphash.String(c.seed, text)
+	if n, ok := c.get(h, len(text)); !ok || n != want {
+		t.Fatalf("cache holds %d, %v", n, ok)
+	}
+	// A hit is what Count returns: plant a wrong count to see it used.
+	c.put(h, len(text), want+7)
+	if got := tok.Count(text); got != want+7 {
+		t.Fatalf("Count after planting = %d, want the cached %d", got, want+7)
+	}
+	c.put(h, len(text), want)
+	if got := tok.Count(same); got != wantSame {
+		t.Fatalf("Count(same length) = %d, want %d", got, wantSame)
+	}
+	// The same hash with another length is a miss.
+	if _, ok := c.get(h, len(text)+1); ok {
+		t.Fatal("hit with another length")
+	}
+	short := strings.Repeat("x", textCacheMin-1)
+	tok.Count(short)
+	if _, ok := c.get(maphash.String(c.seed, short), len(short)); ok {
+		t.Fatal("a text under textCacheMin was kept")
 	}
 }

@@ -48,3 +48,43 @@ func (c *countCache) get(piece string) (int, bool) {
 func (c *countCache) put(piece string, n int) {
 	c.slot(piece).Store(&cacheEntry{piece: strings.Clone(piece), n: n})
 }
+
+// textCacheMin is the shortest text whose count Count keeps whole: below it,
+// counting through the piece cache costs about what a lookup would.
+const textCacheMin = 256
+
+// textCacheSlots is the number of entries a textCache holds (a power of two).
+const textCacheSlots = 1 << 14
+
+// textCache remembers the counts of whole texts (chat messages, system
+// prompts, documents, tool definitions) so that a conversation resending its
+// history, or an agent resending its context and tools, has each text
+// counted once rather than on every request. It keeps no text: an entry is
+// the text's length, its 64-bit seeded hash and its count, so a false hit
+// needs two texts of the same length with the same hash. Like countCache it
+// is a lossy direct-mapped table of lock-free slots (about 400 KiB when
+// full).
+type textCache struct {
+	seed  maphash.Seed
+	slots [textCacheSlots]atomic.Pointer[textEntry]
+}
+
+type textEntry struct {
+	hash    uint64
+	size, n int
+}
+
+func newTextCache() *textCache { return &textCache{seed: maphash.MakeSeed()} }
+
+// get returns the cached count of the text of length size and hash h.
+func (c *textCache) get(h uint64, size int) (int, bool) {
+	if e := c.slots[h&(textCacheSlots-1)].Load(); e != nil && e.hash == h && e.size == size {
+		return e.n, true
+	}
+	return 0, false
+}
+
+// put records the count of the text of length size and hash h.
+func (c *textCache) put(h uint64, size, n int) {
+	c.slots[h&(textCacheSlots-1)].Store(&textEntry{hash: h, size: size, n: n})
+}

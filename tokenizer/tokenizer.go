@@ -6,7 +6,8 @@
 // pre-tokenizer; about 115 ms for such a prompt) is not. So the package splits text with hand-written
 // equivalents of each encoding's pattern (split.go), merges pieces with its
 // own byte-pair merge (bpe.go), remembers the counts of recurring multi-token
-// words (cache.go) and counts very large texts on several cores. The results
+// words and of whole texts seen recently (cache.go) and counts very large
+// texts on several cores. The results
 // are identical to tiktoken-go's EncodeOrdinary, token for token; the tests
 // and fuzzers hold it to that, using tiktoken-go itself as the reference.
 //
@@ -19,6 +20,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"hash/maphash"
 	"runtime"
 	"strconv"
 	"sync"
@@ -61,6 +63,7 @@ type model struct {
 	maxTokenLen int              // longest token, in bytes
 	split       splitFunc
 	cache       *countCache
+	texts       *textCache
 }
 
 var (
@@ -150,6 +153,7 @@ func loadModel(name string) (*model, error) {
 		ranks: make(map[string]int32, len(spans)),
 		split: splitters[name],
 		cache: newCountCache(),
+		texts: newTextCache(),
 	}
 	for _, sp := range spans {
 		m.ranks[all[sp.start:sp.end]] = int32(sp.rank)
@@ -171,7 +175,24 @@ func (t *Tokenizer) Name() string { return t.name }
 // Special-token text such as "<|endoftext|>" is counted as ordinary text,
 // never interpreted. Count keeps no reference to s once it returns (the
 // cache stores copies), so s may be a view of bytes that change later.
+//
+// Texts of textCacheMin bytes or more are remembered whole (textCache), so
+// counting a text seen recently costs one hash of it.
 func (t *Tokenizer) Count(s string) int {
+	if len(s) < textCacheMin {
+		return t.count(s)
+	}
+	h := maphash.String(t.m.texts.seed, s)
+	if n, ok := t.m.texts.get(h, len(s)); ok {
+		return n
+	}
+	n := t.count(s)
+	t.m.texts.put(h, len(s), n)
+	return n
+}
+
+// count is Count without the text cache.
+func (t *Tokenizer) count(s string) int {
 	if s == "" {
 		return 0
 	}

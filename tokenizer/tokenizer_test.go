@@ -314,7 +314,7 @@ func TestCountParallel(t *testing.T) {
 	}
 	big := strings.Repeat(string(prose), parallelMin/len(prose)+8)
 	want := tok.m.count(big)
-	if got := tok.Count(big); got != want {
+	if got := tok.count(big); got != want {
 		t.Fatalf("Count = %d, serial count %d", got, want)
 	}
 	// A text with no safe cut is counted in one chunk.
