@@ -26,7 +26,22 @@ type Target struct {
 	Auth func() string
 	// Header holds extra request headers (the emulator's X-Sim-* knobs).
 	Header http.Header
+	// vary, set by VaryAt, is the offset in the body of varyDigits ASCII
+	// digits that each request replaces with its number from seq.
+	vary int
+	seq  *atomic.Int64
 }
+
+// VaryAt makes every request write its own sequence number over the
+// varyDigits digits at offset off of (a copy of) the body, so that no
+// request repeats an earlier one's text and no cache on the server can
+// answer for the work measured. Copies of t share the sequence.
+func (t *Target) VaryAt(off int) {
+	t.vary, t.seq = off, new(atomic.Int64)
+}
+
+// varyDigits is the width of the number a Target with Vary writes.
+const varyDigits = 8
 
 // NewClient returns a keep-alive client sized for conns concurrent
 // connections to one host. With h2c it speaks HTTP/2 over cleartext TCP
@@ -55,6 +70,14 @@ func NewClient(conns int, h2c bool) *http.Client {
 
 // newRequest builds a POST of body to t with t's headers and credential.
 func (t *Target) newRequest(ctx context.Context, body []byte) (*http.Request, error) {
+	if t.seq != nil && t.vary >= 0 && t.vary+varyDigits <= len(body) {
+		body = bytes.Clone(body)
+		n := t.seq.Add(1)
+		for i := t.vary + varyDigits - 1; i >= t.vary; i-- {
+			body[i] = byte('0' + n%10)
+			n /= 10
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
@@ -204,5 +206,43 @@ func BenchmarkReadStream(b *testing.B) {
 		if r := readStream(strings.NewReader(body), time.Now(), 256, nil); r.err != nil {
 			b.Fatal(r.err)
 		}
+	}
+}
+
+// TestVaryAt: each request of a varying target carries its own number where
+// the body's digits were, and the body itself is left alone.
+func TestVaryAt(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen[string(b)] = true
+		mu.Unlock()
+		io.WriteString(w, `{"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+	}))
+	defer srv.Close()
+	tg := target("x", srv.URL, 2, false, nil, nil)
+	body := chatBody("m", bigPromptMark+" words", 1, false)
+	off := bytes.Index(body, []byte(bigPromptMark)) + len("Request ")
+	tg.VaryAt(off)
+	copyOf := *tg // copies share the sequence
+	var errs ErrorLog
+	if w := ClosedLoop(context.Background(), tg, body, 2, 0, 5, &errs, "x"); w.OK != 5 {
+		t.Fatalf("%+v %q", w, errs.Lines())
+	}
+	if w := ClosedLoop(context.Background(), &copyOf, body, 1, 0, 2, &errs, "x"); w.OK != 2 {
+		t.Fatalf("%+v %q", w, errs.Lines())
+	}
+	if len(seen) != 7 {
+		t.Fatalf("%d distinct bodies of 7", len(seen))
+	}
+	for b := range seen {
+		if !strings.Contains(b, "Request 0000000") || len(b) != len(body) {
+			t.Fatalf("body %s", b)
+		}
+	}
+	if !bytes.Contains(body, []byte(bigPromptMark)) {
+		t.Fatal("the shared body was written to")
 	}
 }
