@@ -11,6 +11,13 @@ import (
 // lends it the request body's bytes.
 type Counter interface{ Count(string) int }
 
+// OnceCounter is a Counter that can also count a text it will not see again
+// (generated text) without remembering it; *tokenizer.Tokenizer is one.
+type OnceCounter interface {
+	Counter
+	CountOnce(string) int
+}
+
 // countText counts s with c. Without a counter it falls back to the usual
 // rule of thumb of four bytes per token.
 func countText(c Counter, s string) int64 {
@@ -21,6 +28,15 @@ func countText(c Counter, s string) int64 {
 		return int64(len(s)+3) / 4
 	}
 	return int64(c.Count(s))
+}
+
+// countGenerated counts generated text, which no later request repeats, with
+// c's CountOnce when it has one.
+func countGenerated(c Counter, s string) int64 {
+	if oc, ok := c.(OnceCounter); ok && s != "" {
+		return int64(oc.CountOnce(s))
+	}
+	return countText(c, s)
 }
 
 // The chat framing overhead, as in OpenAI's cookbook token counting: each

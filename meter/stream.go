@@ -706,7 +706,7 @@ func (m *StreamMeter) spill() {
 		if m.counter == nil {
 			m.counted += int64(cut+3) / 4 // countText's fallback, without a copy
 		} else {
-			m.counted += countText(m.counter, string(m.text[:cut]))
+			m.counted += countGenerated(m.counter, string(m.text[:cut]))
 		}
 		m.text = m.text[:copy(m.text, m.text[cut:])]
 	}
@@ -775,5 +775,5 @@ func (m *StreamMeter) FirstToken() bool { return m.first }
 // Counter: content, reasoning, tool-call names and arguments, completions
 // text and Responses text deltas.
 func (m *StreamMeter) EstimateCompletion() int64 {
-	return m.counted + countText(m.counter, string(m.text))
+	return m.counted + countGenerated(m.counter, string(m.text))
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/llmgate/llmgate/tokenizer"
 )
 
 // ev is one SSE event of a test stream, with its terminating blank line.
@@ -711,5 +713,29 @@ func TestStreamMeterMalformedChoices(t *testing.T) {
 		if got.estimate != 2 || !got.first || string(got.out) != in {
 			t.Errorf("%s: estimate %d, first %v, out %q; want 2, true, the input", payload, got.estimate, got.first, got.out)
 		}
+	}
+}
+
+// onceCounter counts bytes and which of its methods counted them.
+type onceCounter struct{ count, once *int }
+
+func (c onceCounter) Count(s string) int     { *c.count++; return len(s) }
+func (c onceCounter) CountOnce(s string) int { *c.once++; return len(s) }
+
+var _ OnceCounter = (*tokenizer.Tokenizer)(nil)
+
+// TestStreamMeterCountsGeneratedTextOnce: generated text, spilled or left at
+// the end, goes to CountOnce, so it never fills the tokenizer's text cache.
+func TestStreamMeterCountsGeneratedTextOnce(t *testing.T) {
+	var count, once int
+	m := NewStreamMeter(EndpointChat, true, onceCounter{&count, &once})
+	long := strings.Repeat("word ", 2000) // spills on the way
+	e := chat(0, `{"content":"`+long+`"}`, "", "")
+	must(t, m.Write([]byte(e.raw), func([]byte) error { return nil }))
+	if got := m.EstimateCompletion(); got != int64(len(long)) {
+		t.Fatalf("estimate %d, want %d", got, len(long))
+	}
+	if count != 0 || once < 2 {
+		t.Fatalf("Count called %d times, CountOnce %d; want 0 and at least 2", count, once)
 	}
 }

@@ -194,6 +194,19 @@ func TestTextCache(t *testing.T) {
 	if _, ok := c.get(h, len(text)+1); ok {
 		t.Fatal("hit with another length")
 	}
+	// CountOnce neither keeps a text nor answers from the cache.
+	once := strings.Repeat("generated text, ", 40)
+	if got, want := tok.CountOnce(once), tok.count(once); got != want {
+		t.Fatalf("CountOnce = %d, want %d", got, want)
+	}
+	if _, ok := c.get(maphash.String(c.seed, once), len(once)); ok {
+		t.Fatal("CountOnce kept its text")
+	}
+	c.put(h, len(text), want+7)
+	if got := tok.CountOnce(text); got != want {
+		t.Fatalf("CountOnce = %d from the cache, want %d", got, want)
+	}
+	c.put(h, len(text), want)
 	short := strings.Repeat("x", textCacheMin-1)
 	tok.Count(short)
 	if _, ok := c.get(maphash.String(c.seed, short), len(short)); ok {

@@ -62,7 +62,7 @@ const textCacheSlots = 1 << 14
 // counted once rather than on every request. It keeps no text: an entry is
 // the text's length, its 64-bit seeded hash and its count, so a false hit
 // needs two texts of the same length with the same hash. Like countCache it
-// is a lossy direct-mapped table of lock-free slots (about 400 KiB when
+// is a lossy direct-mapped table of lock-free slots (about 512 KiB when
 // full).
 type textCache struct {
 	seed  maphash.Seed

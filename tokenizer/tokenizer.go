@@ -191,6 +191,11 @@ func (t *Tokenizer) Count(s string) int {
 	return n
 }
 
+// CountOnce is Count for a text that will not come again (generated text):
+// it neither looks it up in nor adds it to the text cache, where it would
+// only push out texts that do recur.
+func (t *Tokenizer) CountOnce(s string) int { return t.count(s) }
+
 // count is Count without the text cache.
 func (t *Tokenizer) count(s string) int {
 	if s == "" {
