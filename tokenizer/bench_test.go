@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -122,17 +123,34 @@ func BenchmarkCount100K(b *testing.B) {
 	}
 }
 
-// BenchmarkCountShort is a typical chat message.
+// BenchmarkCountShort counts chat messages of a few hundred and of about a
+// hundred bytes: "first" as a new message is (the piece cache warm), "again"
+// as a message seen before is (a resent history).
 func BenchmarkCountShort(b *testing.B) {
 	tok, err := Get("cl100k_base")
 	if err != nil {
 		b.Fatal(err)
 	}
-	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20)
-	b.SetBytes(int64(len(text)))
-	b.ReportAllocs()
-	for b.Loop() {
-		tok.count(text)
+	for _, text := range []string{
+		strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20),
+		"Could you summarise the attached report in three bullet points, and flag any risks?",
+	} {
+		name := strconv.Itoa(len(text)) + "B"
+		b.Run(name+"/first", func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				tok.count(text)
+			}
+		})
+		b.Run(name+"/again", func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			tok.Count(text)
+			for b.Loop() {
+				tok.Count(text)
+			}
+		})
 	}
 }
 

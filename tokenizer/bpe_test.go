@@ -167,7 +167,7 @@ func TestTextCache(t *testing.T) {
 	c := tok.m.texts
 	text := strings.Repeat("hello world, ", 40)
 	same := strings.Repeat("helloworld,  ", 40) // same length, other tokens
-	if len(text) != len(same) || len(text) < textCacheMin {
+	if len(text) != len(same) || len(text) < TextCacheMin {
 		t.Fatal("bad fixture")
 	}
 	want, wantSame := tok.count(text), tok.count(same)
@@ -207,9 +207,9 @@ func TestTextCache(t *testing.T) {
 		t.Fatalf("CountOnce = %d from the cache, want %d", got, want)
 	}
 	c.put(h, len(text), want)
-	short := strings.Repeat("x", textCacheMin-1)
+	short := strings.Repeat("x", TextCacheMin-1)
 	tok.Count(short)
 	if _, ok := c.get(maphash.String(c.seed, short), len(short)); ok {
-		t.Fatal("a text under textCacheMin was kept")
+		t.Fatal("a text under TextCacheMin was kept")
 	}
 }

@@ -176,10 +176,10 @@ func (t *Tokenizer) Name() string { return t.name }
 // never interpreted. Count keeps no reference to s once it returns (the
 // cache stores copies), so s may be a view of bytes that change later.
 //
-// Texts of textCacheMin bytes or more are remembered whole (textCache), so
+// Texts of TextCacheMin bytes or more are remembered whole (textCache), so
 // counting a text seen recently costs one hash of it.
 func (t *Tokenizer) Count(s string) int {
-	if len(s) < textCacheMin {
+	if len(s) < TextCacheMin {
 		return t.count(s)
 	}
 	h := maphash.String(t.m.texts.seed, s)

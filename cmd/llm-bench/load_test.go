@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/vllmsim"
+	"github.com/llmgate/llmgate/tokenizer"
 )
 
 func TestReadStream(t *testing.T) {
@@ -244,5 +245,14 @@ func TestVaryAt(t *testing.T) {
 	}
 	if !bytes.Contains(body, []byte(bigPromptMark)) {
 		t.Fatal("the shared body was written to")
+	}
+}
+
+// TestSmallPromptIsCountedEveryTime: the repeated prompt of the request
+// scenarios must not be answered from the gate's whole-text cache, or the
+// bench would measure a cache rather than a new message's admission.
+func TestSmallPromptIsCountedEveryTime(t *testing.T) {
+	if len(smallPrompt) >= tokenizer.TextCacheMin {
+		t.Fatalf("smallPrompt is %d bytes, at least tokenizer.TextCacheMin (%d)", len(smallPrompt), tokenizer.TextCacheMin)
 	}
 }

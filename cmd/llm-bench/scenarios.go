@@ -17,7 +17,9 @@ import (
 )
 
 // smallPrompt is the prompt of the non-streaming scenarios: a typical short
-// chat turn, so that the measurement is dominated by per-request costs.
+// chat turn, so that the measurement is dominated by per-request costs. It is
+// shorter than tokenizer.TextCacheMin, so the gate counts it afresh on every
+// request, as it would a new message.
 const smallPrompt = "Write one short sentence about the sea."
 
 // chatBody renders an OpenAI chat completion request.
