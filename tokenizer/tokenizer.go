@@ -7,9 +7,9 @@
 // equivalents of each encoding's pattern (split.go), merges pieces with its
 // own byte-pair merge (bpe.go), remembers the counts of recurring multi-token
 // words and of whole texts seen recently (cache.go) and counts very large
-// texts on several cores. The results
-// are identical to tiktoken-go's EncodeOrdinary, token for token; the tests
-// and fuzzers hold it to that, using tiktoken-go itself as the reference.
+// texts on several cores. The results are identical to tiktoken-go's
+// EncodeOrdinary, token for token; the tests and fuzzers hold it to that,
+// using tiktoken-go itself as the reference.
 //
 // Encodings are loaded once per process, on first use (cl100k_base: 11 ms and
 // 4 MiB on an idle machine; o200k_base: 31 ms and 8 MiB), and shared; a

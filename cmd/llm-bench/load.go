@@ -40,7 +40,7 @@ func (t *Target) VaryAt(off int) {
 	t.vary, t.seq = off, new(atomic.Int64)
 }
 
-// varyDigits is the width of the number a Target with Vary writes.
+// varyDigits is the width of the number VaryAt has each request write.
 const varyDigits = 8
 
 // NewClient returns a keep-alive client sized for conns concurrent

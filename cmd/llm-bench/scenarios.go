@@ -528,7 +528,7 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 }
 
 // bigPromptMark starts the big prompt; its digits are the request's number
-// (Target.Vary), so that each request's prompt is new to the gate's
+// (Target.VaryAt), so that each request's prompt is new to the gate's
 // tokenizer cache. Any eight digits count as the same three tokens.
 const bigPromptMark = "Request 00000000:"
 
@@ -600,9 +600,12 @@ func (b *Bench) scenarioBigPrompt(ctx context.Context) error {
 		{target(pathDirect, b.simBase, 1, false, nil, nil), 0},
 	}
 	// Every request's prompt is new: the gate counts each one in full.
-	vary := bytes.Index(body, []byte(bigPromptMark)) + len("Request ")
+	mark := bytes.Index(body, []byte(bigPromptMark))
+	if mark < 0 {
+		return fmt.Errorf("bigprompt: %q not found in the request body", bigPromptMark)
+	}
 	for _, r := range runs {
-		r.t.VaryAt(vary)
+		r.t.VaryAt(mark + len("Request "))
 	}
 	res, err := b.closedRounds(ctx, "bigprompt", runs, body, 1, b.o.PromptReqs, b.o.Warmup)
 	if err != nil {
