@@ -8,6 +8,7 @@ package handler_test
 // gate's (identify, parse, count, admit, meter, settle, record).
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -147,7 +148,12 @@ func (d *discard) Flush()                      {}
 
 // serveOne sends the benchmark's request through h.
 func serveOne(h http.Handler, token string, d *discard) {
-	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(overheadRequest))
+	serveBody(h, token, overheadRequest, d)
+}
+
+// serveBody sends a chat completion request with body through h.
+func serveBody(h http.Handler, token, body string, d *discard) {
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		r.Header.Set("Authorization", "Bearer "+token)
@@ -225,4 +231,66 @@ func BenchmarkOverhead(b *testing.B) {
 			})
 		})
 	}
+}
+
+// conversation renders a chat request with a system prompt and turns
+// earlier exchanges, each message starting with tag, then a new question.
+func conversation(turns int, tag string) string {
+	msgs := []map[string]string{{"role": "system", "content": tag + " You are the support assistant of a bank. Answer briefly, cite the relevant policy section, and never ask for a full card number or a password."}}
+	for i := range turns {
+		msgs = append(msgs,
+			map[string]string{"role": "user", "content": tag + " Turn " + itoa(i) + ": how do I raise the daily limit of my card when I travel abroad next month?"},
+			map[string]string{"role": "assistant", "content": tag + " In the app, open Cards, choose the card, then Limits; travel limits apply for up to 90 days (policy 4.2). A raise above 5,000 needs a call."})
+	}
+	msgs = append(msgs, map[string]string{"role": "user", "content": "And what about cash withdrawals?"})
+	b, err := json.Marshal(map[string]any{"model": "sim-model", "max_tokens": 16, "messages": msgs})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// BenchmarkOverheadConversation runs a 10-turn conversation (about 3 KiB of
+// messages) through the gate: "resent" sends the same history every time,
+// as a client resends it turn after turn, and the tokenizer's text cache
+// counts each message once; "new" tags every message with the request's
+// number, so each one is counted in full. new − resent is what the cache
+// saves per request.
+func BenchmarkOverheadConversation(b *testing.B) {
+	plain, gated, token := overheadServers(b)
+	resent := conversation(10, "#0")
+	b.Run("plain", func(b *testing.B) {
+		d := &discard{hdr: http.Header{}}
+		for b.Loop() {
+			serveBody(plain, "", resent, d)
+		}
+	})
+	b.Run("gate-resent", func(b *testing.B) {
+		d := &discard{hdr: http.Header{}}
+		for b.Loop() {
+			serveBody(gated, token, resent, d)
+		}
+		if d.status != 200 {
+			b.Fatalf("status %d", d.status)
+		}
+	})
+	b.Run("gate-new", func(b *testing.B) {
+		d := &discard{hdr: http.Header{}}
+		bodies := make([]string, 1024) // built before the timer: rendering is not the gate's work
+		n := 0
+		for b.Loop() {
+			if n%len(bodies) == 0 {
+				b.StopTimer()
+				for i := range bodies {
+					bodies[i] = conversation(10, "#"+itoa(n+i+1))
+				}
+				b.StartTimer()
+			}
+			serveBody(gated, token, bodies[n%len(bodies)], d)
+			n++
+		}
+		if d.status != 200 {
+			b.Fatalf("status %d", d.status)
+		}
+	})
 }
