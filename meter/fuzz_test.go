@@ -285,3 +285,22 @@ func FuzzValid(f *testing.F) {
 		}
 	})
 }
+
+// TestValidStringRuns puts each byte that ends a plain run (and some that do
+// not) at every offset of strings up to 40 bytes long, so that the
+// eight-at-a-time scan meets it in every lane, and checks valid against
+// encoding/json.Valid.
+func TestValidStringRuns(t *testing.T) {
+	for _, c := range []string{`"`, `\`, `\"`, `\\`, `\n`, `\u00e9`, "\x00", "\x01", "\x1f", " ", "\x7f", "é", "\xff", "\x80"} {
+		for n := 0; n <= 40; n++ {
+			for at := 0; at <= n; at++ {
+				s := `"` + strings.Repeat("a", at) + c + strings.Repeat("b", n-at) + `"`
+				for _, b := range []string{s, `{"k":` + s + `}`, `[` + s + `,1]`} {
+					if got, want := valid([]byte(b)), json.Valid([]byte(b)); got != want {
+						t.Fatalf("valid(%q) = %v, json.Valid says %v", b, got, want)
+					}
+				}
+			}
+		}
+	}
+}

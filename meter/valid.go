@@ -1,5 +1,7 @@
 package meter
 
+import "encoding/binary"
+
 // maxDepth is the deepest nesting valid accepts, encoding/json's limit.
 const maxDepth = 10000
 
@@ -117,9 +119,7 @@ func objectKey(b []byte, i int) int {
 func stringEnd(b []byte, i int) int {
 	i++
 	for {
-		for i < len(b) && strPlain[b[i]] {
-			i++
-		}
+		i = plainRun(b, i)
 		if i >= len(b) || b[i] < 0x20 {
 			return -1
 		}
@@ -147,6 +147,30 @@ func stringEnd(b []byte, i int) int {
 			return -1
 		}
 	}
+}
+
+// plainRun returns the index of the first byte at or after i that ends a
+// run of plain string content (a quote, a backslash or a control byte), or
+// len(b). Long strings (prompts) go eight bytes at a time.
+func plainRun(b []byte, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for ; i+8 <= len(b); i += 8 {
+		v := binary.LittleEndian.Uint64(b[i:])
+		q := v ^ ('"' * ones)   // a zero byte where b has '"'
+		bs := v ^ ('\\' * ones) // a zero byte where b has '\\'
+		// The high bit of a byte is set where the byte is zero (q, bs) or
+		// below 0x20 (v): bytes of 0x80 and up (UTF-8) are never flagged.
+		if ((q-ones)&^q|(bs-ones)&^bs|(v-0x20*ones)&^v)&highs != 0 {
+			break
+		}
+	}
+	for i < len(b) && strPlain[b[i]] {
+		i++
+	}
+	return i
 }
 
 func isHex(c byte) bool {
