@@ -128,39 +128,65 @@ func (e *estimator) json(v []byte) {
 	e.n += countText(e.c, b.String())
 }
 
-// messages counts a chat messages array.
+// messages counts a chat messages array, reading each message where it
+// stands (one pass over it, not found first and walked again).
 func (e *estimator) messages(v []byte) {
-	if !isArray(v) {
+	it, ok := newArrIter(v)
+	if !ok {
 		return
 	}
-	seen := false
-	for msg := range elements(v) {
-		seen = true
-		e.n += tokensPerMessage
-		if !isObject(msg) {
-			continue
+	for {
+		vs, more := it.head()
+		if !more {
+			break
 		}
-		for key, val := range members(msg, nil) {
-			switch string(key) {
-			case "role":
-				e.str(val)
-			case "name":
-				if isString(val) {
-					e.str(val)
-					e.n += tokensPerName
-				}
-			case "content":
-				e.content(val)
-			case "tool_calls":
-				e.toolCalls(val)
-			case "function_call":
-				e.function(val)
-			}
+		e.n += tokensPerMessage
+		var ve int
+		if v[vs] == '{' {
+			ve = e.message(v, vs)
+		} else {
+			ve = skipValue(v, vs)
+		}
+		if !it.done(vs, ve) {
+			break
 		}
 	}
-	if seen {
+	if it.n > 0 {
 		e.n += replyPriming
 	}
+}
+
+// message counts the message object whose '{' is at b[i] and returns the
+// offset just past it, or -1 if it is malformed.
+func (e *estimator) message(b []byte, i int) int {
+	it := objAt(b, i)
+	var kb [maxKeyBytes]byte
+	for {
+		raw, vs, more := it.head()
+		if !more || !it.skip(vs) {
+			break
+		}
+		val := b[vs:it.ve]
+		switch string(keyName(raw, &kb)) {
+		case "role":
+			e.str(val)
+		case "name":
+			if isString(val) {
+				e.str(val)
+				e.n += tokensPerName
+			}
+		case "content":
+			e.content(val)
+		case "tool_calls":
+			e.toolCalls(val)
+		case "function_call":
+			e.function(val)
+		}
+	}
+	if it.bad {
+		return -1
+	}
+	return it.end
 }
 
 // content counts message content: a string, or a list of parts where text

@@ -237,6 +237,8 @@ type arrIter struct {
 	i   int
 	n   int // elements returned
 	bad bool
+	// end is the offset just past the array, once its ']' was reached.
+	end int
 }
 
 // newArrIter starts iterating the array v. ok is false if v is not an array.
@@ -248,11 +250,24 @@ func newArrIter(v []byte) (it arrIter, ok bool) {
 	return arrIter{b: v, i: i + 1}, true
 }
 
+// arrAt starts iterating the array whose '[' is at b[i].
+func arrAt(b []byte, i int) arrIter { return arrIter{b: b, i: i + 1} }
+
 // next returns the next element, trimmed; ok is false at the end or on
 // malformed input.
 func (it *arrIter) next() (val []byte, ok bool) {
-	if it.bad || it.i < 0 {
+	vs, ok := it.head()
+	if !ok || !it.done(vs, skipValue(it.b, vs)) {
 		return nil, false
+	}
+	return it.b[vs:it.i], true
+}
+
+// head finds the next element and returns the offset of its first byte; the
+// caller then moves past it with done (or reads it through next).
+func (it *arrIter) head() (vs int, ok bool) {
+	if it.bad || it.i < 0 {
+		return 0, false
 	}
 	b := it.b
 	i := skipSpace(b, it.i)
@@ -260,29 +275,33 @@ func (it *arrIter) next() (val []byte, ok bool) {
 		// Elements after the first follow a comma.
 		if b[i] != ',' {
 			it.bad = true
-			return nil, false
+			return 0, false
 		}
 		if i = skipSpace(b, i+1); i < len(b) && b[i] == ']' {
 			it.bad = true
-			return nil, false
+			return 0, false
 		}
 	}
 	if i >= len(b) {
 		it.bad = true
-		return nil, false
+		return 0, false
 	}
 	if b[i] == ']' {
-		it.i = -1
-		return nil, false
+		it.i, it.end = -1, i+1
+		return 0, false
 	}
-	ve := skipValue(b, i)
-	if ve < 0 || ve == i {
+	return i, true
+}
+
+// done records that the element at b[vs:ve] was read (ve < 0: malformed).
+func (it *arrIter) done(vs, ve int) bool {
+	if ve < 0 || ve == vs {
 		it.bad = true
-		return nil, false
+		return false
 	}
 	it.i = ve
 	it.n++
-	return b[i:ve], true
+	return true
 }
 
 // arrayLen counts the elements of the array v; -1 if v is not an array.

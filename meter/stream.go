@@ -498,37 +498,30 @@ func responseError(resp []byte) *UpstreamError {
 // their number and the index of the first. It returns the offset just past
 // the array, or -1 if the array is malformed.
 func (m *StreamMeter) choicesAt(b []byte, i int) (end, n int, first int64) {
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return i + 1, 0, 0
-	}
-	for i < len(b) {
-		if b[i] == '{' {
+	it := arrAt(b, i)
+	for {
+		vs, more := it.head()
+		if !more {
+			break
+		}
+		var ve int
+		if b[vs] == '{' {
 			var index []byte
-			i, index = m.choiceAt(b, i)
-			if n == 0 {
+			ve, index = m.choiceAt(b, vs)
+			if it.n == 0 {
 				first, _ = parseInt(index)
 			}
 		} else {
-			i = skipValue(b, i)
+			ve = skipValue(b, vs)
 		}
-		if i < 0 {
-			return -1, n, first
-		}
-		n++
-		if i = skipSpace(b, i); i >= len(b) {
+		if !it.done(vs, ve) {
 			break
 		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case ']':
-			return i + 1, n, first
-		default:
-			return -1, n, first
-		}
 	}
-	return -1, n, first
+	if it.bad {
+		return -1, it.n, first
+	}
+	return it.end, it.n, first
 }
 
 // delta holds the members of a chat delta (or message) that carry generated
