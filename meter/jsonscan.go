@@ -430,6 +430,12 @@ func decoded(buf, s []byte) []byte {
 	if bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
 		return s
 	}
+	if cap(buf) < len(s) {
+		// Decoded text is rarely longer than its escaped form: one
+		// allocation, not one per doubling (a 400 KiB prompt with line
+		// breaks made twenty).
+		buf = make([]byte, 0, len(s))
+	}
 	return appendUnescaped(buf[:0], s)
 }
 
