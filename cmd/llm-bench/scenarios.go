@@ -533,8 +533,8 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 const bigPromptMark = "Request 00000000:"
 
 // bigPrompt builds a prompt of about n cl100k tokens from common words in
-// a seeded random order (ordinary text for the tokenizer, no repetition it
-// could shortcut) after bigPromptMark, then trims or pads it to n tokens
+// a seeded random order, in sentences and lines (ordinary text for the
+// tokenizer, no repetition it could shortcut) after bigPromptMark, then trims or pads it to n tokens
 // exactly where the word boundaries allow. It returns the prompt and its
 // token count.
 func bigPrompt(n int) (string, int, error) {
@@ -552,8 +552,11 @@ func bigPrompt(n int) (string, int, error) {
 				sb.WriteByte(' ')
 			}
 			sb.WriteString(words[rng.IntN(len(words))])
-			if rng.IntN(12) == 0 {
+			switch rng.IntN(24) {
+			case 0:
 				sb.WriteByte('.')
+			case 1:
+				sb.WriteString(".\n") // real prompts have line breaks: escapes to decode
 			}
 		}
 	}
