@@ -378,9 +378,9 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 	undo := func() { m.text, m.first = m.text[:mark], first }
 	var errV, usageV, typeV, deltaV, respV []byte
 	n, idx := -1, int64(0)
-	it, ok := newObjIter(data)
+	it, _ := newObjIter(data) // not an object: it.bad, and the loop reads nothing
 	var kb [maxKeyBytes]byte
-	for ok {
+	for {
 		raw, vs, more := it.head()
 		if !more {
 			break
@@ -392,11 +392,13 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 			if vs < len(data) && data[vs] == '[' {
 				var end int
 				end, n, idx = m.choicesAt(data, vs)
-				ok = it.done(vs, end)
+				if !it.done(vs, end) {
+					break
+				}
 				continue
 			}
 		}
-		if ok = it.skip(vs); !ok {
+		if !it.skip(vs) {
 			break
 		}
 		val := data[vs:it.ve]

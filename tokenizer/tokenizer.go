@@ -177,7 +177,8 @@ func (t *Tokenizer) Name() string { return t.name }
 // cache stores copies), so s may be a view of bytes that change later.
 //
 // Texts of TextCacheMin bytes or more are remembered whole (textCache), so
-// counting a text seen recently costs one hash of it.
+// counting a text seen recently costs one hash of it; a new one costs that
+// hash and one small allocation on top of the count.
 func (t *Tokenizer) Count(s string) int {
 	if len(s) < TextCacheMin {
 		return t.count(s)
