@@ -291,10 +291,11 @@ func writeChart(path string, c *BarChart) error {
 // at once with the server's answer instead of as a table of errors.
 func (b *Bench) sanity(ctx context.Context) error {
 	body := chatBody(b.o.Model, smallPrompt, 16, false)
+	auth := bearer(b.Token("bench"))
 	for _, t := range []*Target{
-		target(pathPlain, b.plainBase, 1, false, nil, nil),
-		target(pathGate, b.gateBase, 1, false, bearer(b.Token("bench")), nil),
-		target(pathDirect, b.simBase, 1, false, nil, nil),
+		target(pathPlain, b.plainBase, 1, false, auth, nil),
+		target(pathGate, b.gateBase, 1, false, auth, nil),
+		target(pathDirect, b.simBase, 1, false, auth, nil),
 	} {
 		if _, err := t.do(ctx, body); err != nil {
 			return fmt.Errorf("sanity request via %s (%s): %w", t.Name, t.URL, err)
@@ -318,5 +319,7 @@ func (b *Bench) settings() []string {
 		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; users: %d API keys at concurrency %d; store: concurrency %d", o.PromptTokens, o.PromptReqs, o.Users, o.UsersConc, o.StoreConc),
 		"emulator: internal/vllmsim (cmd/vllm-sim), no recording; Caddy: access log off, error-level logging, reverse_proxy keeps up to " +
 			fmt.Sprint(max(o.Streams, 1024)) + " idle upstream connections on both sites",
+		"requests: every path of a scenario gets the same requests, Authorization header included (an OpenAI SDK always sends one): " +
+			"plain reverse_proxy passes it on to the emulator, the gate checks it and strips it",
 	}
 }

@@ -221,7 +221,15 @@ func (g *fakeGate) siteHandler(s *fakeSite) http.Handler {
 		proxy.ServeHTTP(w, r)
 	})
 	if !s.gate {
-		return buffered
+		// Every path must get the same requests: plain too carries the
+		// caller's credential, as from an OpenAI SDK.
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+				http.Error(w, `{"error":{"message":"plain got no Authorization header"}}`, http.StatusBadRequest)
+				return
+			}
+			buffered.ServeHTTP(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

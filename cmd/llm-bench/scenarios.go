@@ -229,7 +229,7 @@ func latencyChart(title string, cols []string, lat map[string][]time.Duration, r
 // each concurrency of -conc.
 func (b *Bench) scenarioNonStream(ctx context.Context) error {
 	body := chatBody(b.o.Model, smallPrompt, 16, false)
-	token := b.Token("bench")
+	auth := bearer(b.Token("bench")) // every path gets the same request, as from one OpenAI SDK
 	chartConc := b.o.Conc[len(b.o.Conc)-1]
 	for _, c := range b.o.Conc {
 		if c == 16 {
@@ -238,9 +238,9 @@ func (b *Bench) scenarioNonStream(ctx context.Context) error {
 	}
 	for _, conc := range b.o.Conc {
 		runs := []pathRun{
-			{target(pathPlain, b.plainBase, conc, false, nil, nil), b.caddy.Pid()},
-			{target(pathGate, b.gateBase, conc, false, bearer(token), nil), b.caddy.Pid()},
-			{target(pathDirect, b.simBase, conc, false, nil, nil), 0},
+			{target(pathPlain, b.plainBase, conc, false, auth, nil), b.caddy.Pid()},
+			{target(pathGate, b.gateBase, conc, false, auth, nil), b.caddy.Pid()},
+			{target(pathDirect, b.simBase, conc, false, auth, nil), 0},
 		}
 		label := fmt.Sprintf("nonstream c=%d", conc)
 		res, err := b.closedRounds(ctx, label, runs, body, conc, 0, b.o.Warmup)
@@ -276,16 +276,16 @@ func (b *Bench) scenarioH2(ctx context.Context) error {
 		return nil
 	}
 	body := chatBody(b.o.Model, smallPrompt, 16, false)
-	token := b.Token("bench")
+	auth := bearer(b.Token("bench"))
 	directH2 := true
 	if _, err := target(pathDirect, b.simBase, 1, true, nil, nil).do(ctx, body); err != nil {
 		directH2 = false
 	}
 	for _, conc := range b.o.H2Conc {
 		runs := []pathRun{
-			{target(pathPlain, b.plainBase, conc, true, nil, nil), b.caddy.Pid()},
-			{target(pathGate, b.gateBase, conc, true, bearer(token), nil), b.caddy.Pid()},
-			{target(pathDirect, b.simBase, conc, directH2, nil, nil), 0},
+			{target(pathPlain, b.plainBase, conc, true, auth, nil), b.caddy.Pid()},
+			{target(pathGate, b.gateBase, conc, true, auth, nil), b.caddy.Pid()},
+			{target(pathDirect, b.simBase, conc, directH2, auth, nil), 0},
 		}
 		res, err := b.closedRounds(ctx, fmt.Sprintf("h2 c=%d", conc), runs, body, conc, 0, b.o.Warmup)
 		if err != nil {
@@ -362,9 +362,9 @@ func (b *Bench) scenarioStream(ctx context.Context) error {
 	// connections opened before the first round: a storm of new
 	// connections would otherwise dominate the first round's TTFT.
 	runs := []pathRun{
-		{target(pathPlain, b.plainBase, o.Streams, false, nil, nil), b.caddy.Pid()},
+		{target(pathPlain, b.plainBase, o.Streams, false, streamAuth, nil), b.caddy.Pid()},
 		{target(pathGate, b.gateBase, o.Streams, false, streamAuth, nil), b.caddy.Pid()},
-		{target(pathDirect, b.simBase, o.Streams, false, nil, nil), 0},
+		{target(pathDirect, b.simBase, o.Streams, false, streamAuth, nil), 0},
 	}
 	for _, r := range runs {
 		if err := b.openConns(ctx, r.t, o.Streams); err != nil {
@@ -597,10 +597,11 @@ func (b *Bench) scenarioBigPrompt(ctx context.Context) error {
 		return err
 	}
 	body := chatBody(b.o.Model, prompt, 1, false)
+	auth := bearer(b.Token("bench-big"))
 	runs := []pathRun{
-		{target(pathPlain, b.plainBase, 1, false, nil, nil), b.caddy.Pid()},
-		{target(pathGate, b.gateBase, 1, false, bearer(b.Token("bench-big")), nil), b.caddy.Pid()},
-		{target(pathDirect, b.simBase, 1, false, nil, nil), 0},
+		{target(pathPlain, b.plainBase, 1, false, auth, nil), b.caddy.Pid()},
+		{target(pathGate, b.gateBase, 1, false, auth, nil), b.caddy.Pid()},
+		{target(pathDirect, b.simBase, 1, false, auth, nil), 0},
 	}
 	// Every request's prompt is new: the gate counts each one in full.
 	mark := bytes.Index(body, []byte(bigPromptMark))
@@ -617,8 +618,8 @@ func (b *Bench) scenarioBigPrompt(ctx context.Context) error {
 	// The same prompt sent again and again, as a conversation resends its
 	// history or an agent its context: the gate's text cache answers.
 	again := []pathRun{
-		{target(pathPlain, b.plainBase, 1, false, nil, nil), b.caddy.Pid()},
-		{target(pathGate, b.gateBase, 1, false, bearer(b.Token("bench-big")), nil), b.caddy.Pid()},
+		{target(pathPlain, b.plainBase, 1, false, auth, nil), b.caddy.Pid()},
+		{target(pathGate, b.gateBase, 1, false, auth, nil), b.caddy.Pid()},
 	}
 	resAgain, err := b.closedRounds(ctx, "bigprompt again", again, body, 1, b.o.PromptReqs, b.o.Warmup)
 	if err != nil {
@@ -710,10 +711,10 @@ func (b *Bench) scenarioUsers(ctx context.Context) error {
 	gateKeys := fmt.Sprintf("gate %d keys", n)
 	const gate1 = "gate 1 JWT"
 	runs := []pathRun{
-		{target(pathPlain, b.plainBase, conc, false, nil, nil), b.caddy.Pid()},
+		{target(pathPlain, b.plainBase, conc, false, roundRobin, nil), b.caddy.Pid()},
 		{target(gate1, b.gateBase, conc, false, bearer(b.Token("bench")), nil), b.caddy.Pid()},
 		{target(gateKeys, b.gateBase, conc, false, roundRobin, nil), b.caddy.Pid()},
-		{target(pathDirect, b.simBase, conc, false, nil, nil), 0},
+		{target(pathDirect, b.simBase, conc, false, roundRobin, nil), 0},
 	}
 	body := chatBody(b.o.Model, smallPrompt, 16, false)
 	res, err := b.closedRounds(ctx, fmt.Sprintf("users n=%d c=%d", n, conc), runs, body, conc, 0, b.o.Warmup)
@@ -741,7 +742,7 @@ func (b *Bench) scenarioStore(ctx context.Context) error {
 	admins := map[string]*Admin{flush1: b.admin, flush0: b.admin0}
 	conc := b.o.StoreConc
 	runs := []pathRun{
-		{target(pathPlain, b.plainBase, conc, false, nil, nil), b.caddy.Pid()},
+		{target(pathPlain, b.plainBase, conc, false, bearer(b.Token(users[flush1])), nil), b.caddy.Pid()},
 		{target(flush1, b.gateBase, conc, false, bearer(b.Token(users[flush1])), nil), b.caddy.Pid()},
 		{target(flush0, b.gate0Base, conc, false, bearer(b.Token(users[flush0])), nil), b.caddy0.Pid()},
 	}
