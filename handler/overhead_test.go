@@ -32,7 +32,7 @@ func init() {
 	caddy.RegisterModule(overheadAnswerer{})
 	httpcaddyfile.RegisterHandlerDirective("overhead_answer", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		h.Next()
-		return overheadAnswerer{}, nil
+		return new(overheadAnswerer), nil
 	})
 }
 
@@ -42,10 +42,10 @@ func init() {
 type overheadAnswerer struct{}
 
 func (overheadAnswerer) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.overhead_answer", New: func() caddy.Module { return overheadAnswerer{} }}
+	return caddy.ModuleInfo{ID: "http.handlers.overhead_answer", New: func() caddy.Module { return new(overheadAnswerer) }}
 }
 
-func (overheadAnswerer) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+func (*overheadAnswerer) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	w.Header()["Content-Type"] = []string{"application/json"}
 	w.WriteHeader(http.StatusOK)
 	_, err := io.WriteString(w, overheadAnswer)
