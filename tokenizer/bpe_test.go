@@ -66,18 +66,36 @@ func TestCountCache(t *testing.T) {
 	if n, ok := c.get("hello"); !ok || n != 3 {
 		t.Fatalf("get = %d, %v", n, ok)
 	}
-	// The cache keeps its own copy of the key.
-	if e := c.slot("hello").Load(); e.piece != "hello" || &[]byte(e.piece)[0] == &[]byte(text)[3] {
-		t.Fatal("key not copied")
+	// The entry is the hash, length and count: the text itself may change.
+	b := []byte(text)
+	copy(b[3:8], "jelly")
+	if _, ok := c.get(string(b[3:8])); ok {
+		t.Fatal("another piece of the same length hit")
 	}
+	// The same hash with another length is a miss (an entry forged with
+	// hello's tag and the length 6).
+	slot := &c.slots[maphash.String(c.seed, "hello")&(cacheSlots-1)]
+	e := slot.Load()
+	slot.Store(e&^(pieceMask<<pieceBits) | 6<<pieceBits)
+	if _, ok := c.get("hello"); ok {
+		t.Fatal("hit with another length")
+	}
+	slot.Store(e)
 	// A piece that hashes to the same slot replaces the old one.
+	index := func(k string) uint64 { return maphash.String(c.seed, k) & (cacheSlots - 1) }
 	var other string
 	for i := 0; other == ""; i++ {
 		// Keys from an unbounded counter: a periodic family of keys may
 		// never reach the slot (this looped forever about 2% of runs).
-		if k := "k" + strconv.Itoa(i); c.slot(k) == c.slot("hello") {
+		if k := "k" + strconv.Itoa(i); index(k) == index("hello") {
 			other = k
 		}
+	}
+	// The longest piece with the largest count fits its entry.
+	long := strings.Repeat("q", maxCachedPiece)
+	c.put(long, maxCachedPiece)
+	if n, ok := c.get(long); !ok || n != maxCachedPiece {
+		t.Fatalf("get(long) = %d, %v", n, ok)
 	}
 	c.put(other, 5)
 	if _, ok := c.get("hello"); ok {
@@ -205,6 +223,33 @@ func TestTextCache(t *testing.T) {
 	c.put(h, len(text), want+7)
 	if got := tok.CountOnce(text); got != want {
 		t.Fatalf("CountOnce = %d from the cache, want %d", got, want)
+	}
+	c.put(h, len(text), want)
+	// Two puts to one slot racing can leave one's check word with the
+	// other's value: neither text hits then.
+	h2 := h + textCacheSlots // another hash, the same slot
+	c.put(h2, len(text)+1, want+1)
+	slot := &c.slots[h&(textCacheSlots-1)]
+	slot.check.Store(h ^ textVal(len(text), want))
+	if _, ok := c.get(h2, len(text)+1); ok {
+		t.Fatal("torn slot hit the second text")
+	}
+	slot.check.Store(h2 ^ textVal(len(text)+1, want+1))
+	slot.val.Store(textVal(len(text), want))
+	if _, ok := c.get(h, len(text)); ok {
+		t.Fatal("torn slot hit the first text")
+	}
+	// Lengths and counts past 32 bits are not kept (truncated, they would
+	// answer for another length, or with a wrong count).
+	slot.check.Store(0)
+	slot.val.Store(0)
+	c.put(h, 1<<32+len(text), want)
+	if _, ok := c.get(h, len(text)); ok {
+		t.Fatal("a text of 4 GiB and more was kept")
+	}
+	c.put(h, len(text), 1<<32+want)
+	if _, ok := c.get(h, len(text)); ok {
+		t.Fatal("a count of 2^32 and more was kept")
 	}
 	c.put(h, len(text), want)
 	short := strings.Repeat("x", TextCacheMin-1)

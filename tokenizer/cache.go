@@ -2,7 +2,7 @@ package tokenizer
 
 import (
 	"hash/maphash"
-	"strings"
+	"math"
 	"sync/atomic"
 )
 
@@ -16,37 +16,49 @@ const maxCachedPiece = 48
 // countCache remembers the token counts of pieces that are not tokens
 // themselves, so words that recur in a text (or across requests) are merged
 // only once. It is a lossy direct-mapped table: a piece lives in the slot its
-// hash picks and a colliding piece simply replaces it. That bounds memory
-// (cacheSlots entries of at most maxCachedPiece bytes, about 3 MiB) and makes
-// both lookup and insert a single lock-free atomic operation.
+// hash picks and a colliding piece simply replaces it. An entry is one word
+// holding the piece's 64-bit seeded hash (the bits the slot index does not
+// already fix), its length and its count, so the table keeps no text, never
+// allocates, holds nothing the garbage collector has to mark, and stays at
+// 256 KiB; lookup and insert are each one atomic load or store. A false hit
+// needs two pieces of the same length with the same 64-bit hash.
 type countCache struct {
 	seed  maphash.Seed
-	slots [cacheSlots]atomic.Pointer[cacheEntry]
+	slots [cacheSlots]atomic.Uint64
 }
 
-type cacheEntry struct {
-	piece string
-	n     int
-}
+// Layout of a countCache entry: the hash's top 52 bits, then the piece's
+// length and its count in 6 bits each (both at most maxCachedPiece). A
+// count is never 0 (a piece is at least one token), so 0 is an empty slot.
+const (
+	pieceBits = 6
+	pieceMask = 1<<pieceBits - 1
+	pieceTag  = ^uint64(1<<(2*pieceBits) - 1)
+)
+
+// Compile-time checks: a length fits its field, and the slot index covers
+// the hash bits the tag leaves out.
+const (
+	_ uint = pieceMask - maxCachedPiece
+	_ uint = cacheSlots - 1<<(2*pieceBits)
+)
 
 func newCountCache() *countCache { return &countCache{seed: maphash.MakeSeed()} }
 
-func (c *countCache) slot(piece string) *atomic.Pointer[cacheEntry] {
-	return &c.slots[maphash.String(c.seed, piece)&(cacheSlots-1)]
-}
-
 // get returns the cached count of piece.
 func (c *countCache) get(piece string) (int, bool) {
-	if e := c.slot(piece).Load(); e != nil && e.piece == piece {
-		return e.n, true
+	h := maphash.String(c.seed, piece)
+	e := c.slots[h&(cacheSlots-1)].Load()
+	if e != 0 && e&pieceTag == h&pieceTag && int(e>>pieceBits&pieceMask) == len(piece) {
+		return int(e & pieceMask), true
 	}
 	return 0, false
 }
 
-// put records piece's count. The piece is copied so the cache never pins the
-// (possibly huge) text it was cut from.
+// put records piece's count (1 to maxCachedPiece, as is its length).
 func (c *countCache) put(piece string, n int) {
-	c.slot(piece).Store(&cacheEntry{piece: strings.Clone(piece), n: n})
+	h := maphash.String(c.seed, piece)
+	c.slots[h&(cacheSlots-1)].Store(h&pieceTag | uint64(len(piece))<<pieceBits | uint64(n))
 }
 
 // TextCacheMin is the shortest text whose count Count keeps whole. A lookup
@@ -62,31 +74,47 @@ const textCacheSlots = 1 << 14
 // prompts, documents, tool definitions) so that a conversation resending its
 // history, or an agent resending its context and tools, has each text
 // counted once rather than on every request. It keeps no text: an entry is
-// the text's length, its 64-bit seeded hash and its count, so a false hit
+// the text's 64-bit seeded hash, its length and its count, so a false hit
 // needs two texts of the same length with the same hash. Like countCache it
-// is a lossy direct-mapped table of lock-free slots (about 512 KiB when
-// full).
+// is a lossy direct-mapped table of lock-free slots, pointer-free and fixed
+// at 256 KiB.
+//
+// A slot is two words, written one after the other with no lock: the first
+// holds the hash XOR the second (length and count). A reader that sees one
+// entry's first word with another's second gets a check that fails, and a
+// miss, unless the two hashes differ by exactly the XOR of the two
+// length-and-count words: as unlikely as any other false hit.
 type textCache struct {
 	seed  maphash.Seed
-	slots [textCacheSlots]atomic.Pointer[textEntry]
+	slots [textCacheSlots]textSlot
 }
 
-type textEntry struct {
-	hash    uint64
-	size, n int
-}
+type textSlot struct{ check, val atomic.Uint64 }
 
 func newTextCache() *textCache { return &textCache{seed: maphash.MakeSeed()} }
 
+// textVal packs a text's length and count, each below 2^32; 0 is an empty
+// slot (the cache holds texts of TextCacheMin bytes or more).
+func textVal(size, n int) uint64 { return uint64(uint32(size))<<32 | uint64(uint32(n)) }
+
 // get returns the cached count of the text of length size and hash h.
 func (c *textCache) get(h uint64, size int) (int, bool) {
-	if e := c.slots[h&(textCacheSlots-1)].Load(); e != nil && e.hash == h && e.size == size {
-		return e.n, true
+	s := &c.slots[h&(textCacheSlots-1)]
+	v := s.val.Load()
+	if v != 0 && v>>32 == uint64(size) && s.check.Load()^v == h {
+		return int(uint32(v)), true
 	}
 	return 0, false
 }
 
-// put records the count of the text of length size and hash h.
+// put records the count of the text of length size and hash h. Texts of
+// 4 GiB or more, or counts that large, are not kept.
 func (c *textCache) put(h uint64, size, n int) {
-	c.slots[h&(textCacheSlots-1)].Store(&textEntry{hash: h, size: size, n: n})
+	if uint64(size) > math.MaxUint32 || uint64(n) > math.MaxUint32 {
+		return
+	}
+	s := &c.slots[h&(textCacheSlots-1)]
+	v := textVal(size, n)
+	s.check.Store(h ^ v)
+	s.val.Store(v)
 }
