@@ -236,12 +236,13 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	scenarios := map[string]func(context.Context) error{
-		"nonstream": b.scenarioNonStream,
-		"h2":        b.scenarioH2,
-		"stream":    b.scenarioStream,
-		"bigprompt": b.scenarioBigPrompt,
-		"users":     b.scenarioUsers,
-		"store":     b.scenarioStore,
+		"nonstream":    b.scenarioNonStream,
+		"h2":           b.scenarioH2,
+		"stream":       b.scenarioStream,
+		"bigprompt":    b.scenarioBigPrompt,
+		"conversation": b.scenarioConversation,
+		"users":        b.scenarioUsers,
+		"store":        b.scenarioStore,
 	}
 	var runErr error
 	for _, name := range b.o.Scenarios {
@@ -316,7 +317,8 @@ func (b *Bench) settings() []string {
 		fmt.Sprintf("closed-loop scenarios: %d rounds × %v per path (after %v of warm-up per path)", o.Rounds, o.Window, o.Warmup),
 		fmt.Sprintf("stream scenario: %d streams × %d tokens at %g tokens/s, chunks of %v tokens, started over %v, %d rounds; the gate's streams belong to %d JWT user(s)",
 			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamUsers),
-		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; users: %d API keys at concurrency %d; store: concurrency %d", o.PromptTokens, o.PromptReqs, o.Users, o.UsersConc, o.StoreConc),
+		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; conversation: %d turns at concurrency %d; users: %d API keys at concurrency %d; store: concurrency %d",
+			o.PromptTokens, o.PromptReqs, o.ConvTurns, o.ConvConc, o.Users, o.UsersConc, o.StoreConc),
 		"emulator: internal/vllmsim (cmd/vllm-sim), no recording; Caddy: access log off, error-level logging, reverse_proxy keeps up to " +
 			fmt.Sprint(max(o.Streams, 1024)) + " idle upstream connections on both sites",
 		"requests: every path of a scenario gets the same requests, Authorization header included (an OpenAI SDK always sends one): " +

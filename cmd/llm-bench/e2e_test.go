@@ -24,7 +24,7 @@ func tinyOptions(t *testing.T) Options {
 		Rounds:    2, Window: 150 * time.Millisecond, Warmup: 30 * time.Millisecond,
 		Conc: []int{1, 16}, H2Conc: []int{4},
 		Streams: 20, StreamTokens: 8, StreamTPS: 400, Chunks: []int{1, 4}, StreamRounds: 1, StreamUsers: 3, Ramp: 10 * time.Millisecond,
-		PromptTokens: 3000, PromptReqs: 2,
+		PromptTokens: 3000, PromptReqs: 2, ConvTurns: 4, ConvConc: 3,
 		Users: 30, UsersConc: 4, StoreConc: 4,
 		settle: 10 * time.Millisecond, flushWait: 50 * time.Millisecond,
 	}
@@ -47,7 +47,7 @@ func TestRunEndToEnd(t *testing.T) {
 	for _, want := range []string{
 		"Non-streaming chat, HTTP/1.1, concurrency 1", "Non-streaming chat, HTTP/1.1, concurrency 16",
 		"HTTP/2 (h2c) to Caddy, concurrency 4", "1 token(s) per chunk", "4 token(s) per chunk",
-		"Admission of a 3000-token prompt", "Many users: 30 API keys", "Store: usage commits",
+		"Admission of a 3000-token prompt", "Conversations of 4 turns, non-streaming, concurrency 3", "Many users: 30 API keys", "Store: usage commits",
 		"Caddy: v2.11.9-fake", "## Errors\n\nnone", "gate/plain", "![latency percentiles",
 	} {
 		if !strings.Contains(string(md), want) {

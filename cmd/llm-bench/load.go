@@ -30,6 +30,23 @@ type Target struct {
 	// digits that each request replaces with its number from seq.
 	vary int
 	seq  *atomic.Int64
+	// turns, set by Converse, are the bodies of a conversation's requests.
+	turns []Turn
+}
+
+// Turn is the body of one request of a conversation, with the offsets of
+// the varyDigits digits that number the conversation.
+type Turn struct {
+	Body []byte
+	Offs []int
+}
+
+// Converse makes t send conversations: request n (from 0, counted across
+// t's copies) is turn n mod len(turns) of conversation n / len(turns),
+// whose number it writes at each of that turn's offsets. The body passed to
+// the load functions is ignored.
+func (t *Target) Converse(turns []Turn) {
+	t.turns, t.seq = turns, new(atomic.Int64)
 }
 
 // VaryAt makes every request write its own sequence number over the
@@ -70,13 +87,17 @@ func NewClient(conns int, h2c bool) *http.Client {
 
 // newRequest builds a POST of body to t with t's headers and credential.
 func (t *Target) newRequest(ctx context.Context, body []byte) (*http.Request, error) {
-	if t.seq != nil && t.vary >= 0 && t.vary+varyDigits <= len(body) {
-		body = bytes.Clone(body)
-		n := t.seq.Add(1)
-		for i := t.vary + varyDigits - 1; i >= t.vary; i-- {
-			body[i] = byte('0' + n%10)
-			n /= 10
+	switch {
+	case t.turns != nil:
+		n := t.seq.Add(1) - 1
+		turn := &t.turns[n%int64(len(t.turns))]
+		body = bytes.Clone(turn.Body)
+		for _, off := range turn.Offs {
+			writeNumber(body[off:off+varyDigits], n/int64(len(t.turns)))
 		}
+	case t.seq != nil && t.vary >= 0 && t.vary+varyDigits <= len(body):
+		body = bytes.Clone(body)
+		writeNumber(body[t.vary:t.vary+varyDigits], t.seq.Add(1))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL, bytes.NewReader(body))
 	if err != nil {
@@ -92,6 +113,15 @@ func (t *Target) newRequest(ctx context.Context, body []byte) (*http.Request, er
 		}
 	}
 	return req, nil
+}
+
+// writeNumber writes n in decimal over dst, zero-padded on the left (the
+// lowest digits when n has more than len(dst)).
+func writeNumber(dst []byte, n int64) {
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = byte('0' + n%10)
+		n /= 10
+	}
 }
 
 // Window is what one measurement window of request/response load saw.

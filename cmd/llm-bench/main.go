@@ -56,6 +56,9 @@ type Options struct {
 	PromptTokens int
 	PromptReqs   int // per path and round
 
+	ConvTurns int // turns of each conversation of the conversation scenario
+	ConvConc  int
+
 	Users     int
 	UsersConc int
 	StoreConc int
@@ -67,7 +70,7 @@ type Options struct {
 }
 
 // allScenarios in run order.
-var allScenarios = []string{"nonstream", "h2", "stream", "bigprompt", "users", "store"}
+var allScenarios = []string{"nonstream", "h2", "conversation", "stream", "bigprompt", "users", "store"}
 
 func intList(s string) ([]int, error) {
 	var out []int
@@ -109,6 +112,8 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.Ramp, "ramp", time.Second, "streams start evenly spread over this time")
 	fs.IntVar(&o.PromptTokens, "prompt-tokens", 100000, "prompt size of the bigprompt scenario")
 	fs.IntVar(&o.PromptReqs, "prompt-reqs", 5, "bigprompt requests per path and round")
+	fs.IntVar(&o.ConvTurns, "conv-turns", 10, fmt.Sprintf("turns of each conversation of the conversation scenario (1 to %d)", len(conversationQuestions)))
+	fs.IntVar(&o.ConvConc, "conv-conc", 16, "concurrency of the conversation scenario")
 	fs.IntVar(&o.Users, "users", 10000, "distinct API-key users of the users scenario")
 	fs.IntVar(&o.UsersConc, "users-conc", 64, "concurrency of the users scenario")
 	fs.IntVar(&o.StoreConc, "store-conc", 16, "concurrency of the store scenario")
@@ -164,8 +169,10 @@ func parseFlags(args []string) (Options, error) {
 		return o, errors.New("-window must be positive")
 	case o.Streams < 1 || o.StreamTokens < 1 || o.StreamTPS <= 0 || o.StreamUsers < 1:
 		return o, errors.New("-streams, -stream-tokens, -stream-tps and -stream-users must be positive")
-	case o.PromptTokens < 1 || o.PromptReqs < 1 || o.Users < 1 || o.UsersConc < 1 || o.StoreConc < 1:
-		return o, errors.New("-prompt-tokens, -prompt-reqs, -users, -users-conc and -store-conc must be positive")
+	case o.PromptTokens < 1 || o.PromptReqs < 1 || o.Users < 1 || o.UsersConc < 1 || o.StoreConc < 1 || o.ConvConc < 1:
+		return o, errors.New("-prompt-tokens, -prompt-reqs, -users, -users-conc, -store-conc and -conv-conc must be positive")
+	case o.ConvTurns < 1 || o.ConvTurns > len(conversationQuestions):
+		return o, fmt.Errorf("-conv-turns must be 1 to %d", len(conversationQuestions))
 	}
 	return o, nil
 }

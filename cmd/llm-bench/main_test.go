@@ -19,7 +19,7 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{name: "defaults are the full run", args: nil, check: func(t *testing.T, o Options) {
 			if o.Rounds != 5 || o.Window != 3*time.Second || o.Streams != 1000 || o.StreamTokens != 256 || o.StreamTPS != 50 ||
-				o.Users != 10000 || o.UsersConc != 64 || o.PromptTokens != 100000 || o.Out != "bench/out" ||
+				o.Users != 10000 || o.UsersConc != 64 || o.PromptTokens != 100000 || o.Out != "bench/out" || o.ConvTurns != 10 || o.ConvConc != 16 ||
 				!slices.Equal(o.Conc, []int{1, 16, 128}) || !slices.Equal(o.Chunks, []int{1, 4}) || !slices.Equal(o.H2Conc, []int{16, 128}) ||
 				!slices.Equal(o.Scenarios, allScenarios) {
 				t.Errorf("defaults: %+v", o)
@@ -55,6 +55,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "zero window", args: []string{"-window", "0s"}, wantErr: "-window"},
 		{name: "zero streams", args: []string{"-streams", "0"}, wantErr: "-streams"},
 		{name: "zero users", args: []string{"-users", "0"}, wantErr: "-users"},
+		{name: "too many turns", args: []string{"-conv-turns", "11"}, wantErr: "-conv-turns must be 1 to 10"},
+		{name: "zero conversation concurrency", args: []string{"-conv-conc", "0"}, wantErr: "-conv-conc"},
 		{name: "positional argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "not defined"},
 	}
