@@ -153,3 +153,49 @@ func BenchmarkRecordsPage(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitUsers commits one second of traffic (3,000 requests) the
+// way the writer does, records and counters, from one user or spread over
+// 3,000 of 10,000 users (the bench's many-users scenario): what a flush
+// costs per record when every request dirties another user's counters and
+// hourly sums.
+func BenchmarkCommitUsers(b *testing.B) {
+	const perFlush, all = 3000, 10000
+	for _, distinct := range []int{1, perFlush} {
+		b.Run(fmt.Sprintf("users=%d", distinct), func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			users := make([]string, all)
+			for i := range users {
+				users[i] = fmt.Sprintf("user%05d", i)
+				if err := s.PutUser(&User{ID: users[i]}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			recs := make([]Record, perFlush)
+			tm := t0
+			next := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				counters := make(map[string][]byte, distinct)
+				for j := range recs {
+					u := users[0]
+					if distinct > 1 {
+						u = users[next%all]
+						next++
+					}
+					tm = tm.Add(time.Second / perFlush)
+					recs[j] = Record{Time: tm, User: u, Model: "llama-8b", Endpoint: "chat", Plan: "free", Status: 200, PromptTokens: 20, CompletionTokens: 16}
+					counters[u] = make([]byte, 48)
+				}
+				if err := s.Commit(&Batch{Records: recs, Counters: counters}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perFlush), "ns/record")
+		})
+	}
+}
