@@ -105,7 +105,7 @@ func conversation(model string, turns int) ([]Turn, error) {
 }
 
 // scenarioConversation: chat conversations of several turns, each request
-// resending the conversation so far, at the concurrency of the chart.
+// resending the conversation so far, at -conv-conc concurrent conversations.
 func (b *Bench) scenarioConversation(ctx context.Context) error {
 	turns, err := conversation(b.o.Model, b.o.ConvTurns)
 	if err != nil {
