@@ -154,7 +154,7 @@ func BenchmarkCountShort(b *testing.B) {
 	}
 }
 
-// BenchmarkLoad measures building an encoding's model (ranks map and cache).
+// BenchmarkLoad measures building an encoding's model (rank table and caches).
 func BenchmarkLoad(b *testing.B) {
 	for _, name := range []string{"cl100k_base", "o200k_base"} {
 		b.Run(name, func(b *testing.B) {

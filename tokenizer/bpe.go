@@ -15,7 +15,7 @@ func (m *model) pairRank(p string, a, b int32) int32 {
 	if int(b-a) > m.maxTokenLen {
 		return noRank
 	}
-	if r, ok := m.ranks[p[a:b]]; ok {
+	if r, ok := m.ranks.get(p[a:b]); ok {
 		return r
 	}
 	return noRank
@@ -65,7 +65,8 @@ func (m *model) merge(p string, ids *[]int) int {
 	}
 	if ids != nil {
 		for k := 0; k < parts; k++ {
-			*ids = append(*ids, int(m.ranks[p[start[k]:start[k+1]]]))
+			r, _ := m.ranks.get(p[start[k]:start[k+1]])
+			*ids = append(*ids, int(r))
 		}
 	}
 	return parts
@@ -125,7 +126,8 @@ func (m *model) mergeLarge(p string, ids *[]int) int {
 	}
 	if ids != nil {
 		for k := int32(0); k < n; k = next[k] {
-			*ids = append(*ids, int(m.ranks[p[k:next[k]]]))
+			r, _ := m.ranks.get(p[k:next[k]])
+			*ids = append(*ids, int(r))
 		}
 	}
 	return parts

@@ -18,10 +18,8 @@ func TestMergeLargeMatchesSmall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := make(map[int]string, len(tok.m.ranks))
-		for tok, r := range tok.m.ranks {
-			dec[int(r)] = tok
-		}
+		dec := make(map[int]string, tok.m.ranks.len())
+		tok.m.ranks.each(func(tok string, r int32) { dec[int(r)] = tok })
 		rng := rand.New(rand.NewPCG(1, 2))
 		alphabets := []string{"ab", "aeiou", "etaoinshrdlu", "0123456789", " \n", "!?.,", "\x00\xff\x80\xc3\xa9"}
 		for i := 0; i < 3000; i++ {
@@ -155,10 +153,8 @@ func TestHugePiece(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := make(map[int]string, len(tok.m.ranks))
-	for tok, r := range tok.m.ranks {
-		dec[int(r)] = tok
-	}
+	dec := make(map[int]string, tok.m.ranks.len())
+	tok.m.ranks.each(func(tok string, r int32) { dec[int(r)] = tok })
 	for _, s := range []string{strings.Repeat("a", 1<<18), strings.Repeat("xyzzy", 1<<15)} {
 		ids := tok.Encode(s)
 		if n := tok.Count(s); n != len(ids) || n < len(s)/128 {

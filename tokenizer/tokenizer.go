@@ -59,8 +59,8 @@ type Tokenizer struct {
 
 // model is an encoding's data: its mergeable ranks and pre-tokenizer.
 type model struct {
-	ranks       map[string]int32 // token bytes -> id (= merge rank)
-	maxTokenLen int              // longest token, in bytes
+	ranks       *rankTable // token bytes -> id (= merge rank)
+	maxTokenLen int        // longest token, in bytes
 	split       splitFunc
 	cache       *countCache
 	texts       *textCache
@@ -115,8 +115,9 @@ func Get(name string) (*Tokenizer, error) {
 var readAsset = func(name string) ([]byte, error) { return assets.Assets.ReadFile(name + ".tiktoken") }
 
 // loadModel parses an encoding's ranks file: one "base64(token) rank" line
-// per token. The token bytes all go into one string, which the map keys
-// slice, so the 100–200 thousand keys cost one allocation, not one each.
+// per token. The token bytes all go into one string, which the rank table
+// points into, so the 100–200 thousand tokens cost one allocation and give
+// the garbage collector one pointer to follow, not one each.
 func loadModel(name string) (*model, error) {
 	data, err := readAsset(name)
 	if err != nil {
@@ -126,8 +127,7 @@ func loadModel(name string) (*model, error) {
 	lines := bytes.Count(data, []byte{'\n'}) + 1
 	// Decoded tokens are shorter than their base64 text.
 	buf := make([]byte, 0, base64.StdEncoding.DecodedLen(len(data)))
-	type span struct{ start, end, rank int }
-	spans := make([]span, 0, lines)
+	spans := make([]tokenSpan, 0, lines)
 	for line, rest := 1, data; len(rest) > 0; line++ {
 		var l []byte
 		l, rest, _ = bytes.Cut(rest, []byte{'\n'})
@@ -146,22 +146,18 @@ func loadModel(name string) (*model, error) {
 			return nil, fmt.Errorf("line %d: bad token %q", line, tok)
 		}
 		buf = buf[:start+n]
-		spans = append(spans, span{start, start + n, rank})
+		spans = append(spans, tokenSpan{start, start + n, rank})
 	}
-	all := string(buf)
-	m := &model{
-		ranks: make(map[string]int32, len(spans)),
-		split: splitters[name],
-		cache: newCountCache(),
-		texts: newTextCache(),
-	}
+	m := &model{split: splitters[name], cache: newCountCache(), texts: newTextCache()}
 	for _, sp := range spans {
-		m.ranks[all[sp.start:sp.end]] = int32(sp.rank)
 		m.maxTokenLen = max(m.maxTokenLen, sp.end-sp.start)
+	}
+	if m.ranks, err = newRankTable(string(buf), spans); err != nil {
+		return nil, err
 	}
 	// The merge relies on every single byte being a token.
 	for b := 0; b < 256; b++ {
-		if _, ok := m.ranks[string([]byte{byte(b)})]; !ok {
+		if _, ok := m.ranks.get(string([]byte{byte(b)})); !ok {
 			return nil, fmt.Errorf("byte %#x is not a token", b)
 		}
 	}
@@ -252,7 +248,7 @@ func (m *model) countPiece(p string) int {
 		return 1 // every byte is a token
 	}
 	if len(p) <= m.maxTokenLen {
-		if _, ok := m.ranks[p]; ok {
+		if _, ok := m.ranks.get(p); ok {
 			return 1
 		}
 	}
@@ -270,7 +266,7 @@ func (m *model) countPiece(p string) int {
 // encodePiece appends the token ids of piece p to ids.
 func (m *model) encodePiece(p string, ids *[]int) {
 	if len(p) <= m.maxTokenLen {
-		if r, ok := m.ranks[p]; ok {
+		if r, ok := m.ranks.get(p); ok {
 			*ids = append(*ids, int(r))
 			return
 		}

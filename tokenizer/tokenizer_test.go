@@ -1,12 +1,15 @@
 package tokenizer
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"go/build"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -336,6 +339,9 @@ func TestLoadModelErrors(t *testing.T) {
 		{"bad base64", "!!!! 0\n", "bad token"},
 		{"empty token", " 0\n", "bad token"},
 		{"missing bytes", "YQ== 0\nYg== 1\n", "is not a token"},
+		{"duplicate token", "YQ== 0\nYQ== 1\n", "appears twice"},
+		{"rank too large", "YQ== 1048576\n", "does not fit"},
+		{"token too long", base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("a"), 256)) + " 0\n", "does not fit"},
 	} {
 		readAsset = func(string) ([]byte, error) {
 			if c.data == "" {
@@ -370,6 +376,63 @@ func TestGetLoadError(t *testing.T) {
 	for range 2 {
 		if tok, err := Get("r50k_base"); err == nil || tok != nil || !strings.Contains(err.Error(), "boom") {
 			t.Fatalf("Get = %v, %v; want the load error", tok, err)
+		}
+	}
+}
+
+// TestRankTable: every token of every encoding is found with its rank, and
+// strings that are not tokens (of lengths near the tokens') are not.
+func TestRankTable(t *testing.T) {
+	for _, name := range Encodings {
+		tok, err := Get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := readAsset(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int32{}
+		for l := range bytes.Lines(data) {
+			b64, num, _ := strings.Cut(strings.TrimSpace(string(l)), " ")
+			raw, err := base64.StdEncoding.DecodeString(b64)
+			r, err2 := strconv.Atoi(num)
+			if err != nil || err2 != nil {
+				t.Fatalf("%s: line %q", name, l)
+			}
+			want[string(raw)] = int32(r)
+		}
+		rt := tok.m.ranks
+		if rt.len() != len(want) {
+			t.Fatalf("%s: %d tokens in the table, %d in the file", name, rt.len(), len(want))
+		}
+		seen := 0
+		rt.each(func(s string, r int32) {
+			if want[s] != r {
+				t.Fatalf("%s: each gives %q rank %d, want %d", name, s, r, want[s])
+			}
+			seen++
+		})
+		if seen != len(want) {
+			t.Fatalf("%s: each gave %d tokens of %d", name, seen, len(want))
+		}
+		misses := 0
+		for s, r := range want {
+			if got, ok := rt.get(s); !ok || got != r {
+				t.Fatalf("%s: get(%q) = %d, %v, want %d", name, s, got, ok, r)
+			}
+			for _, other := range []string{s + "\x00", s[:len(s)-1] + "\xff", "\x01" + s} {
+				if _, isTok := want[other]; isTok {
+					continue
+				}
+				if _, ok := rt.get(other); ok {
+					t.Fatalf("%s: get(%q) found a token that is not one", name, other)
+				}
+				misses++
+			}
+		}
+		if misses < len(want) {
+			t.Fatalf("%s: only %d non-tokens tried", name, misses)
 		}
 	}
 }
