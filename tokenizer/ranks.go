@@ -67,6 +67,9 @@ func newRankTable(all string, spans []tokenSpan) (*rankTable, error) {
 
 // get returns the rank of the token whose bytes are s.
 func (t *rankTable) get(s string) (int32, bool) {
+	if len(s) >= 1<<rankLenBits { // longer than any token, and than the length field
+		return 0, false
+	}
 	h := maphash.String(t.seed, s)
 	// What an entry for s has above its start and rank: its tag and length.
 	want := h>>rankTagShift<<rankTagShift | uint64(len(s))<<(rankStartBits+rankBits)

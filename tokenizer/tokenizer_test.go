@@ -431,6 +431,11 @@ func TestRankTable(t *testing.T) {
 				misses++
 			}
 		}
+		for _, n := range []int{255, 256, 300, 1 << 16} {
+			if _, ok := rt.get(strings.Repeat(" ", n)); ok {
+				t.Fatalf("%s: a run of %d spaces is a token", name, n)
+			}
+		}
 		if misses < len(want) {
 			t.Fatalf("%s: only %d non-tokens tried", name, misses)
 		}
