@@ -44,7 +44,7 @@ lint: $(STATICCHECK)
 	$(STATICCHECK) ./...
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./auth/ ./meter/ ./quota/ ./store/ ./tokenizer/
+	$(GO) test -run '^$$' -bench . -benchmem ./auth/ ./handler/ ./meter/ ./quota/ ./store/ ./tokenizer/
 	$(BIN)/llm-bench -caddy $(BIN)/caddy -sim $(BIN)/vllm-sim -out bench
 
 xcaddy:
