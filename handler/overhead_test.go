@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -352,6 +353,35 @@ func BenchmarkOverheadSocket(b *testing.B) {
 			}
 		})
 	}
+	// paired alternates the two sites request by request, so that both
+	// meet the machine in the same state, and reports the median of the
+	// per-pair differences: a steadier gate − plain than the difference of
+	// the two runs above.
+	b.Run("paired", func(b *testing.B) {
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		var plain, added []float64
+		for b.Loop() {
+			t0 := time.Now()
+			postOverhead(b, client, s.plainURL, s.token)
+			t1 := time.Now()
+			postOverhead(b, client, s.gatedURL, s.token)
+			p, g := t1.Sub(t0), time.Since(t1)
+			plain = append(plain, float64(p.Nanoseconds())/1e3)
+			added = append(added, float64((g-p).Nanoseconds())/1e3)
+		}
+		b.ReportMetric(median(plain), "plain-µs")
+		b.ReportMetric(median(added), "added-µs")
+	})
+}
+
+// median returns the middle value of xs (which it sorts).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
 
 // postOverhead sends the benchmark's request to url and reads the answer.
