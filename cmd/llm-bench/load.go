@@ -274,6 +274,37 @@ func ClosedLoop(ctx context.Context, t *Target, body []byte, conc int, d time.Du
 	return Window{OK: len(all), Errors: nerr, Elapsed: time.Since(start), Lat: SortDurations(all)}
 }
 
+// Interleaved sends body to each of ts in turn, one request at a time, for
+// d, starting each cycle one target further on, and returns one window per
+// target. Every target meets the machine in the same state (what ran just
+// before, what the caches hold), which separate windows cannot promise on a
+// shared machine whose speed drifts. A window's Elapsed is the time spent on
+// its own requests. Failures go to errs under label and the target's name.
+func Interleaved(ctx context.Context, ts []*Target, body []byte, d time.Duration, errs *ErrorLog, label string) []Window {
+	out := make([]Window, len(ts))
+	deadline := time.Now().Add(d)
+	for cycle := 0; ctx.Err() == nil && time.Now().Before(deadline); cycle++ {
+		for k := range ts {
+			i := (cycle + k) % len(ts)
+			start := time.Now()
+			l, err := ts[i].do(ctx, body)
+			out[i].Elapsed += time.Since(start)
+			switch {
+			case err == nil:
+				out[i].OK++
+				out[i].Lat = append(out[i].Lat, l)
+			case ctx.Err() == nil: // interrupted is not the server's fault
+				out[i].Errors++
+				errs.Add(label+" "+ts[i].Name, err)
+			}
+		}
+	}
+	for i := range out {
+		out[i].Lat = SortDurations(out[i].Lat)
+	}
+	return out
+}
+
 // StreamWindow is what one window of concurrent streams saw.
 type StreamWindow struct {
 	OK      int             // streams that ended with [DONE] and enough events

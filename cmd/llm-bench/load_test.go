@@ -71,6 +71,48 @@ func simServer(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// TestInterleaved: one client takes the targets in turn, so each gets its
+// share of the requests, and a failing one costs the others nothing.
+func TestInterleaved(t *testing.T) {
+	srv := simServer(t)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	t.Cleanup(broken.Close)
+	var errs ErrorLog
+	ts := []*Target{
+		target("a", srv.URL, 1, false, nil, nil),
+		target("b", srv.URL, 1, false, nil, nil),
+		target("bad", broken.URL, 1, false, nil, nil),
+	}
+	ws := Interleaved(context.Background(), ts, chatBody("sim-model", smallPrompt, 4, false), 100*time.Millisecond, &errs, "i")
+	if len(ws) != 3 {
+		t.Fatalf("%d windows", len(ws))
+	}
+	a, b, bad := ws[0], ws[1], ws[2]
+	if a.OK == 0 || a.Errors != 0 || b.Errors != 0 || len(a.Lat) != a.OK || a.Elapsed <= 0 {
+		t.Fatalf("good targets: %+v %+v", a, b)
+	}
+	if d := a.OK - b.OK; d < -1 || d > 1 {
+		t.Errorf("unequal shares: %d and %d requests", a.OK, b.OK)
+	}
+	if bad.OK != 0 || bad.Errors < a.OK-1 || errs.Total() != bad.Errors || !strings.Contains(errs.Lines()[0], "i bad: status 500") {
+		t.Errorf("failing target: %+v, errors %q", bad, errs.Lines())
+	}
+	for i := 1; i < len(a.Lat); i++ {
+		if a.Lat[i] < a.Lat[i-1] {
+			t.Fatal("latencies not sorted")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, w := range Interleaved(ctx, ts, nil, time.Hour, &errs, "i") {
+		if w.OK+w.Errors != 0 {
+			t.Errorf("cancelled run sent requests: %+v", w)
+		}
+	}
+}
+
 func TestClosedLoop(t *testing.T) {
 	srv := simServer(t)
 	var errs ErrorLog
