@@ -180,15 +180,10 @@ func only(vals map[string][]float64, paths ...string) map[string][]float64 {
 	return out
 }
 
-// closedTargets say which targets a closed-loop table is held to.
-type closedTargets struct {
-	rate     *Goal // on subj/base throughput
-	p50, p99 *Goal // on subj − base latency, µs
-}
-
 // closedTable turns closed-loop windows into a table comparing subj with
-// base. cpuPaths are the paths whose CPU was measured.
-func closedTable(title string, cols []string, res map[string][]Window, base, subj string, cpuPaths []string, tg closedTargets) *Table {
+// base. cpuPaths are the paths whose CPU was measured; rate, when not nil,
+// is the target of the subj/base throughput.
+func closedTable(title string, cols []string, res map[string][]Window, base, subj string, cpuPaths []string, rate *Goal) *Table {
 	cpuPer1k := func(w Window) float64 {
 		if w.OK == 0 {
 			return math.NaN()
@@ -197,9 +192,9 @@ func closedTable(title string, cols []string, res map[string][]Window, base, sub
 	}
 	t := &Table{Title: title, Columns: cols}
 	t.Rows = append(t.Rows,
-		(&Row{Metric: "throughput (req/s)", Vals: perRound(res, Window.Rate)}).Ratio(subj, base, tg.rate),
-		(&Row{Metric: "latency p50 (µs)", Vals: perRound(res, func(w Window) float64 { return Micros(Percentile(w.Lat, 50)) })}).Delta(subj, base, tg.p50),
-		(&Row{Metric: "latency p99 (µs)", Vals: perRound(res, func(w Window) float64 { return Micros(Percentile(w.Lat, 99)) })}).Delta(subj, base, tg.p99),
+		(&Row{Metric: "throughput (req/s)", Vals: perRound(res, Window.Rate)}).Ratio(subj, base, rate),
+		(&Row{Metric: "latency p50 (µs)", Vals: perRound(res, func(w Window) float64 { return Micros(Percentile(w.Lat, 50)) })}).Delta(subj, base, nil),
+		(&Row{Metric: "latency p99 (µs)", Vals: perRound(res, func(w Window) float64 { return Micros(Percentile(w.Lat, 99)) })}).Delta(subj, base, nil),
 		(&Row{Metric: "Caddy CPU (s per 1,000 req)", Vals: only(perRound(res, cpuPer1k), cpuPaths...)}).Ratio(subj, base, nil),
 		&Row{Metric: "errors", Vals: perRound(res, func(w Window) float64 { return float64(w.Errors) })},
 	)
@@ -271,7 +266,7 @@ func (b *Bench) scenarioNonStream(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		tg := closedTargets{}
+		var rate *Goal
 		notes := []string{}
 		var inter map[string][]Window
 		if conc == 1 {
@@ -284,10 +279,10 @@ func (b *Bench) scenarioNonStream(ctx context.Context) error {
 				"and there to the interleaved rows: one client sends a request to each path in turn (the order rotating) for as long as the windows above last together, "+
 				"so that every path meets the machine in the same state, where separate windows meet its drift.")
 		} else {
-			tg.rate = AtLeast(0.95, "")
+			rate = AtLeast(0.95, "")
 			notes = append(notes, "The throughput target applies under load (concurrency > 1), where req/s measures what each request costs.")
 		}
-		t := closedTable(fmt.Sprintf("Non-streaming chat, HTTP/1.1, concurrency %d", conc), names(runs), res, pathPlain, pathGate, []string{pathPlain, pathGate}, tg)
+		t := closedTable(fmt.Sprintf("Non-streaming chat, HTTP/1.1, concurrency %d", conc), names(runs), res, pathPlain, pathGate, []string{pathPlain, pathGate}, rate)
 		if inter != nil {
 			t.Rows = append(t.Rows,
 				(&Row{Metric: "latency p50, interleaved (µs)", Vals: perRound(inter, func(w Window) float64 { return Micros(Percentile(w.Lat, 50)) })}).Delta(pathGate, pathPlain, AtMost(50, " µs")),
@@ -328,7 +323,7 @@ func (b *Bench) scenarioH2(ctx context.Context) error {
 			return err
 		}
 		t := closedTable(fmt.Sprintf("Non-streaming chat, HTTP/2 (h2c) to Caddy, concurrency %d", conc), names(runs), res, pathPlain, pathGate,
-			[]string{pathPlain, pathGate}, closedTargets{rate: AtLeast(0.95, "")})
+			[]string{pathPlain, pathGate}, AtLeast(0.95, ""))
 		t.Notes = append(t.Notes, "Clients speak h2c with prior knowledge to Caddy; Caddy speaks HTTP/1.1 to the emulator.")
 		if !directH2 {
 			t.Notes = append(t.Notes, "direct uses HTTP/1.1: the emulator does not accept h2c.")
@@ -758,7 +753,7 @@ func (b *Bench) scenarioUsers(ctx context.Context) error {
 		return err
 	}
 	t := closedTable(fmt.Sprintf("Many users: %d API keys round-robin, non-streaming, concurrency %d", n, conc), names(runs), res, pathPlain, gateKeys,
-		[]string{pathPlain, gate1, gateKeys}, closedTargets{rate: AtLeast(0.95, "")})
+		[]string{pathPlain, gate1, gateKeys}, AtLeast(0.95, ""))
 	t.Rows = append(t.Rows, (&Row{Metric: "throughput (req/s), gate with 1 JWT user", Vals: only(perRound(res, Window.Rate), pathPlain, gate1)}).Ratio(gate1, pathPlain, nil))
 	t.Notes = []string{fmt.Sprintf("Setting up the %d users and keys through the admin API took %v (%.0f users/s, one PUT and one POST each).", n, took.Round(time.Millisecond), float64(n)/took.Seconds())}
 	b.tables = append(b.tables, t)
@@ -808,7 +803,7 @@ func (b *Bench) scenarioStore(ctx context.Context) error {
 	}
 	flushWait()
 	t := closedTable(fmt.Sprintf("Store: usage commits, flush_interval 1s vs 0, non-streaming, concurrency %d", conc), names(runs), res, flush1, flush0,
-		names(runs), closedTargets{})
+		names(runs), nil)
 	rate := perRound(res, Window.Rate)
 	t.Rows = append(t.Rows,
 		(&Row{Metric: "throughput (req/s), flush 1s vs plain", Vals: only(rate, pathPlain, flush1)}).Ratio(flush1, pathPlain, nil),
