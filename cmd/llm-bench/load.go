@@ -384,6 +384,25 @@ func readStream(body io.Reader, sent time.Time, minEvents int, first func()) str
 // number of streams open at that moment and a func that tells how many
 // are open now (it samples the proxy's memory); Streams waits for it.
 func Streams(ctx context.Context, t *Target, body []byte, n int, ramp time.Duration, minEvents int, allOpen func(n int, open func() int), errs *ErrorLog, label string) StreamWindow {
+	return streams(ctx, []*Target{t}, body, n, ramp, minEvents, allOpen, errs, []string{label})[0]
+}
+
+// MixedStreams opens n streaming requests as Streams does, the i-th to
+// ts[i mod len(ts)], and returns one window per target: the targets' streams
+// start in turn and run side by side, so they meet the same load, where
+// separate windows meet the machine in different states. Failures go to
+// errs under label and the target's name.
+func MixedStreams(ctx context.Context, ts []*Target, body []byte, n int, ramp time.Duration, minEvents int, errs *ErrorLog, label string) []StreamWindow {
+	labels := make([]string, len(ts))
+	for i, t := range ts {
+		labels[i] = label + " " + t.Name
+	}
+	return streams(ctx, ts, body, n, ramp, minEvents, nil, errs, labels)
+}
+
+// streams runs n streams, the i-th to ts[i mod len(ts)], and returns each
+// target's window; labels[k] names ts[k]'s failures.
+func streams(ctx context.Context, ts []*Target, body []byte, n int, ramp time.Duration, minEvents int, allOpen func(n int, open func() int), errs *ErrorLog, labels []string) []StreamWindow {
 	var (
 		opened, finished atomic.Int64
 		wg, sampler      sync.WaitGroup
@@ -418,19 +437,23 @@ func Streams(ctx context.Context, t *Target, body []byte, n int, ramp time.Durat
 					return
 				}
 			}
-			results[i] = oneStream(ctx, t, body, minEvents, onFirst)
+			results[i] = oneStream(ctx, ts[i%len(ts)], body, minEvents, onFirst)
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	sampler.Wait()
 
-	w := StreamWindow{Elapsed: elapsed, Open: int(openAtSample.Load())}
-	for _, r := range results {
+	out := make([]StreamWindow, len(ts))
+	for k := range out {
+		out[k] = StreamWindow{Elapsed: elapsed, Open: int(openAtSample.Load())}
+	}
+	for i, r := range results {
+		w := &out[i%len(ts)]
 		if r.err != nil {
 			w.Errors++
 			if ctx.Err() == nil {
-				errs.Add(label, r.err)
+				errs.Add(labels[i%len(ts)], r.err)
 			}
 			continue
 		}
@@ -440,10 +463,12 @@ func Streams(ctx context.Context, t *Target, body []byte, n int, ramp time.Durat
 		w.Total = append(w.Total, r.total)
 		w.Gaps = append(w.Gaps, r.gaps...)
 	}
-	SortDurations(w.TTFT)
-	SortDurations(w.Total)
-	SortDurations(w.Gaps)
-	return w
+	for k := range out {
+		SortDurations(out[k].TTFT)
+		SortDurations(out[k].Total)
+		SortDurations(out[k].Gaps)
+	}
+	return out
 }
 
 // oneStream sends one streaming request and reads it to the end.

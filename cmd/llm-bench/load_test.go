@@ -193,6 +193,32 @@ func TestDoChecks(t *testing.T) {
 	}
 }
 
+// TestMixedStreams: the streams go to the targets in turn, each target's
+// window holds its own, and a failing target's errors carry its name.
+func TestMixedStreams(t *testing.T) {
+	srv := simServer(t)
+	var errs ErrorLog
+	const n, tokens = 9, 4
+	hdr := http.Header{"X-Sim-Tps": {"400"}, "X-Sim-Length": {fmt.Sprint(tokens)}}
+	ts := []*Target{
+		target("a", srv.URL, n, false, nil, hdr),
+		target("b", srv.URL, n, false, nil, hdr),
+		target("bad", srv.URL, n, false, nil, http.Header{"X-Sim-Status": {"500"}}),
+	}
+	ws := MixedStreams(context.Background(), ts, chatBody("sim-model", smallPrompt, tokens, true), n, 5*time.Millisecond, tokens, &errs, "m")
+	if len(ws) != 3 {
+		t.Fatalf("%d windows", len(ws))
+	}
+	for _, w := range ws[:2] {
+		if w.OK != n/3 || w.Errors != 0 || len(w.TTFT) != n/3 || w.Events < n/3*tokens {
+			t.Errorf("good target: %+v", w)
+		}
+	}
+	if bad := ws[2]; bad.OK != 0 || bad.Errors != n/3 || errs.Total() != n/3 || !strings.Contains(errs.Lines()[0], "m bad: status 500") {
+		t.Errorf("failing target: %+v, errors %q", bad, errs.Lines())
+	}
+}
+
 func TestStreams(t *testing.T) {
 	srv := simServer(t)
 	var errs ErrorLog
