@@ -456,7 +456,7 @@ func (b *Bench) scenarioStream(ctx context.Context) error {
 		// Then plain's and gate's streams together, started in turn: the
 		// TTFT target is held to this, where both meet the same load.
 		mixed := map[string][]StreamWindow{}
-		pair := []*Target{runs[0].t, runs[1].t}
+		pair := []*Target{runs[0].t, runs[1].t} // plain, gate
 		for round := range o.StreamRounds {
 			ws := MixedStreams(ctx, pair, body, o.Streams, o.Ramp, minEvents, &b.errs, label+" mixed")
 			if err := ctx.Err(); err != nil {
