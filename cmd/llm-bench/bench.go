@@ -314,8 +314,8 @@ func (b *Bench) settings() []string {
 	}
 	return []string{
 		fmt.Sprintf("mode: %s; scenarios: %v", mode, o.Scenarios),
-		fmt.Sprintf("closed-loop scenarios: %d rounds × %v per path (after %v of warm-up per path); at concurrency 1 then %d interleaved rounds of %v, one request to each path in turn",
-			o.Rounds, o.Window, o.Warmup, o.Rounds, o.Window*3),
+		fmt.Sprintf("closed-loop scenarios: %d rounds × %v per path (after %v of warm-up per path); at concurrency 1 then %d interleaved rounds, each as long as a round of windows, one request to each path in turn",
+			o.Rounds, o.Window, o.Warmup, o.Rounds),
 		fmt.Sprintf("stream scenario: %d streams × %d tokens at %g tokens/s, chunks of %v tokens, started over %v, %d rounds per path, then %d mixed rounds (plain's and gate's streams side by side); the gate's streams belong to %d JWT user(s)",
 			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamRounds, o.StreamUsers),
 		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; conversation: %d turns at concurrency %d; users: %d API keys at concurrency %d; store: concurrency %d",

@@ -49,7 +49,8 @@ func TestRunEndToEnd(t *testing.T) {
 		"HTTP/2 (h2c) to Caddy, concurrency 4", "1 token(s) per chunk", "4 token(s) per chunk",
 		"Admission of a 3000-token prompt", "Conversations of 4 turns, non-streaming, concurrency 3", "Many users: 30 API keys", "Store: usage commits",
 		"Caddy: v2.11.9-fake", "## Errors\n\nnone", "gate/plain", "![latency percentiles",
-		"latency p50, interleaved (µs)", "latency p99, interleaved (µs)", "TTFT p99, mixed (µs)",
+		// The latency and TTFT targets are held to the side-by-side rows.
+		"— latency p50, interleaved (µs) gate − plain", "— latency p99, interleaved (µs) gate − plain", "— TTFT p99, mixed (µs) gate − plain",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)

@@ -132,28 +132,34 @@ func (b *Bench) closedRounds(ctx context.Context, label string, runs []pathRun, 
 	return alternate(ctx, b, label, runs, b.o.Rounds, warm, measure, show)
 }
 
-// interleavedRounds runs -rounds windows of Interleaved over runs, each as
-// long as the closed-loop windows of all the paths together, and returns
-// each path's windows, one per round.
-func (b *Bench) interleavedRounds(ctx context.Context, label string, runs []pathRun, body []byte) (map[string][]Window, error) {
+// sideBySide runs rounds of run, which measures every target of ts at once
+// and returns their windows in ts's order (Interleaved, MixedStreams), and
+// returns each target's windows, one per round. show sums a window up for
+// the progress log.
+func sideBySide[W any](ctx context.Context, b *Bench, label string, ts []*Target, rounds int, run func() []W, show func(W) string) (map[string][]W, error) {
+	out := map[string][]W{}
+	for round := range rounds {
+		ws := run()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		parts := make([]string, len(ws))
+		for i, w := range ws {
+			out[ts[i].Name] = append(out[ts[i].Name], w)
+			parts[i] = ts[i].Name + " " + show(w)
+		}
+		b.log("%s round %d/%d: %s", label, round+1, rounds, strings.Join(parts, ", "))
+	}
+	return out, nil
+}
+
+// targets returns the runs' targets in order.
+func targets(runs []pathRun) []*Target {
 	ts := make([]*Target, len(runs))
 	for i, r := range runs {
 		ts[i] = r.t
 	}
-	out := map[string][]Window{}
-	for round := range b.o.Rounds {
-		ws := Interleaved(ctx, ts, body, b.o.Window*time.Duration(len(ts)), &b.errs, label)
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		var parts []string
-		for i, w := range ws {
-			out[ts[i].Name] = append(out[ts[i].Name], w)
-			parts = append(parts, fmt.Sprintf("%s p50 %s", ts[i].Name, Percentile(w.Lat, 50).Round(time.Microsecond)))
-		}
-		b.log("%s round %d/%d: %s", label, round+1, b.o.Rounds, strings.Join(parts, ", "))
-	}
-	return out, nil
+	return ts
 }
 
 // perRound maps every window of every path through f.
@@ -272,7 +278,14 @@ func (b *Bench) scenarioNonStream(ctx context.Context) error {
 		if conc == 1 {
 			// Unloaded: latency is the gate's own work. Loaded, latency is
 			// mostly queueing for the 2 CPUs the load generator shares.
-			if inter, err = b.interleavedRounds(ctx, label+" interleaved", runs, body); err != nil {
+			// As long as one round of the windows above, for every path.
+			ts := targets(runs)
+			inter, err = sideBySide(ctx, b, label+" interleaved", ts, b.o.Rounds,
+				func() []Window {
+					return Interleaved(ctx, ts, body, b.o.Window*time.Duration(len(ts)), &b.errs, label+" interleaved")
+				},
+				func(w Window) string { return "p50 " + Percentile(w.Lat, 50).Round(time.Microsecond).String() })
+			if err != nil {
 				return err
 			}
 			notes = append(notes, "The added-latency targets apply at concurrency 1, where latency is the gate's own work rather than queueing for CPU, "+
@@ -455,19 +468,16 @@ func (b *Bench) scenarioStream(ctx context.Context) error {
 		}
 		// Then plain's and gate's streams together, started in turn: the
 		// TTFT target is held to this, where both meet the same load.
-		mixed := map[string][]StreamWindow{}
-		pair := []*Target{runs[0].t, runs[1].t} // plain, gate
-		for round := range o.StreamRounds {
-			ws := MixedStreams(ctx, pair, body, o.Streams, o.Ramp, minEvents, &b.errs, label+" mixed")
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var parts []string
-			for i, w := range ws {
-				mixed[pair[i].Name] = append(mixed[pair[i].Name], w)
-				parts = append(parts, fmt.Sprintf("%s TTFT p99 %s", pair[i].Name, Percentile(w.TTFT, 99).Round(10*time.Microsecond)))
-			}
-			b.log("%s mixed round %d/%d: %s", label, round+1, o.StreamRounds, strings.Join(parts, ", "))
+		pair := targets(runs[:2]) // plain, gate
+		mixed, err := sideBySide(ctx, b, label+" mixed", pair, o.StreamRounds,
+			func() []StreamWindow {
+				return MixedStreams(ctx, pair, body, o.Streams, o.Ramp, minEvents, &b.errs, label+" mixed")
+			},
+			func(w StreamWindow) string {
+				return "TTFT p99 " + Percentile(w.TTFT, 99).Round(10*time.Microsecond).String()
+			})
+		if err != nil {
+			return err
 		}
 		b.tables = append(b.tables, streamTable(o, chunk, names(runs), res, mixed))
 	}
