@@ -314,7 +314,8 @@ func (b *Bench) settings() []string {
 	}
 	return []string{
 		fmt.Sprintf("mode: %s; scenarios: %v", mode, o.Scenarios),
-		fmt.Sprintf("closed-loop scenarios: %d rounds × %v per path (after %v of warm-up per path); at concurrency 1 then %d interleaved rounds, each as long as a round of windows, one request to each path in turn",
+		fmt.Sprintf("closed-loop scenarios: %d rounds × %v per path (after %v of warm-up per path); then %d rounds side by side, each as long as a round of windows: "+
+			"at concurrency 1 interleaved, one request to each path in turn; under load sliced, the workers moving from path to path every 25 median latencies (0.1 to 1 s)",
 			o.Rounds, o.Window, o.Warmup, o.Rounds),
 		fmt.Sprintf("stream scenario: %d streams × %d tokens at %g tokens/s, chunks of %v tokens, started over %v, %d rounds per path, then %d mixed rounds (plain's and gate's streams side by side); the gate's streams belong to %d JWT user(s)",
 			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamRounds, o.StreamUsers),

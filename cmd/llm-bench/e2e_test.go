@@ -49,8 +49,10 @@ func TestRunEndToEnd(t *testing.T) {
 		"HTTP/2 (h2c) to Caddy, concurrency 4", "1 token(s) per chunk", "4 token(s) per chunk",
 		"Admission of a 3000-token prompt", "Conversations of 4 turns, non-streaming, concurrency 3", "Many users: 30 API keys", "Store: usage commits",
 		"Caddy: v2.11.9-fake", "## Errors\n\nnone", "gate/plain", "![latency percentiles",
-		// The latency and TTFT targets are held to the side-by-side rows.
+		// The latency, TTFT and throughput targets are held to the side-by-side rows.
 		"— latency p50, interleaved (µs) gate − plain", "— latency p99, interleaved (µs) gate − plain", "— TTFT p99, mixed (µs) gate − plain",
+		"concurrency 16 — throughput, sliced (req/s) gate/plain", "concurrency 4 — throughput, sliced (req/s) gate/plain",
+		"— throughput, sliced (req/s) gate 30 keys/plain",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)

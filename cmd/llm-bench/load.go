@@ -305,6 +305,88 @@ func Interleaved(ctx context.Context, ts []*Target, body []byte, d time.Duration
 	return out
 }
 
+// Sliced runs conc workers for d against ts, one target at a time: the
+// load moves to the next target every slice, and each worker sends its
+// next request to the target of the moment, so every target meets the
+// machine as it is within a fraction of a second of the others (separate
+// windows of seconds meet its drift). Each cycle through ts starts one
+// target further on, so no target always follows the same one. It returns
+// one window per target: the requests sent to it (answered, possibly after
+// its slice ended) and the time it held the load, and, when cpu is not nil,
+// the CPU cpu reads over its slices. Requests still in flight when a slice
+// ends run into the next target's slice, so slice should be long next to
+// the latency. Failures go to errs under label and the target's name.
+func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, cpu func() time.Duration, errs *ErrorLog, label string) []Window {
+	out := make([]Window, len(ts))
+	if ctx.Err() != nil {
+		return out
+	}
+	var (
+		active atomic.Int32
+		stop   atomic.Bool
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+	)
+	for range max(conc, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([][]time.Duration, len(ts))
+			bad := make([]int, len(ts))
+			for ctx.Err() == nil && !stop.Load() {
+				i := active.Load()
+				l, err := ts[i].do(ctx, body)
+				switch {
+				case err == nil:
+					lat[i] = append(lat[i], l)
+				case ctx.Err() == nil: // interrupted is not the server's fault
+					bad[i]++
+					errs.Add(label+" "+ts[i].Name, err)
+				}
+			}
+			mu.Lock()
+			for i := range ts {
+				out[i].Lat = append(out[i].Lat, lat[i]...)
+				out[i].Errors += bad[i]
+			}
+			mu.Unlock()
+		}()
+	}
+	deadline := time.Now().Add(d)
+	timer := time.NewTimer(0)
+	<-timer.C
+	for cycle := 0; ctx.Err() == nil && time.Now().Before(deadline); cycle++ {
+		for k := range ts {
+			i := (cycle + k) % len(ts)
+			active.Store(int32(i))
+			start := time.Now()
+			var c0 time.Duration
+			if cpu != nil {
+				c0 = cpu()
+			}
+			timer.Reset(min(slice, time.Until(deadline)))
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
+			}
+			out[i].Elapsed += time.Since(start)
+			if cpu != nil {
+				out[i].CPU += cpu() - c0
+			}
+			if ctx.Err() != nil || !time.Now().Before(deadline) {
+				break
+			}
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	for i := range out {
+		out[i].OK = len(out[i].Lat)
+		out[i].Lat = SortDurations(out[i].Lat)
+	}
+	return out
+}
+
 // StreamWindow is what one window of concurrent streams saw.
 type StreamWindow struct {
 	OK      int             // streams that ended with [DONE] and enough events

@@ -113,6 +113,80 @@ func TestInterleaved(t *testing.T) {
 	}
 }
 
+// TestSliced: the workers move from target to target slice by slice, so
+// each target gets its share of the time and of the requests, and the CPU
+// read over its slices.
+func TestSliced(t *testing.T) {
+	srv := simServer(t)
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	t.Cleanup(broken.Close)
+	var errs ErrorLog
+	ts := []*Target{
+		target("a", srv.URL, 4, false, nil, nil),
+		target("b", srv.URL, 4, false, nil, nil),
+		target("bad", broken.URL, 4, false, nil, nil),
+	}
+	var ticks atomic.Int64 // a clock that moves by 1 ms per read
+	cpu := func() time.Duration { return time.Duration(ticks.Add(1)) * time.Millisecond }
+	const d, slice = 600 * time.Millisecond, 20 * time.Millisecond
+	start := time.Now()
+	ws := Sliced(context.Background(), ts, chatBody("sim-model", smallPrompt, 4, false), 4, d, slice, cpu, &errs, "s")
+	if took := time.Since(start); took < d {
+		t.Errorf("returned after %v, before its %v", took, d)
+	}
+	if len(ws) != 3 {
+		t.Fatalf("%d windows", len(ws))
+	}
+	a, b, bad := ws[0], ws[1], ws[2]
+	if a.OK == 0 || b.OK == 0 || a.Errors != 0 || b.Errors != 0 || len(a.Lat) != a.OK {
+		t.Fatalf("good targets: %+v %+v", a, b)
+	}
+	// Each target held the load a third of the time, in slices of 20 ms.
+	for _, w := range ws {
+		if w.Elapsed < d/3-2*slice || w.Elapsed > d/3+2*slice {
+			t.Errorf("a target held the load %v of %v", w.Elapsed, d)
+		}
+		// Each of its slices read the clock twice, one tick apart.
+		if n := int(w.CPU / time.Millisecond); n < 5 || n > 20 {
+			t.Errorf("CPU over its slices %v: not one tick per slice", w.CPU)
+		}
+	}
+	if r := a.Rate() / b.Rate(); r < 0.5 || r > 2 {
+		t.Errorf("rates %.0f and %.0f req/s for the same server", a.Rate(), b.Rate())
+	}
+	if bad.OK != 0 || bad.Errors == 0 || errs.Total() != bad.Errors || !strings.Contains(errs.Lines()[0], "s bad: status 500") {
+		t.Errorf("failing target: %+v, errors %q", bad, errs.Lines())
+	}
+	for i := 1; i < len(a.Lat); i++ {
+		if a.Lat[i] < a.Lat[i-1] {
+			t.Fatal("latencies not sorted")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, w := range Sliced(ctx, ts, nil, 4, time.Hour, slice, nil, &errs, "s") {
+		if w.OK+w.Errors != 0 {
+			t.Errorf("cancelled run sent requests: %+v", w)
+		}
+	}
+}
+
+func TestSliceFor(t *testing.T) {
+	for _, c := range []struct{ lat, want time.Duration }{
+		{0, 100 * time.Millisecond},
+		{time.Millisecond, 100 * time.Millisecond},
+		{5 * time.Millisecond, 130 * time.Millisecond},
+		{32 * time.Millisecond, 800 * time.Millisecond},
+		{time.Second, time.Second},
+	} {
+		if got := sliceFor(c.lat); got != c.want {
+			t.Errorf("sliceFor(%v) = %v, want %v", c.lat, got, c.want)
+		}
+	}
+}
+
 func TestClosedLoop(t *testing.T) {
 	srv := simServer(t)
 	var errs ErrorLog
