@@ -99,6 +99,15 @@ type estimator struct {
 	c   Counter
 	buf []byte
 	n   int64
+	// The roles met so far (their raw JSON, in the body) and their counts:
+	// a conversation repeats two or three roles in every message.
+	roles  [4]roleCount
+	nroles int
+}
+
+type roleCount struct {
+	raw []byte
+	n   int64
 }
 
 // str counts a string value; other values count nothing.
@@ -169,7 +178,7 @@ func (e *estimator) message(b []byte, i int) int {
 		val := b[vs:it.ve]
 		switch string(keyName(raw, &kb)) {
 		case "role":
-			e.str(val)
+			e.role(val)
 		case "name":
 			if isString(val) {
 				e.str(val)
@@ -187,6 +196,22 @@ func (e *estimator) message(b []byte, i int) int {
 		return -1
 	}
 	return it.end
+}
+
+// role counts a message's role, each distinct one once per request.
+func (e *estimator) role(v []byte) {
+	for _, r := range e.roles[:e.nroles] {
+		if bytes.Equal(r.raw, v) {
+			e.n += r.n
+			return
+		}
+	}
+	n := e.n
+	e.str(v)
+	if e.nroles < len(e.roles) {
+		e.roles[e.nroles] = roleCount{raw: v, n: e.n - n}
+		e.nroles++
+	}
 }
 
 // content counts message content: a string, or a list of parts where text

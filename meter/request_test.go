@@ -291,6 +291,17 @@ func TestEstimatePrompt(t *testing.T) {
 				3 + n("user") + n("bob") + 1 + n(`Hi "there" été`) + 3,
 		},
 		{
+			// Each distinct role is counted once per request (four are
+			// remembered; the others are counted every time).
+			name: "chat roles repeated, six distinct, one escaped, one not a string",
+			ep:   EndpointChat,
+			body: `{"messages":[{"role":"system","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":"c"},` +
+				`{"role":"user","content":"d"},{"role":"tool","content":"e"},{"role":"developer","content":"f"},{"role":"narrator","content":"g"},` +
+				`{"role":"us\u0065r","content":"h"},{"role":7,"content":"i"},{"role":"narrator","content":"j"},{"role":"assistant","content":"k"}]}`,
+			want: 11*3 + n("system") + 3*n("user") + 2*n("assistant") + n("tool") + n("developer") + 2*n("narrator") +
+				n("a") + n("b") + n("c") + n("d") + n("e") + n("f") + n("g") + n("h") + n("i") + n("j") + n("k") + 3,
+		},
+		{
 			name: "chat parts: text and an image",
 			ep:   EndpointChat,
 			body: `{"messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}]}`,
