@@ -130,7 +130,7 @@ func (b *Bench) scenarioConversation(ctx context.Context) error {
 		total += len(t.Body)
 	}
 	t := closedTable(fmt.Sprintf("Conversations of %d turns, non-streaming, concurrency %d", len(turns), conc), names(runs), res, pathPlain, pathGate,
-		[]string{pathPlain, pathGate}, nil)
+		[]string{pathPlain, pathGate})
 	t.Notes = []string{fmt.Sprintf("Each request resends the conversation so far: the shared system prompt, then every earlier question and answer "+
 		"(bodies of %.1f to %.1f KiB, %.1f KiB on average), and asks the next question; every conversation's messages are its own. "+
 		"The gate counts each message once, when it first arrives, and answers for resent ones from its text cache. No target: this shows the common case next to the worst one (a new small prompt every request).",
