@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,20 +72,27 @@ func simServer(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// TestInterleaved: one client takes the targets in turn, so each gets its
-// share of the requests, and a failing one costs the others nothing.
-func TestInterleaved(t *testing.T) {
+// twoAndBroken returns targets "a" and "b" on one emulator and "bad" on a
+// server that answers 500, each with conns connections.
+func twoAndBroken(t *testing.T, conns int) []*Target {
+	t.Helper()
 	srv := simServer(t)
 	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no", http.StatusInternalServerError)
 	}))
 	t.Cleanup(broken.Close)
-	var errs ErrorLog
-	ts := []*Target{
-		target("a", srv.URL, 1, false, nil, nil),
-		target("b", srv.URL, 1, false, nil, nil),
-		target("bad", broken.URL, 1, false, nil, nil),
+	return []*Target{
+		target("a", srv.URL, conns, false, nil, nil),
+		target("b", srv.URL, conns, false, nil, nil),
+		target("bad", broken.URL, conns, false, nil, nil),
 	}
+}
+
+// TestInterleaved: one client takes the targets in turn, so each gets its
+// share of the requests, and a failing one costs the others nothing.
+func TestInterleaved(t *testing.T) {
+	var errs ErrorLog
+	ts := twoAndBroken(t, 1)
 	ws := Interleaved(context.Background(), ts, chatBody("sim-model", smallPrompt, 4, false), 100*time.Millisecond, &errs, "i")
 	if len(ws) != 3 {
 		t.Fatalf("%d windows", len(ws))
@@ -99,10 +107,8 @@ func TestInterleaved(t *testing.T) {
 	if bad.OK != 0 || bad.Errors < a.OK-1 || errs.Total() != bad.Errors || !strings.Contains(errs.Lines()[0], "i bad: status 500") {
 		t.Errorf("failing target: %+v, errors %q", bad, errs.Lines())
 	}
-	for i := 1; i < len(a.Lat); i++ {
-		if a.Lat[i] < a.Lat[i-1] {
-			t.Fatal("latencies not sorted")
-		}
+	if !slices.IsSorted(a.Lat) {
+		t.Fatal("latencies not sorted")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -117,17 +123,8 @@ func TestInterleaved(t *testing.T) {
 // each target gets its share of the time and of the requests, and the CPU
 // read over its slices.
 func TestSliced(t *testing.T) {
-	srv := simServer(t)
-	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "no", http.StatusInternalServerError)
-	}))
-	t.Cleanup(broken.Close)
 	var errs ErrorLog
-	ts := []*Target{
-		target("a", srv.URL, 4, false, nil, nil),
-		target("b", srv.URL, 4, false, nil, nil),
-		target("bad", broken.URL, 4, false, nil, nil),
-	}
+	ts := twoAndBroken(t, 4)
 	var ticks atomic.Int64 // a clock that moves by 1 ms per read
 	cpu := func() time.Duration { return time.Duration(ticks.Add(1)) * time.Millisecond }
 	const d, slice = 600 * time.Millisecond, 20 * time.Millisecond
@@ -159,10 +156,8 @@ func TestSliced(t *testing.T) {
 	if bad.OK != 0 || bad.Errors == 0 || errs.Total() != bad.Errors || !strings.Contains(errs.Lines()[0], "s bad: status 500") {
 		t.Errorf("failing target: %+v, errors %q", bad, errs.Lines())
 	}
-	for i := 1; i < len(a.Lat); i++ {
-		if a.Lat[i] < a.Lat[i-1] {
-			t.Fatal("latencies not sorted")
-		}
+	if !slices.IsSorted(a.Lat) {
+		t.Fatal("latencies not sorted")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
