@@ -232,6 +232,20 @@ func chatRequest(prompt string) []byte {
 	return b
 }
 
+// conversationRequest is a chat request resending a conversation of the
+// given number of turns: many short messages, as a chat client sends.
+func conversationRequest(turns int) []byte {
+	msgs := []map[string]string{{"role": "system", "content": "You are the support assistant of a bank. Answer briefly and cite the relevant policy section."}}
+	for i := range turns {
+		msgs = append(msgs,
+			map[string]string{"role": "user", "content": "Turn " + strconv.Itoa(i) + ": how do I raise the daily limit of my card when I travel abroad next month?"},
+			map[string]string{"role": "assistant", "content": "In the app, open Cards, choose the card, then Limits; travel limits apply for up to 90 days (policy 4.2)."})
+	}
+	msgs = append(msgs, map[string]string{"role": "user", "content": "And what about cash withdrawals?"})
+	b, _ := json.Marshal(map[string]any{"model": "llama-3", "max_tokens": 16, "messages": msgs})
+	return b
+}
+
 func BenchmarkParseRequest(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -239,6 +253,7 @@ func BenchmarkParseRequest(b *testing.B) {
 	}{
 		{"chat-2KiB", chatRequest(promptText(400))},
 		{"chat-400KiB", chatRequest(promptText(90000))},
+		{"conversation-3KiB", conversationRequest(10)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(c.body)))

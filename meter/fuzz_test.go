@@ -283,7 +283,56 @@ func FuzzValid(f *testing.F) {
 		if got, want := valid(b), json.Valid(b); got != want {
 			t.Fatalf("valid(%q) = %v, json.Valid says %v", b, got, want)
 		}
+		checkTopMembers(t, b)
 	})
+}
+
+// checkTopMembers compares the top-level members validMembers records with
+// those the lenient scanner walks (members), for every valid object.
+func checkTopMembers(t *testing.T, b []byte) {
+	t.Helper()
+	var got []topMember
+	ok := validMembers(b, &got)
+	if ok != json.Valid(b) {
+		t.Fatalf("validMembers(%q) = %v, json.Valid says %v", b, ok, !ok)
+	}
+	if !ok || !isObject(b) {
+		if len(got) != 0 && !isObject(b) {
+			t.Fatalf("validMembers(%q) recorded members of a non-object", b)
+		}
+		return
+	}
+	var kb [maxKeyBytes]byte
+	k := 0
+	for key, val := range members(b, nil) {
+		if k >= len(got) {
+			t.Fatalf("validMembers(%q) recorded %d members, members() walks more", b, len(got))
+		}
+		m := got[k]
+		if gk := keyName(b[m.ks:m.ke], &kb); string(gk) != string(key) || string(b[m.vs:m.ve]) != string(val) {
+			t.Fatalf("member %d of %q: recorded %q: %q, members() %q: %q", k, b, gk, b[m.vs:m.ve], key, val)
+		}
+		k++
+	}
+	if k != len(got) {
+		t.Fatalf("validMembers(%q) recorded %d members, members() walks %d", b, len(got), k)
+	}
+}
+
+// TestValidMembers: the members recorded while validating are those the
+// lenient scanner finds, nested containers, escapes, spaces and duplicate
+// keys included.
+func TestValidMembers(t *testing.T) {
+	for _, s := range []string{
+		`{}`, ` { } `, `{"a":1}`, ` {"a" : 1 , "b":[1,{"c":2}] ,"d":{} , "e":"x\"}" } `, `{"a":{"b":{"c":[]}},"a":null}`,
+		`{"k\u00e9y":"v","":true,"n":-1.5e3}`, `[{"a":1}]`, `"s"`, `{"a":1,}`, `{"a":[1,2}`,
+	} {
+		checkTopMembers(t, []byte(s))
+	}
+	var ms []topMember
+	if !validMembers([]byte(`{"model":"m","messages":[{"role":"user"}]}`), &ms) || len(ms) != 2 {
+		t.Fatalf("members %v", ms)
+	}
 }
 
 // TestValidStringRuns puts each byte that ends a plain run (and some that do

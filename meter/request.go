@@ -135,7 +135,11 @@ func invalid(format string, args ...any) error {
 // exactly (after unescaping, as vLLM's Python parser does) and a repeated key
 // takes its last value.
 func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
-	if !valid(body) {
+	// Checked and walked in one pass: the members' places come with the
+	// verdict.
+	var membersBuf [16]topMember
+	ms := membersBuf[:0]
+	if !validMembers(body, &ms) {
 		var raw json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil {
 			var se *json.SyntaxError
@@ -151,7 +155,9 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 	}
 	r := &Request{Endpoint: ep, N: 1, Prompts: 1}
 	var maxTokens, maxCompletion, maxOutput optInt
-	for key, val := range members(body, nil) {
+	var kb [maxKeyBytes]byte
+	for _, m := range ms {
+		key, val := keyName(body[m.ks:m.ke], &kb), body[m.vs:m.ve]
 		var err error
 		switch name := requestField(key); name {
 		case "model":

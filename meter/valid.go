@@ -18,11 +18,22 @@ var strPlain = func() (t [256]bool) {
 // around it, exactly as encoding/json.Valid does (FuzzValid compares them),
 // in a single pass without a call per byte: every request body goes
 // through it before the gate trusts its own lenient scanner.
-func valid(b []byte) bool {
+func valid(b []byte) bool { return validMembers(b, nil) }
+
+// topMember is where a top-level member of an object stands in its body: the
+// key's content (between the quotes, still escaped) at [ks:ke], the value
+// at [vs:ve].
+type topMember struct{ ks, ke, vs, ve int }
+
+// validMembers is valid that also, when b is an object and members is not
+// nil, appends each top-level member to *members as it checks it: the walk
+// over the body's members that would follow needs no second pass.
+func validMembers(b []byte, members *[]topMember) bool {
 	// stack holds '{' or '[' for each open container; 64 levels live on
 	// the stack frame, deeper bodies grow it.
 	var buf [64]byte
 	stack := buf[:0]
+	open := false // a top-level member's value is being read
 	i := skipSpace(b, 0)
 	for {
 		// A value starts at b[i].
@@ -42,8 +53,12 @@ func valid(b []byte) bool {
 				break
 			}
 			if c == '{' {
-				if i = objectKey(b, i); i < 0 {
+				ks, ke := i, 0
+				if ke, i = objectKey(b, i); i < 0 {
 					return false
+				}
+				if members != nil && len(stack) == 1 {
+					*members, open = append(*members, topMember{ks: ks + 1, ke: ke - 1, vs: i}), true
 				}
 			}
 			continue
@@ -72,6 +87,9 @@ func valid(b []byte) bool {
 		}
 		// After a value: close containers, or go on to the next element.
 		for {
+			if open && len(stack) == 1 { // a top-level member's value ended
+				(*members)[len(*members)-1].ve, open = i, false
+			}
 			i = skipSpace(b, i)
 			if len(stack) == 0 {
 				return i == len(b)
@@ -90,8 +108,12 @@ func valid(b []byte) bool {
 			}
 			i = skipSpace(b, i+1)
 			if top == '{' {
-				if i = objectKey(b, i); i < 0 {
+				ks, ke := i, 0
+				if ke, i = objectKey(b, i); i < 0 {
 					return false
+				}
+				if members != nil && len(stack) == 1 {
+					*members, open = append(*members, topMember{ks: ks + 1, ke: ke - 1, vs: i}), true
 				}
 			}
 			break
@@ -99,19 +121,20 @@ func valid(b []byte) bool {
 	}
 }
 
-// objectKey checks `"key" :` at b[i] and returns where the value starts.
-func objectKey(b []byte, i int) int {
+// objectKey checks `"key" :` at b[i] and returns the index after the key's
+// closing quote and where the value starts (-1: malformed).
+func objectKey(b []byte, i int) (ke, vs int) {
 	if i >= len(b) || b[i] != '"' {
-		return -1
+		return 0, -1
 	}
-	if i = stringEnd(b, i); i < 0 {
-		return -1
+	if ke = stringEnd(b, i); ke < 0 {
+		return 0, -1
 	}
-	i = skipSpace(b, i)
+	i = skipSpace(b, ke)
 	if i >= len(b) || b[i] != ':' {
-		return -1
+		return 0, -1
 	}
-	return skipSpace(b, i+1)
+	return ke, skipSpace(b, i+1)
 }
 
 // stringEnd checks the string whose quote is at b[i] and returns the index
