@@ -291,8 +291,7 @@ func FuzzValid(f *testing.F) {
 // those the lenient scanner walks (members), for every valid object.
 func checkTopMembers(t *testing.T, b []byte) {
 	t.Helper()
-	var got []topMember
-	ok := validMembers(b, &got)
+	got, ok := validMembers(b, []topMember{})
 	if ok != json.Valid(b) {
 		t.Fatalf("validMembers(%q) = %v, json.Valid says %v", b, ok, !ok)
 	}
@@ -329,8 +328,8 @@ func TestValidMembers(t *testing.T) {
 	} {
 		checkTopMembers(t, []byte(s))
 	}
-	var ms []topMember
-	if !validMembers([]byte(`{"model":"m","messages":[{"role":"user"}]}`), &ms) || len(ms) != 2 {
+	ms, ok := validMembers([]byte(`{"model":"m","messages":[{"role":"user"}]}`), []topMember{})
+	if !ok || len(ms) != 2 {
 		t.Fatalf("members %v", ms)
 	}
 }

@@ -138,8 +138,8 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 	// Checked and walked in one pass: the members' places come with the
 	// verdict.
 	var membersBuf [16]topMember
-	ms := membersBuf[:0]
-	if !validMembers(body, &ms) {
+	ms, ok := validMembers(body, membersBuf[:0])
+	if !ok {
 		var raw json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil {
 			var se *json.SyntaxError

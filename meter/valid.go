@@ -18,7 +18,10 @@ var strPlain = func() (t [256]bool) {
 // around it, exactly as encoding/json.Valid does (FuzzValid compares them),
 // in a single pass without a call per byte: every request body goes
 // through it before the gate trusts its own lenient scanner.
-func valid(b []byte) bool { return validMembers(b, nil) }
+func valid(b []byte) bool {
+	_, ok := validMembers(b, nil)
+	return ok
+}
 
 // topMember is where a top-level member of an object stands in its body: the
 // key's content (between the quotes, still escaped) at [ks:ke], the value
@@ -26,9 +29,11 @@ func valid(b []byte) bool { return validMembers(b, nil) }
 type topMember struct{ ks, ke, vs, ve int }
 
 // validMembers is valid that also, when b is an object and members is not
-// nil, appends each top-level member to *members as it checks it: the walk
-// over the body's members that would follow needs no second pass.
-func validMembers(b []byte, members *[]topMember) bool {
+// nil, appends each top-level member to members as it checks it and returns
+// them: the walk over the body's members that would follow needs no second
+// pass. (Returned rather than written through a pointer, a caller's array
+// on its stack stays there.)
+func validMembers(b []byte, members []topMember) ([]topMember, bool) {
 	// stack holds '{' or '[' for each open container; 64 levels live on
 	// the stack frame, deeper bodies grow it.
 	var buf [64]byte
@@ -38,12 +43,12 @@ func validMembers(b []byte, members *[]topMember) bool {
 	for {
 		// A value starts at b[i].
 		if i >= len(b) {
-			return false
+			return members, false
 		}
 		switch c := b[i]; {
 		case c == '{' || c == '[':
 			if len(stack) == maxDepth {
-				return false
+				return members, false
 			}
 			stack = append(stack, c)
 			i = skipSpace(b, i+1)
@@ -55,47 +60,47 @@ func validMembers(b []byte, members *[]topMember) bool {
 			if c == '{' {
 				ks, ke := i, 0
 				if ke, i = objectKey(b, i); i < 0 {
-					return false
+					return members, false
 				}
 				if members != nil && len(stack) == 1 {
-					*members, open = append(*members, topMember{ks: ks + 1, ke: ke - 1, vs: i}), true
+					members, open = append(members, topMember{ks: ks + 1, ke: ke - 1, vs: i}), true
 				}
 			}
 			continue
 		case c == '"':
 			if i = stringEnd(b, i); i < 0 {
-				return false
+				return members, false
 			}
 		case c == '-' || c >= '0' && c <= '9':
 			if i = numberEnd(b, i); i < 0 {
-				return false
+				return members, false
 			}
 		case c == 't':
 			if i = literalEnd(b, i, "true"); i < 0 {
-				return false
+				return members, false
 			}
 		case c == 'f':
 			if i = literalEnd(b, i, "false"); i < 0 {
-				return false
+				return members, false
 			}
 		case c == 'n':
 			if i = literalEnd(b, i, "null"); i < 0 {
-				return false
+				return members, false
 			}
 		default:
-			return false
+			return members, false
 		}
 		// After a value: close containers, or go on to the next element.
 		for {
 			if open && len(stack) == 1 { // a top-level member's value ended
-				(*members)[len(*members)-1].ve, open = i, false
+				members[len(members)-1].ve, open = i, false
 			}
 			i = skipSpace(b, i)
 			if len(stack) == 0 {
-				return i == len(b)
+				return members, i == len(b)
 			}
 			if i >= len(b) {
-				return false
+				return members, false
 			}
 			top := stack[len(stack)-1]
 			if b[i] == top+2 {
@@ -104,16 +109,16 @@ func validMembers(b []byte, members *[]topMember) bool {
 				continue
 			}
 			if b[i] != ',' {
-				return false
+				return members, false
 			}
 			i = skipSpace(b, i+1)
 			if top == '{' {
 				ks, ke := i, 0
 				if ke, i = objectKey(b, i); i < 0 {
-					return false
+					return members, false
 				}
 				if members != nil && len(stack) == 1 {
-					*members, open = append(*members, topMember{ks: ks + 1, ke: ke - 1, vs: i}), true
+					members, open = append(members, topMember{ks: ks + 1, ke: ke - 1, vs: i}), true
 				}
 			}
 			break
