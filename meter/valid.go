@@ -14,25 +14,20 @@ var strPlain = func() (t [256]bool) {
 	return t
 }()
 
-// valid reports whether b is one JSON value with nothing but whitespace
-// around it, exactly as encoding/json.Valid does (FuzzValid compares them),
-// in a single pass without a call per byte: every request body goes
-// through it before the gate trusts its own lenient scanner.
-func valid(b []byte) bool {
-	_, ok := validMembers(b, nil)
-	return ok
-}
-
 // topMember is where a top-level member of an object stands in its body: the
 // key's content (between the quotes, still escaped) at [ks:ke], the value
 // at [vs:ve].
 type topMember struct{ ks, ke, vs, ve int }
 
-// validMembers is valid that also, when b is an object and members is not
-// nil, appends each top-level member to members as it checks it and returns
-// them: the walk over the body's members that would follow needs no second
-// pass. (Returned rather than written through a pointer, a caller's array
-// on its stack stays there.)
+// validMembers reports whether b is one JSON value with nothing but
+// whitespace around it, exactly as encoding/json.Valid does (FuzzValid
+// compares them), in a single pass without a call per byte: every request
+// body goes through it before the gate trusts its own lenient scanner. When
+// b is an object and members is not nil, it also appends each top-level
+// member to members as it checks it and returns them, so the walk over the
+// body's members that would follow needs no second pass. (Returned rather
+// than written through a pointer, a caller's array on its stack stays
+// there.)
 func validMembers(b []byte, members []topMember) ([]topMember, bool) {
 	// stack holds '{' or '[' for each open container; 64 levels live on
 	// the stack frame, deeper bodies grow it.
