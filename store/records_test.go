@@ -467,3 +467,38 @@ func TestPrune(t *testing.T) {
 		t.Errorf("Prune(all) = %d, %v; want %d", n, err, len(left))
 	}
 }
+
+// TestPutOrder: a batch's records go to bbolt in key order, whatever order
+// they settled in, each exactly once.
+func TestPutOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 2, 50, 1000} {
+		var keys []byte
+		for i := range n {
+			// Times within a few ms, with ties; seq grows with i.
+			keys = recordKey(keys, uint64(1e18)+uint64(r.IntN(5))*1e6, uint64(i+1))
+		}
+		order := putOrder(keys, n)
+		seen := make([]bool, n)
+		for k, i := range order {
+			if seen[i] {
+				t.Fatalf("n=%d: record %d put twice", n, i)
+			}
+			seen[i] = true
+			if k > 0 && string(keys[16*order[k-1]:16*order[k-1]+16]) >= string(keys[16*i:16*i+16]) {
+				t.Fatalf("n=%d: put %d before %d, out of key order", n, order[k-1], i)
+			}
+		}
+		if len(order) != n {
+			t.Fatalf("n=%d: %d puts", n, len(order))
+		}
+	}
+	// Keys already in order keep it.
+	var keys []byte
+	for i := range 10 {
+		keys = recordKey(keys, uint64(i), uint64(i))
+	}
+	if got := putOrder(keys, 10); !slices.Equal(got, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+		t.Fatalf("sorted keys reordered: %v", got)
+	}
+}
