@@ -73,24 +73,36 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w)
 		return nil
 	}
+	x := exchange{h: h, w: w, r: r, c: c, req: req, ep: ep, res: res, prompt: prompt, start: start}
+	x.forward(next, body)
+	return nil
+}
+
+// forward rewrites the body as admitted, hands the request on, counts the
+// response and settles. Its defers are few and its returns fewer, so the
+// compiler open-codes them: serveMetered, with a return for every refusal,
+// would have them run through the runtime's defer chain on every request.
+func (x *exchange) forward(next caddyhttp.Handler, body []byte) {
+	h, w, r, req, res := x.h, x.w, x.r, x.req, x.res
 	settled := false
 	defer func() {
 		if !settled { // a panic below must not pin the reservation
 			res.Cancel()
 		}
 	}()
-
 	opts := meter.RewriteOptions{
-		InjectUsage: req.Stream && !req.IncludeUsage && (ep == meter.EndpointChat || ep == meter.EndpointCompletions),
+		InjectUsage: req.Stream && !req.IncludeUsage && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions),
 	}
-	if hasTokenLimit(c.eff.Limits) && (req.MaxTokens == 0 || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
+	if hasTokenLimit(x.c.eff.Limits) && (req.MaxTokens == 0 || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
 		opts.MaxTokens = res.OutputCap
 	}
-	if body, err = meter.Rewrite(body, req, opts); err != nil {
+	body, err := meter.Rewrite(body, req, opts)
+	if err != nil {
 		res.Cancel()
+		settled = true
 		h.countOutcome(outcomeBadRequest)
 		errBadRequest("invalid_json", err.Error()).write(w)
-		return nil
+		return
 	}
 	if int64(len(body)) != r.ContentLength {
 		r.ContentLength = int64(len(body))
@@ -100,10 +112,10 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	rb.Reset(body)
 	r.Body = rb
 
-	mw := getWriter(w, h, ep, req.Stream && opts.InjectUsage && h.hide, start)
+	mw := getWriter(w, h, x.ep, req.Stream && opts.InjectUsage && h.hide, x.start)
 	defer putWriter(mw)
 	mw.rate = res.Rate
-	x := &exchange{h: h, w: w, r: r, c: c, req: req, ep: ep, res: res, mw: mw, prompt: prompt, start: start}
+	x.mw = mw
 	gate.Metrics.ActiveStreams.Inc()
 	defer func() {
 		gate.Metrics.ActiveStreams.Dec()
@@ -112,11 +124,12 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		// then let the panic do its job.
 		if p := recover(); p != nil {
 			x.settle(errors.New("response aborted"))
+			settled = true
 			panic(p)
 		}
 	}()
 	x.settle(next.ServeHTTP(mw, r))
-	return nil
+	settled = true
 }
 
 // exchange is one metered request on its way back.
