@@ -10,20 +10,31 @@ import (
 	"github.com/llmgate/llmgate/store"
 )
 
-// Outcomes of a request, the label of caddy_llm_gate_requests_total.
+// outcome is how a request ended, the label of
+// caddy_llm_gate_requests_total.
+type outcome uint8
+
 const (
-	outcomeOK            = "ok"
-	outcomeUnauthorized  = "unauthorized"
-	outcomeForbidden     = "forbidden"
-	outcomeBadRequest    = "bad_request"
-	outcomeQuota         = "quota"
-	outcomeRate          = "rate"
-	outcomeUpstreamError = "upstream_error"
-	outcomeClientAbort   = "client_abort"
-	outcomeInternal      = "internal_error"
+	outcomeOK outcome = iota
+	outcomeUnauthorized
+	outcomeForbidden
+	outcomeBadRequest
+	outcomeQuota
+	outcomeRate
+	outcomeUpstreamError
+	outcomeClientAbort
+	outcomeInternal
+	numOutcomes
 )
 
-func outcomeFor(e *apiError) string {
+var outcomeNames = [numOutcomes]string{
+	"ok", "unauthorized", "forbidden", "bad_request", "quota", "rate",
+	"upstream_error", "client_abort", "internal_error",
+}
+
+func (o outcome) String() string { return outcomeNames[o] }
+
+func outcomeFor(e *apiError) outcome {
 	switch e.Status {
 	case 401:
 		return outcomeUnauthorized
@@ -35,23 +46,25 @@ func outcomeFor(e *apiError) string {
 	return outcomeBadRequest
 }
 
-func outcomeForDenial(d *quota.Denial) string {
+func outcomeForDenial(d *quota.Denial) outcome {
 	if d.Kind == quota.Budget {
 		return outcomeQuota
 	}
 	return outcomeRate
 }
 
-// outcomeCounters holds the requests_total child of each outcome: looking
-// one up by its labels hashes them and takes a lock, on every request.
-var outcomeCounters sync.Map // outcome -> prometheus.Counter
+// outcomeCounters holds the requests_total child of each outcome, made on
+// the outcome's first use: looking one up by its labels hashes them and
+// takes a lock, on every request.
+var outcomeCounters [numOutcomes]struct {
+	once sync.Once
+	c    prometheus.Counter
+}
 
-func (h *Handler) countOutcome(outcome string) {
-	c, ok := outcomeCounters.Load(outcome)
-	if !ok {
-		c, _ = outcomeCounters.LoadOrStore(outcome, gate.Metrics.Requests.WithLabelValues(outcome))
-	}
-	c.(prometheus.Counter).Inc()
+func (h *Handler) countOutcome(o outcome) {
+	oc := &outcomeCounters[o]
+	oc.once.Do(func() { oc.c = gate.Metrics.Requests.WithLabelValues(o.String()) })
+	oc.c.Inc()
 }
 
 // modelCounters holds the tokens_total children of each model (prompt,
