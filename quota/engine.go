@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -102,6 +101,7 @@ func (r *Reservation) release(charge bool, tokens int64) {
 	u := r.u
 	u.reserved -= r.Reserved
 	u.inFlight--
+	r.sh.held--
 	if charge && tokens > 0 {
 		u.roll(&c)
 		for w := Hour; w < NumWindows; w++ {
@@ -111,7 +111,6 @@ func (r *Reservation) release(charge bool, tokens int64) {
 		r.sh.markDirty(u)
 	}
 	r.sh.mu.Unlock()
-	r.e.reservations.Add(-1)
 }
 
 // Options configure an Engine.
@@ -130,7 +129,8 @@ type shard struct {
 	mu    sync.Mutex
 	users map[string]*userState
 	dirty []*userState
-	_     [64 - 8 - 8 - 24]byte // keep shards on separate cache lines
+	held  int64                     // reservations held by the shard's users
+	_     [64 - 8 - 8 - 24 - 8]byte // keep shards on separate cache lines
 }
 
 func (sh *shard) markDirty(u *userState) {
@@ -143,10 +143,9 @@ func (sh *shard) markDirty(u *userState) {
 // Engine holds every user's window counters, reservations and in-flight
 // counts. It is safe for concurrent use.
 type Engine struct {
-	now          func() time.Time
-	load         func(string) ([]byte, error)
-	shards       [numShards]shard
-	reservations atomic.Int64
+	now    func() time.Time
+	load   func(string) ([]byte, error)
+	shards [numShards]shard
 }
 
 // NewEngine returns an empty engine.
@@ -302,6 +301,7 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 	}
 	u.reserved = satAdd(u.reserved, r.Reserved)
 	u.inFlight++
+	sh.held++
 	for w := Hour; w < NumWindows; w++ {
 		u.requests[w] = satAdd(u.requests[w], 1)
 	}
@@ -311,7 +311,6 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 		r.Rate = u.rateStatus(&c, l)
 	}
 	sh.mu.Unlock()
-	e.reservations.Add(1)
 	return r, nil
 }
 
@@ -563,4 +562,15 @@ func (e *Engine) MarkDirty(user string) {
 }
 
 // Reservations returns the number of reservations held across all users.
-func (e *Engine) Reservations() int { return int(e.reservations.Load()) }
+// Each shard counts its own under the lock it takes anyway, so admitting
+// and releasing touch no counter shared by every core.
+func (e *Engine) Reservations() int {
+	n := int64(0)
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		n += sh.held
+		sh.mu.Unlock()
+	}
+	return int(n)
+}
