@@ -254,3 +254,75 @@ func TestTextCache(t *testing.T) {
 		t.Fatal("a text under TextCacheMin was kept")
 	}
 }
+
+// TestShortCache checks that the short-piece cache holds pieces exactly
+// (bytes and length, zero bytes included), that a colliding piece evicts
+// the old one, and that counting through it agrees with counting without.
+func TestShortCache(t *testing.T) {
+	c := &shortCache{}
+	for _, p := range []string{"ab", "ab\x00", "\x00ab", "abcdefg", "\xff\xff\xff\xff\xff\xff\xff"} {
+		if _, ok := c.get(shortKey(p)); ok {
+			t.Fatalf("%q: hit in an empty cache", p)
+		}
+	}
+	c.put(shortKey("ab"), 1)
+	c.put(shortKey("abcdefg"), 7)
+	c.put(shortKey("\xff\xff\xff\xff\xff\xff\xff"), 7)
+	for p, want := range map[string]int{"ab": 1, "abcdefg": 7, "\xff\xff\xff\xff\xff\xff\xff": 7} {
+		if n, ok := c.get(shortKey(p)); !ok || n != want {
+			t.Errorf("get(%q) = %d, %v; want %d", p, n, ok, want)
+		}
+	}
+	// Pieces that differ only by a zero byte are different keys.
+	if shortKey("ab") == shortKey("ab\x00") || shortKey("ab") == shortKey("\x00ab") {
+		t.Fatal("a zero byte does not change the key")
+	}
+	if _, ok := c.get(shortKey("ab\x00")); ok {
+		t.Error(`"ab\x00" hit "ab"'s entry`)
+	}
+	// A piece in the same slot replaces the old one.
+	var other string
+	for i := 0; other == ""; i++ {
+		if k := "k" + strconv.Itoa(i); c.slot(shortKey(k)) == c.slot(shortKey("ab")) {
+			other = k
+		}
+	}
+	c.put(shortKey(other), 2)
+	if _, ok := c.get(shortKey("ab")); ok {
+		t.Fatal("colliding put did not evict")
+	}
+	if n, ok := c.get(shortKey(other)); !ok || n != 2 {
+		t.Fatalf("get(%q) = %d, %v", other, n, ok)
+	}
+
+	// Through a model: short pieces, tokens and merged ones, counted on
+	// several goroutines, twice (the second time from the cache), agree with
+	// the merge.
+	tok, err := Get("cl100k_base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pieces := []string{" the", "ing", " a", "Qwxyz", " éàü", "zzzzzzz", "\x00\x00", " 1234", "\t\t\t"}
+	want := make([]int, len(pieces))
+	for i, p := range pieces {
+		want[i] = tok.m.merge(p, nil)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 2*len(pieces); k++ {
+				i := (k + g) % len(pieces)
+				if n := tok.m.countPiece(pieces[i]); n != want[i] {
+					t.Errorf("countPiece(%q) = %d, want %d", pieces[i], n, want[i])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n, ok := tok.m.short.get(shortKey("Qwxyz")); !ok || n != want[3] || n < 2 {
+		t.Errorf("short cache holds %d, %v for a piece of %d tokens", n, ok, want[3])
+	}
+}

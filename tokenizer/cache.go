@@ -118,3 +118,62 @@ func (c *textCache) put(h uint64, size, n int) {
 	s.check.Store(h ^ v)
 	s.val.Store(v)
 }
+
+// shortPieceMax is the longest piece a shortCache holds: its bytes, its
+// length and its count fit one word.
+const shortPieceMax = 7
+
+// shortSlots is the number of entries of a shortCache: 64 KiB, which stays
+// in a core's L2 cache between requests.
+const (
+	shortBits  = 13
+	shortSlots = 1 << shortBits
+)
+
+// shortCache remembers the counts of short pieces (" the", " and", "ing"),
+// most of the pieces of any text, whether tokens themselves or merged from
+// several. Without it a short piece costs a hash and a probe of the rank
+// table, megabytes that under load are rarely still in a core's cache when
+// the next request comes: two misses per word. An entry holds the piece
+// itself, so a hit is exact, never a hash match: bytes in the low 56 bits,
+// then the length (1 to 7; 0 is an empty slot) and the count (1 to 7, a
+// piece has no more tokens than bytes), read and written as one atomic word.
+// A colliding piece replaces the one in its slot.
+type shortCache struct {
+	slots [shortSlots]atomic.Uint64
+}
+
+const (
+	shortLenShift   = 56
+	shortCountShift = 59
+	shortKeyMask    = 1<<shortCountShift - 1 // bytes and length
+)
+
+// shortKey packs a piece of 1 to shortPieceMax bytes with its length.
+func shortKey(p string) uint64 {
+	k := uint64(len(p)) << shortLenShift
+	for i := 0; i < len(p); i++ {
+		k |= uint64(p[i]) << (8 * i)
+	}
+	return k
+}
+
+// slot picks a key's slot by Fibonacci hashing: a multiply and a shift.
+func (c *shortCache) slot(k uint64) *atomic.Uint64 {
+	return &c.slots[(k*0x9E3779B97F4A7C15)>>(64-shortBits)]
+}
+
+// get returns the count of the piece whose shortKey is k.
+func (c *shortCache) get(k uint64) (int, bool) {
+	e := c.slot(k).Load()
+	if e&shortKeyMask == k {
+		return int(e >> shortCountShift), true
+	}
+	return 0, false
+}
+
+// put records the count n (1 to shortPieceMax) of the piece whose shortKey
+// is k.
+func (c *shortCache) put(k uint64, n int) {
+	c.slot(k).Store(k | uint64(n)<<shortCountShift)
+}

@@ -63,6 +63,7 @@ type model struct {
 	maxTokenLen int        // longest token, in bytes
 	split       splitFunc
 	cache       *countCache
+	short       *shortCache
 	texts       *textCache
 }
 
@@ -148,7 +149,7 @@ func loadModel(name string) (*model, error) {
 		buf = buf[:start+n]
 		spans = append(spans, tokenSpan{start, start + n, rank})
 	}
-	m := &model{split: splitters[name], cache: newCountCache(), texts: newTextCache()}
+	m := &model{split: splitters[name], cache: newCountCache(), short: &shortCache{}, texts: newTextCache()}
 	for _, sp := range spans {
 		m.maxTokenLen = max(m.maxTokenLen, sp.end-sp.start)
 	}
@@ -248,6 +249,20 @@ func (m *model) countPiece(p string) int {
 	if len(p) == 1 {
 		return 1 // every byte is a token
 	}
+	if len(p) <= shortPieceMax {
+		k := shortKey(p)
+		if n, ok := m.short.get(k); ok {
+			return n
+		}
+		n := m.countLong(p)
+		m.short.put(k, n)
+		return n
+	}
+	return m.countLong(p)
+}
+
+// countLong is countPiece without the short-piece cache.
+func (m *model) countLong(p string) int {
 	if len(p) <= m.maxTokenLen {
 		if _, ok := m.ranks.get(p); ok {
 			return 1
