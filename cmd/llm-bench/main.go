@@ -107,7 +107,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.StreamTokens, "stream-tokens", 256, "tokens per stream")
 	fs.Float64Var(&o.StreamTPS, "stream-tps", 50, "decode rate of each stream in tokens/s")
 	chunks := fs.String("chunks", "1,4", "tokens per chunk, one stream scenario each")
-	fs.IntVar(&o.StreamRounds, "stream-rounds", 3, "rounds of the stream scenario")
+	fs.IntVar(&o.StreamRounds, "stream-rounds", 5, "rounds of the stream scenario (per path, then as many mixed)")
 	fs.IntVar(&o.StreamUsers, "stream-users", 1, "JWT users the gate's streams are spread over, round-robin (1: every stream is the same user's)")
 	fs.DurationVar(&o.Ramp, "ramp", time.Second, "streams start evenly spread over this time")
 	fs.IntVar(&o.PromptTokens, "prompt-tokens", 100000, "prompt size of the bigprompt scenario")
