@@ -201,8 +201,12 @@ func (t *Tokenizer) count(s string) int {
 		return 0
 	}
 	s = validUTF8(s)
-	if procs := runtime.GOMAXPROCS(0); procs > 1 && len(s) >= parallelMin {
-		return t.m.countChunks(s, max(len(s)/procs, parallelMin/2))
+	// Length first: GOMAXPROCS takes the scheduler's global lock, which a
+	// short text (every chat message) has no reason to contend for.
+	if len(s) >= parallelMin {
+		if procs := runtime.GOMAXPROCS(0); procs > 1 {
+			return t.m.countChunks(s, max(len(s)/procs, parallelMin/2))
+		}
 	}
 	return t.m.count(s)
 }
