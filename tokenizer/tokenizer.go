@@ -265,14 +265,16 @@ func (m *model) countPiece(p string) int {
 	return m.countLong(p)
 }
 
-// countLong is countPiece without the short-piece cache.
+// countLong is countPiece without the short-piece cache. The piece cache
+// holds the pieces longer than the short-piece cache does, so that each
+// piece has one place.
 func (m *model) countLong(p string) int {
 	if len(p) <= m.maxTokenLen {
 		if _, ok := m.ranks.get(p); ok {
 			return 1
 		}
 	}
-	if len(p) > maxCachedPiece {
+	if len(p) > maxCachedPiece || len(p) <= shortPieceMax {
 		return m.merge(p, nil)
 	}
 	if n, ok := m.cache.get(p); ok {
