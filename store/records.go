@@ -309,9 +309,13 @@ func (s *Store) Commit(b *Batch) error {
 			}
 		}
 
+		// The reads go through one cursor per bucket, repositioned for
+		// each key: Bucket.Get makes a cursor, and grows its stack, on
+		// every call (allocations per user and per flush, with many users).
 		ab := tx.Bucket(bucketAgg)
+		ac := ab.Cursor()
 		for _, d := range deltas {
-			sum := decodeSums(ab.Get(d.key))
+			sum := decodeSums(seekValue(ac, d.key))
 			sum.add(&d.sums)
 			if err := ab.Put(d.key, sum.encode()); err != nil {
 				return err
@@ -319,8 +323,9 @@ func (s *Store) Commit(b *Batch) error {
 		}
 
 		users, cb := tx.Bucket(bucketUsers), tx.Bucket(bucketCounters)
+		uc := users.Cursor()
 		for _, user := range sortedKeys(b.Counters) {
-			if users.Get([]byte(user)) == nil {
+			if seekValue(uc, []byte(user)) == nil {
 				continue
 			}
 			var err error
@@ -350,6 +355,17 @@ func (s *Store) Commit(b *Batch) error {
 		}
 		return nil
 	})
+}
+
+// seekValue is the bucket's Get(key) through a cursor of the bucket: nil if
+// key is absent (or a nested bucket). Seek repositions the cursor from the
+// root, so it stays right after writes to the bucket.
+func seekValue(c *bolt.Cursor, key []byte) []byte {
+	k, v := c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -304,8 +304,10 @@ func TestCommit(t *testing.T) {
 		{Time: t0.Add(time.Hour), User: "bob", Model: "m", PromptTokens: 100, CompletionTokens: 200},
 	}
 	err := s.Commit(&Batch{
-		Records:     recs,
-		Counters:    map[string][]byte{"alice": []byte("A"), "bob": []byte("B"), "ghost": []byte("G")},
+		Records: recs,
+		// Users that do not exist sort before, between and after those that
+		// do, and one is a prefix of one that does.
+		Counters:    map[string][]byte{"alice": []byte("A"), "bob": []byte("B"), "ghost": []byte("G"), "al": []byte("G"), "alicia": []byte("G"), "aaron": []byte("G")},
 		KeyLastUsed: map[string]time.Time{"k1": t0.Add(time.Minute), "unknown-key": t0},
 	})
 	if err != nil {
@@ -331,8 +333,10 @@ func TestCommit(t *testing.T) {
 			t.Errorf("counters of %s = %q", user, c)
 		}
 	}
-	if c, err := s.LoadCounters("ghost"); c != nil || err != nil {
-		t.Errorf("counters of a user that does not exist: %q, %v", c, err)
+	for _, ghost := range []string{"ghost", "al", "alicia", "aaron"} {
+		if c, err := s.LoadCounters(ghost); c != nil || err != nil {
+			t.Errorf("counters of %s, a user that does not exist: %q, %v", ghost, c, err)
+		}
 	}
 	if k, _ := s.GetKey("k1"); !k.LastUsed.Equal(t0.Add(time.Minute)) {
 		t.Errorf("last used %v", k.LastUsed)
