@@ -314,3 +314,23 @@ func BenchmarkEstimatePrompt100k(b *testing.B) {
 		b.ReportMetric(float64(n), "tokens")
 	})
 }
+
+// BenchmarkParseUsage reads the usage object of a response: vLLM's shape
+// (integers and nulls) and one with prompt details (a nested
+// object).
+func BenchmarkParseUsage(b *testing.B) {
+	for _, c := range []struct{ name, v string }{
+		{"vllm", `{"prompt_tokens":27,"total_tokens":43,"completion_tokens":16,"prompt_tokens_details":null,"completion_tokens_details":null}`},
+		{"details", `{"prompt_tokens":27,"total_tokens":43,"completion_tokens":16,"prompt_tokens_details":{"cached_tokens":16}}`},
+	} {
+		v := []byte(c.v)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := parseUsage(v); !ok {
+					b.Fatal("not read")
+				}
+			}
+		})
+	}
+}

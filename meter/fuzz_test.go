@@ -358,3 +358,29 @@ func TestValidStringRuns(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseUsage checks that the one-loop reading of a usage object, wherever
+// it answers, answers as the general walk does.
+func FuzzParseUsage(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt_tokens":27,"total_tokens":43,"completion_tokens":16,"prompt_tokens_details":null,"completion_tokens_details":null}`,
+		`{"input_tokens":5,"output_tokens":7}`,
+		` { "prompt_tokens" : 1 , "prompt_tokens" : 2 } `,
+		`{}`, `{"prompt_tokens":null}`, `{"prompt_tokens":012}`, `{"prompt_tokens":-1}`,
+		`{"prompt_tokens":1.5}`, `{"prompt\u005ftokens":3}`, `{"prompt_tokens_details":{"cached_tokens":4}}`,
+		`{"total_tokens":99999999999999999999}`, `{"a":1,}`, `{"a":1} x`, `{"a"1}`, `{"a":nul}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var fl usageFields
+		if !fl.readFast(v) {
+			return
+		}
+		got := fl.usage()
+		want, ok := walkUsage(v)
+		if !ok || got != want {
+			t.Fatalf("usage %q: fast %+v, walk %+v %v", v, got, want, ok)
+		}
+	})
+}

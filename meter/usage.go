@@ -90,51 +90,127 @@ func count(v []byte) int64 {
 // present the chat one wins; a repeated key takes its last value, as Python's
 // and Go's JSON decoders do.
 func parseUsage(v []byte) (u Usage, ok bool) {
-	var pt, inT, ct, outT, tt, cachedP, cachedI int64
-	var havePT, haveCT, haveTT, haveCachedP bool
+	var f usageFields
+	if f.readFast(v) {
+		return f.usage(), true
+	}
+	return walkUsage(v)
+}
+
+// walkUsage is parseUsage through the general object walk.
+func walkUsage(v []byte) (u Usage, ok bool) {
+	var f usageFields
 	bad := false
 	for key, val := range members(v, &bad) {
-		switch string(key) {
-		case "prompt_tokens":
-			pt, havePT = count(val), true
-		case "input_tokens":
-			inT = count(val)
-		case "completion_tokens":
-			ct, haveCT = count(val), true
-		case "output_tokens":
-			outT = count(val)
-		case "total_tokens":
-			tt, haveTT = count(val), true
-		case "prompt_tokens_details":
-			cachedP, haveCachedP = cachedTokens(val), true
-		case "input_tokens_details":
-			cachedI = cachedTokens(val)
-		}
+		f.set(key, val)
 	}
 	if bad {
 		return Usage{}, false
 	}
-	if havePT {
-		u.PromptTokens = pt
-	} else {
-		u.PromptTokens = inT
+	return f.usage(), true
+}
+
+// usageFields collects the members of a usage object.
+type usageFields struct {
+	pt, inT, ct, outT, tt, cachedP, cachedI int64
+	havePT, haveCT, haveTT, haveCachedP     bool
+}
+
+// set reads one member: key unescaped, val its raw value.
+func (f *usageFields) set(key, val []byte) {
+	switch string(key) {
+	case "prompt_tokens":
+		f.pt, f.havePT = count(val), true
+	case "input_tokens":
+		f.inT = count(val)
+	case "completion_tokens":
+		f.ct, f.haveCT = count(val), true
+	case "output_tokens":
+		f.outT = count(val)
+	case "total_tokens":
+		f.tt, f.haveTT = count(val), true
+	case "prompt_tokens_details":
+		f.cachedP, f.haveCachedP = cachedTokens(val), true
+	case "input_tokens_details":
+		f.cachedI = cachedTokens(val)
 	}
-	if haveCT {
-		u.CompletionTokens = ct
-	} else {
-		u.CompletionTokens = outT
+}
+
+// readFast reads v, a usage object, in one loop over its members: a key is
+// found with one search for its closing quote, a value with skipValue, and
+// each goes to set as the general walk's would, so both read the same
+// usage; the walk's iterator costs several times this, and the usage of
+// every response and every stream is read. It reports false for a key with
+// an escape (which the walk unescapes) or a malformed object, and the caller
+// starts over with the walk.
+func (f *usageFields) readFast(v []byte) bool {
+	i := skipSpace(v, 0)
+	if i >= len(v) || v[i] != '{' {
+		return false
 	}
-	if haveTT {
-		u.TotalTokens = tt
+	i = skipSpace(v, i+1)
+	if i < len(v) && v[i] == '}' {
+		return true
+	}
+	for {
+		if i >= len(v) || v[i] != '"' {
+			return false
+		}
+		n := bytes.IndexByte(v[i+1:], '"')
+		if n < 0 {
+			return false
+		}
+		key := v[i+1 : i+1+n]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return false
+		}
+		if i = skipSpace(v, i+2+n); i >= len(v) || v[i] != ':' {
+			return false
+		}
+		vs := skipSpace(v, i+1)
+		ve := skipValue(v, vs)
+		if ve <= vs {
+			return false
+		}
+		f.set(key, v[vs:ve])
+		if i = skipSpace(v, ve); i >= len(v) {
+			return false
+		}
+		switch v[i] {
+		case ',':
+			i = skipSpace(v, i+1)
+		case '}':
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// usage resolves the collected members: the chat spelling of each count
+// where present, else the Responses one.
+func (f *usageFields) usage() (u Usage) {
+	if f.havePT {
+		u.PromptTokens = f.pt
+	} else {
+		u.PromptTokens = f.inT
+	}
+	if f.haveCT {
+		u.CompletionTokens = f.ct
+	} else {
+		u.CompletionTokens = f.outT
+	}
+	if f.haveTT {
+		u.TotalTokens = f.tt
 	} else {
 		u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	}
-	if haveCachedP {
-		u.CachedTokens = cachedP
+	if f.haveCachedP {
+		u.CachedTokens = f.cachedP
 	} else {
-		u.CachedTokens = cachedI
+		u.CachedTokens = f.cachedI
 	}
-	return u, true
+	return u
 }
 
 // cachedTokens reads cached_tokens from a *_tokens_details object (or null).
