@@ -30,8 +30,9 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		aerr.write(w)
 		return nil
 	}
-	req, err := meter.ParseRequest(ep, body)
-	if err != nil {
+	var reqv meter.Request
+	req := &reqv
+	if err := req.Parse(ep, body); err != nil {
 		h.countOutcome(outcomeBadRequest)
 		errBadRequest("invalid_json", err.Error()).write(w)
 		return nil
@@ -73,8 +74,8 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, req: req, ep: ep, res: res, prompt: prompt, start: start}
-	x.forward(next, body)
+	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, res: res, prompt: prompt, start: start}
+	x.forward(next, body, req)
 	return nil
 }
 
@@ -82,8 +83,8 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 // response and settles. Its defers are few and its returns fewer, so the
 // compiler open-codes them: serveMetered, with a return for every refusal,
 // would have them run through the runtime's defer chain on every request.
-func (x *exchange) forward(next caddyhttp.Handler, body []byte) {
-	h, w, r, req, res := x.h, x.w, x.r, x.req, x.res
+func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Request) {
+	h, w, r, res := x.h, x.w, x.r, x.res
 	settled := false
 	defer func() {
 		if !settled { // a panic below must not pin the reservation
@@ -138,7 +139,7 @@ type exchange struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	c      *caller
-	req    *meter.Request
+	model  string
 	ep     meter.Endpoint
 	res    *quota.Reservation
 	mw     *meteredWriter
@@ -152,7 +153,7 @@ func (x *exchange) settle(nextErr error) {
 	h, mw := x.h, x.mw
 	mw.finish()
 	rec := store.Record{
-		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.req.Model,
+		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.model,
 		Endpoint: x.ep.String(), Plan: x.c.eff.Plan, Status: mw.status,
 	}
 	usage, reported := mw.usage()

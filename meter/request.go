@@ -135,6 +135,17 @@ func invalid(format string, args ...any) error {
 // exactly (after unescaping, as vLLM's Python parser does) and a repeated key
 // takes its last value.
 func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
+	r := new(Request)
+	if err := r.Parse(ep, body); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Parse is ParseRequest into r, which the caller may keep on its stack: the
+// gate parses one per request. On an error r holds a part of the body's
+// fields and is not to be used.
+func (r *Request) Parse(ep Endpoint, body []byte) error {
 	// Checked and walked in one pass: the members' places come with the
 	// verdict.
 	var membersBuf [16]topMember
@@ -144,16 +155,16 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 		if err := json.Unmarshal(body, &raw); err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
-				return nil, invalid("body is not valid JSON: %v (at byte %d)", err, se.Offset)
+				return invalid("body is not valid JSON: %v (at byte %d)", err, se.Offset)
 			}
-			return nil, invalid("body is not valid JSON: %v", err)
+			return invalid("body is not valid JSON: %v", err)
 		}
-		return nil, invalid("body is not valid JSON")
+		return invalid("body is not valid JSON")
 	}
 	if !isObject(body) {
-		return nil, invalid("body must be a JSON object")
+		return invalid("body must be a JSON object")
 	}
-	r := &Request{Endpoint: ep, N: 1, Prompts: 1}
+	*r = Request{Endpoint: ep, N: 1, Prompts: 1}
 	var maxTokens, maxCompletion, maxOutput optInt
 	var kb [maxKeyBytes]byte
 	for _, m := range ms {
@@ -216,7 +227,7 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 			r.instructions = nonNull(val)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 	switch ep {
@@ -234,7 +245,7 @@ func ParseRequest(ep Endpoint, body []byte) (*Request, error) {
 			r.setCap(maxTokens, "max_tokens")
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // requestFields are the members ParseRequest reads.
