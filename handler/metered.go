@@ -53,7 +53,8 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 	engine := h.state.Engine
-	res, err := engine.Admit(quota.Request{
+	var res quota.Reservation
+	err := engine.AdmitTo(&res, quota.Request{
 		User:          c.user.ID,
 		Limits:        c.eff.Limits,
 		Prompt:        prompt,
@@ -74,8 +75,8 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, res: res, prompt: prompt, start: start}
-	x.forward(next, body, req)
+	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
+	x.forward(next, body, req, &res)
 	return nil
 }
 
@@ -83,8 +84,8 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 // response and settles. Its defers are few and its returns fewer, so the
 // compiler open-codes them: serveMetered, with a return for every refusal,
 // would have them run through the runtime's defer chain on every request.
-func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Request) {
-	h, w, r, res := x.h, x.w, x.r, x.res
+func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Request, res *quota.Reservation) {
+	h, w, r := x.h, x.w, x.r
 	settled := false
 	defer func() {
 		if !settled { // a panic below must not pin the reservation
@@ -124,12 +125,12 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		// connection when the upstream cut its own: charge what was relayed,
 		// then let the panic do its job.
 		if p := recover(); p != nil {
-			x.settle(errors.New("response aborted"))
+			x.settle(res, errors.New("response aborted"))
 			settled = true
 			panic(p)
 		}
 	}()
-	x.settle(next.ServeHTTP(mw, r))
+	x.settle(res, next.ServeHTTP(mw, r))
 	settled = true
 }
 
@@ -141,15 +142,15 @@ type exchange struct {
 	c      *caller
 	model  string
 	ep     meter.Endpoint
-	res    *quota.Reservation
 	mw     *meteredWriter
 	prompt int64
 	start  time.Time
 }
 
-// settle charges what the response shows, keeps the record and answers an
-// upstream failure that left the client without a response.
-func (x *exchange) settle(nextErr error) {
+// settle charges what the response shows to the reservation, keeps the
+// record and answers an upstream failure that left the client without a
+// response.
+func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	h, mw := x.h, x.mw
 	mw.finish()
 	rec := store.Record{
@@ -169,9 +170,9 @@ func (x *exchange) settle(nextErr error) {
 		rec.PromptTokens, rec.Estimated = x.prompt, true
 	}
 	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
-		x.res.Cancel()
+		res.Cancel()
 	} else {
-		x.res.Settle(rec.PromptTokens, rec.CompletionTokens)
+		res.Settle(rec.PromptTokens, rec.CompletionTokens)
 	}
 	if !mw.wroteHeader && nextErr != nil {
 		status := http.StatusBadGateway

@@ -239,6 +239,16 @@ func (e *Engine) view(user string, fn func(u *userState, c *clock)) error {
 // it returns a *Denial and changes nothing. An error from Options.Load is
 // returned as is.
 func (e *Engine) Admit(req Request) (*Reservation, error) {
+	r := new(Reservation)
+	if err := e.AdmitTo(r, req); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// AdmitTo is Admit into r, which the caller may keep on its stack (the gate
+// admits one request per request). On an error r is left as it was.
+func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 	prompt := min(max(req.Prompt, 0), maxPrompt)
 	n := int64(min(max(req.Choices, 1), maxChoices))
 	want := req.Output
@@ -258,7 +268,7 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 
 	sh, u, err := e.lockUser(req.User)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	u.roll(&c)
 	minTok, minReq := u.minuteSum()
@@ -281,10 +291,10 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 	if blocked {
 		d := u.deny(&c, l, needMin, minTok, minReq)
 		sh.mu.Unlock()
-		return nil, d
+		return d
 	}
 
-	r := &Reservation{e: e, sh: sh, u: u}
+	*r = Reservation{e: e, sh: sh, u: u}
 	switch {
 	case req.PromptOnly:
 		r.Reserved = prompt
@@ -311,7 +321,7 @@ func (e *Engine) Admit(req Request) (*Reservation, error) {
 		r.Rate = u.rateStatus(&c, l)
 	}
 	sh.mu.Unlock()
-	return r, nil
+	return nil
 }
 
 // deny builds the Denial for a blocked request: of every constraint that

@@ -667,3 +667,32 @@ func TestEpochClock(t *testing.T) {
 		t.Fatalf("minute %d", tok[Minute])
 	}
 }
+
+// AdmitTo fills the caller's Reservation as Admit returns one, and leaves it
+// as it was on a refusal.
+func TestAdmitTo(t *testing.T) {
+	e, _ := newTestEngine(time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
+	req := Request{User: "u", Limits: tokens(Day, 100), Prompt: 10, Output: 20}
+	var r Reservation
+	if err := e.AdmitTo(&r, req); err != nil {
+		t.Fatal(err)
+	}
+	if r.Reserved != 30 || r.OutputCap != 20 || e.InFlight("u") != 1 || e.Reservations() != 1 {
+		t.Fatalf("reserved %d, cap %d, in flight %d, reservations %d", r.Reserved, r.OutputCap, e.InFlight("u"), e.Reservations())
+	}
+	// 70 left, so 80 is refused and the Reservation it was to fill stays.
+	big := req
+	big.Prompt = 80
+	other := Reservation{Reserved: -7}
+	var d *Denial
+	if err := e.AdmitTo(&other, big); !errors.As(err, &d) || other.Reserved != -7 || other.u != nil {
+		t.Fatalf("AdmitTo over the budget: %v, reservation %+v", err, other)
+	}
+	r.Settle(10, 5)
+	if e.InFlight("u") != 0 || e.Reservations() != 0 {
+		t.Fatalf("after Settle: in flight %d, reservations %d", e.InFlight("u"), e.Reservations())
+	}
+	if tok, _, err := e.Usage("u"); err != nil || tok[Day] != 15 {
+		t.Fatalf("charged %d, want 15", tok[Day])
+	}
+}
