@@ -30,8 +30,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		aerr.write(w)
 		return nil
 	}
-	var reqv meter.Request
-	req := &reqv
+	var req meter.Request // on the stack, as is the reservation below
 	if err := req.Parse(ep, body); err != nil {
 		h.countOutcome(outcomeBadRequest)
 		errBadRequest("invalid_json", err.Error()).write(w)
@@ -43,7 +42,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errModelNotAllowed(req.Model).write(w)
 		return nil
 	}
-	prompt := h.countPrompt(r, next, req)
+	prompt := h.countPrompt(r, next, &req)
 	// Without a client cap, reserve what the model can still produce, at
 	// most reserve_output.
 	defaultOutput := h.ReserveOutput
@@ -76,7 +75,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		return nil
 	}
 	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
-	x.forward(next, body, req, &res)
+	x.forward(next, body, &req, &res)
 	return nil
 }
 
