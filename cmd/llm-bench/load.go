@@ -313,10 +313,11 @@ func Interleaved(ctx context.Context, ts []*Target, body []byte, d time.Duration
 // target further on, so no target always follows the same one. It returns
 // one window per target: the requests sent to it (answered, possibly after
 // its slice ended) and the time it held the load, and, when cpu is not nil,
-// the CPU cpu reads over its slices. Requests still in flight when a slice
+// the CPU cpu(i) reads for target i over i's slices (0 for a target with no
+// process of its own to read). Requests still in flight when a slice
 // ends run into the next target's slice, so slice should be long next to
 // the latency. Failures go to errs under label and the target's name.
-func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, cpu func() time.Duration, errs *ErrorLog, label string) []Window {
+func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, cpu func(i int) time.Duration, errs *ErrorLog, label string) []Window {
 	out := make([]Window, len(ts))
 	if ctx.Err() != nil {
 		return out
@@ -362,7 +363,7 @@ func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice t
 			start := time.Now()
 			var c0 time.Duration
 			if cpu != nil {
-				c0 = cpu()
+				c0 = cpu(i)
 			}
 			timer.Reset(min(slice, time.Until(deadline)))
 			select {
@@ -371,7 +372,7 @@ func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice t
 			}
 			out[i].Elapsed += time.Since(start)
 			if cpu != nil {
-				out[i].CPU += cpu() - c0
+				out[i].CPU += cpu(i) - c0
 			}
 			if ctx.Err() != nil || !time.Now().Before(deadline) {
 				break

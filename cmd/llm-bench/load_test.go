@@ -125,8 +125,10 @@ func TestInterleaved(t *testing.T) {
 func TestSliced(t *testing.T) {
 	var errs ErrorLog
 	ts := twoAndBroken(t, 4)
-	var ticks atomic.Int64 // a clock that moves by 1 ms per read
-	cpu := func() time.Duration { return time.Duration(ticks.Add(1)) * time.Millisecond }
+	// One clock per target, each moving by 1 ms per read, so a slice read
+	// from another target's clock would show.
+	var ticks [3]atomic.Int64
+	cpu := func(i int) time.Duration { return time.Duration(ticks[i].Add(1)) * time.Millisecond }
 	const d, slice = 600 * time.Millisecond, 20 * time.Millisecond
 	start := time.Now()
 	ws := Sliced(context.Background(), ts, chatBody("sim-model", smallPrompt, 4, false), 4, d, slice, cpu, &errs, "s")

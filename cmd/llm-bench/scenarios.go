@@ -134,18 +134,14 @@ func (b *Bench) closedRounds(ctx context.Context, label string, runs []pathRun, 
 
 // slicedRounds runs rounds of Sliced over runs, each as long as a round of
 // the windows in res, with slices sliceFor the plain path's median latency
-// there. Each path's CPU is read from its process over its slices.
+// there. Each path's CPU is read from its own process over its slices.
 func (b *Bench) slicedRounds(ctx context.Context, label string, runs []pathRun, body []byte, conc int, res map[string][]Window) (map[string][]Window, time.Duration, error) {
 	slice := sliceFor(Percentile(pooled(res)[pathPlain], 50))
-	pid := 0
-	for _, r := range runs {
-		if r.pid != 0 {
-			pid = r.pid
+	cpu := func(i int) time.Duration {
+		if runs[i].pid == 0 {
+			return 0
 		}
-	}
-	var cpu func() time.Duration
-	if pid != 0 {
-		cpu = func() time.Duration { return cpuOf(pid) }
+		return cpuOf(runs[i].pid)
 	}
 	ts := targets(runs)
 	label += " sliced"
