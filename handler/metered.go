@@ -87,7 +87,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	h, w, r := x.h, x.w, x.r
 	settled := false
 	defer func() {
-		if !settled { // a panic below must not pin the reservation
+		if !settled { // a refusal or a panic below must not pin the reservation
 			res.Cancel()
 		}
 	}()
@@ -99,8 +99,6 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	}
 	body, err := meter.Rewrite(body, req, opts)
 	if err != nil {
-		res.Cancel()
-		settled = true
 		h.countOutcome(outcomeBadRequest)
 		errBadRequest("invalid_json", err.Error()).write(w)
 		return
