@@ -149,7 +149,7 @@ type exchange struct {
 // response.
 func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	h, mw := x.h, x.mw
-	mw.finish()
+	mw.finish(x.r.ProtoMajor == 1 && h.state.FlushInterval() > 0)
 	rec := store.Record{
 		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.model,
 		Endpoint: x.ep.String(), Plan: x.c.eff.Plan, Status: mw.status,
@@ -449,10 +449,27 @@ func (mw *meteredWriter) ReadFrom(r io.Reader) (int64, error) {
 
 type writeOnly struct{ io.Writer }
 
-// finish forwards what the stream parser still holds and flushes it.
-func (mw *meteredWriter) finish() {
-	if mw.stream != nil && mw.status < 300 {
+// finish forwards what the stream parser still holds and flushes it. With
+// early set, a whole JSON body of announced length is flushed as well: it
+// would otherwise wait in the server's buffer until the handler returns, so
+// the client would wait for the gate's bookkeeping (settling, metrics,
+// queueing the record) as well as for the upstream. Flushing it now is the
+// one write the server would have made at the end. The caller sets early
+// only on HTTP/1.x (HTTP/2 and /3 end the stream when the handler returns,
+// so a flush adds a frame and saves nothing) and only when records are
+// committed in the background (with flush_interval 0 a response ends only
+// once its record is in the file). A body without a length (chunked, or
+// compressed by an encode handler) has its end written only at the return
+// too, so it is left alone.
+func (mw *meteredWriter) finish(early bool) {
+	switch {
+	case mw.stream != nil && mw.status < 300:
 		if err := mw.stream.Finish(mw.emit); err == nil {
+			_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
+		}
+	case early && mw.json != nil:
+		hdr := mw.Header()
+		if len(hdr["Content-Length"]) > 0 && len(hdr["Content-Encoding"]) == 0 {
 			_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
 		}
 	}
