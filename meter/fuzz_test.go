@@ -24,7 +24,13 @@ type meterResult struct {
 }
 
 func runMeter(t testing.TB, ep Endpoint, hide bool, chunks [][]byte) meterResult {
+	return runMeterWith(t, ep, hide, chunks, false)
+}
+
+// runMeterWith runs a meter with its chunk template on or off.
+func runMeterWith(t testing.TB, ep Endpoint, hide bool, chunks [][]byte, noTemplate bool) meterResult {
 	m := NewStreamMeter(ep, hide, byteCounter{})
+	m.noTemplate = noTemplate
 	var r meterResult
 	r.out = feedChunks(t, m, chunks)
 	r.usage, r.usageOK = m.Usage()
@@ -57,6 +63,9 @@ func FuzzStreamMeter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64, hide bool, ep uint8) {
 		e := Endpoint(ep % 5)
 		whole := runMeter(t, e, hide, [][]byte{in})
+		if walked := runMeterWith(t, e, hide, [][]byte{in}, true); !sameResult(whole, walked) {
+			t.Fatalf("the chunk template changed the result:\ntemplate %+v\nwalk     %+v", whole, walked)
+		}
 		if !hide && !bytes.Equal(whole.out, in) {
 			t.Fatalf("pass-through changed the stream:\n%q\n%q", in, whole.out)
 		}
@@ -76,6 +85,23 @@ func FuzzStreamMeter(f *testing.F) {
 		split := runMeter(t, e, hide, chunks)
 		if !sameResult(whole, split) {
 			t.Fatalf("split %q:\nwhole %+v\nsplit %+v", chunks, whole, split)
+		}
+	})
+}
+
+// FuzzStreamTemplate puts any bytes between the bytes of a chunk shape, one
+// chunk per NUL-separated piece: reading through the template must give
+// what the full walk of every chunk gives.
+func FuzzStreamTemplate(f *testing.F) {
+	f.Add(uint8(0), []byte("\"a\"\x00\" b\"\x00\"\\\"\"\x00\"c\",\"d\":1\x00\"\\\\\""), true)
+	f.Add(uint8(2), []byte("\"x\"\x00null\x00\"y\"\x00\"\n\"\x00\"\u00e9\""), false)
+	f.Add(uint8(4), []byte("\"\"\x00\"q\"}]}\x00\"r\""), true)
+	f.Fuzz(func(t *testing.T, shape uint8, values []byte, hide bool) {
+		in := templateStream(templateShapes[int(shape)%len(templateShapes)], strings.Split(string(values), "\x00"))
+		got := runMeter(t, EndpointChat, hide, [][]byte{in})
+		want := runMeterWith(t, EndpointChat, hide, [][]byte{in}, true)
+		if !sameResult(got, want) {
+			t.Fatalf("stream %q:\ntemplate %+v\nwalk     %+v", in, got, want)
 		}
 	})
 }

@@ -88,6 +88,20 @@ type StreamMeter struct {
 
 	typ []byte // scratch: an event's unescaped "type"
 
+	// The shape of the last chunk whose only effect was one text value
+	// (see learn): the bytes before the value, then those after it, split
+	// at tmplPre (0: none yet; a chunk is an object, so its value never
+	// starts it). adds and added count and keep the string
+	// values the current event hands to addText.
+	tmpl    []byte
+	tmplPre int
+	adds    int
+	added   []byte
+	// noTemplate turns the shortcut off, and templated counts the chunks it
+	// read (tests compare both ways and check it was taken).
+	noTemplate bool
+	templated  int
+
 	// Relayed text not yet counted, and the count of what was dropped.
 	text    []byte
 	counted int64
@@ -117,6 +131,7 @@ func (m *StreamMeter) Reset(ep Endpoint, hideUsage bool, c Counter) {
 		choices: m.choices[:0],
 		text:    reuse(m.text),
 		typ:     reuse(m.typ),
+		tmpl:    reuse(m.tmpl),
 	}
 	if cap(m.choices) > 1024 {
 		m.choices = nil
@@ -372,6 +387,14 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 		m.done = true
 		return false
 	}
+	if len(typ) == 0 && m.tmplPre > 0 {
+		if v, ok := m.fromTemplate(data); ok {
+			m.templated++
+			m.addText(v)
+			return false
+		}
+	}
+	m.adds, m.added = 0, nil
 	// The text the choices add is taken back if the event turns out not to
 	// be a chunk, or malformed, or if a later "choices" replaces them.
 	mark, first := len(m.text), m.first
@@ -438,6 +461,9 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 		return false
 	}
 	if isNull(usageV) {
+		if len(typ) == 0 {
+			m.learn(data)
+		}
 		return false
 	}
 	u, ok := parseUsage(usageV)
@@ -674,10 +700,53 @@ func (m *StreamMeter) toolCallText(v []byte) (ok bool) {
 	return !it.bad
 }
 
+// learn remembers the shape of a chunk that event read in full and whose
+// only effect was to hand one string value to addText: no usage, no error,
+// no event type. Every other chunk of a stream usually has the same bytes
+// around a different value (vLLM repeats the id, created, model, index and
+// the null members in each), and fromTemplate then reads it without the
+// walk.
+func (m *StreamMeter) learn(data []byte) {
+	if m.noTemplate || m.adds != 1 {
+		return
+	}
+	// added is a slice of data (every value the walk hands on is): its
+	// offset is what data's capacity has beyond it.
+	off := cap(data) - cap(m.added)
+	end := off + len(m.added)
+	if off <= 0 || end > len(data) {
+		return
+	}
+	m.tmpl = append(append(m.tmpl[:0], data[:off]...), data[end:]...)
+	m.tmplPre = off
+}
+
+// fromTemplate returns the string value of a chunk shaped like the learnt one:
+// the same bytes before and after a value that is one JSON string. Reading
+// the chunk in full would take the same path through the same members and
+// hand that value, and only it, to addText: the walk looks at a string
+// value's bytes only to find where it ends, which skipString does here.
+func (m *StreamMeter) fromTemplate(data []byte) ([]byte, bool) {
+	pre, suf := m.tmpl[:m.tmplPre], m.tmpl[m.tmplPre:]
+	if len(data) < len(m.tmpl)+2 || !bytes.HasPrefix(data, pre) || !bytes.HasSuffix(data, suf) {
+		return nil, false
+	}
+	v := data[len(pre) : len(data)-len(suf)]
+	if v[0] != '"' || skipString(v, 0) != len(v) {
+		return nil, false
+	}
+	return v, true
+}
+
 // addText keeps the text of a string value for estimation.
 func (m *StreamMeter) addText(v []byte) {
 	body, ok := stringBody(v)
-	if !ok || len(body) == 0 {
+	if !ok {
+		return
+	}
+	m.adds++
+	m.added = v
+	if len(body) == 0 {
 		return
 	}
 	m.first = true

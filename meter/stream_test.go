@@ -739,3 +739,49 @@ func TestStreamMeterCountsGeneratedTextOnce(t *testing.T) {
 		t.Fatalf("Count called %d times, CountOnce %d; want 0 and at least 2", count, once)
 	}
 }
+
+// templateShapes are chunks around a value: a vLLM chat chunk, a reasoning
+// delta, a completions chunk, a tool-call argument fragment and a chunk with
+// a null usage after the choices.
+var templateShapes = [][2]string{
+	{`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":`, `},"logprobs":null,"finish_reason":null}]}`},
+	{`{"id":"chatcmpl-2","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"reasoning_content":`, `},"logprobs":null,"finish_reason":null}]}`},
+	{`{"id":"cmpl-3","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":`, `,"logprobs":null,"finish_reason":null,"stop_reason":null}]}`},
+	{`{"id":"chatcmpl-4","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":`, `}}]},"finish_reason":null}]}`},
+	{`{"id":"chatcmpl-5","choices":[{"index":0,"delta":{"content":`, `}}],"usage":null}`},
+}
+
+// templateStream is a stream of chunks of one shape around each value, then
+// a final usage chunk and [DONE].
+func templateStream(shape [2]string, values []string) []byte {
+	var b []byte
+	for _, v := range values {
+		b = append(b, "data: "+shape[0]+v+shape[1]+"\n\n"...)
+	}
+	b = append(b, "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\ndata: [DONE]\n\n"...)
+	return b
+}
+
+// TestStreamTemplate: chunks shaped like the last one read in full go
+// through the template, with the result the full walk gives, whatever the
+// value between the learnt bytes turns out to be.
+func TestStreamTemplate(t *testing.T) {
+	values := []string{`"Hello"`, `" world"`, `""`, `"a \"quoted\" word"`, `"ends in a backslash\\"`, `"\u00e9\n\t"`,
+		`"x","extra":"y"`, `"unterminated`, `"escaped end\"`, `17`, `null`, `{"a":"b"}`, `"two" "strings"`, `"a"`}
+	for i, shape := range templateShapes {
+		in := templateStream(shape, values)
+		for _, hide := range []bool{false, true} {
+			m := NewStreamMeter(EndpointChat, hide, byteCounter{})
+			out := feedChunks(t, m, [][]byte{in})
+			if m.templated == 0 {
+				t.Errorf("shape %d: no chunk went through the template", i)
+			}
+			got := runMeter(t, EndpointChat, hide, [][]byte{in})
+			want := runMeterWith(t, EndpointChat, hide, [][]byte{in}, true)
+			if !sameResult(got, want) || !bytes.Equal(out, want.out) {
+				got.out, want.out = nil, nil // the same stream, shown once
+				t.Errorf("shape %d, hide %v, stream %q:\ntemplate %+v\nwalk     %+v", i, hide, in, got, want)
+			}
+		}
+	}
+}
