@@ -711,10 +711,10 @@ func (m *StreamMeter) learn(data []byte) {
 		return
 	}
 	// added is a slice of data (every value the walk hands on is): its
-	// offset is what data's capacity has beyond it.
+	// offset is what data's capacity has beyond it, checked by address.
 	off := cap(data) - cap(m.added)
 	end := off + len(m.added)
-	if off <= 0 || end > len(data) {
+	if off <= 0 || end > len(data) || &data[off] != &m.added[0] {
 		return
 	}
 	m.tmpl = append(append(m.tmpl[:0], data[:off]...), data[end:]...)
