@@ -396,9 +396,10 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 	}
 	m.adds, m.added = 0, nil
 	// The text the choices add is taken back if the event turns out not to
-	// be a chunk, or malformed, or if a later "choices" replaces them.
+	// be a chunk, or malformed, or if a later "choices" replaces them; so is
+	// its count for learn.
 	mark, first := len(m.text), m.first
-	undo := func() { m.text, m.first = m.text[:mark], first }
+	undo := func() { m.text, m.first, m.adds, m.added = m.text[:mark], first, 0, nil }
 	var errV, usageV, typeV, deltaV, respV []byte
 	n, idx := -1, int64(0)
 	it, _ := newObjIter(data) // not an object: it.bad, and the loop reads nothing

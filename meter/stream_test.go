@@ -749,7 +749,14 @@ var templateShapes = [][2]string{
 	{`{"id":"cmpl-3","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":`, `,"logprobs":null,"finish_reason":null,"stop_reason":null}]}`},
 	{`{"id":"chatcmpl-4","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":`, `}}]},"finish_reason":null}]}`},
 	{`{"id":"chatcmpl-5","choices":[{"index":0,"delta":{"content":`, `}}],"usage":null}`},
+	// A later "choices" voids the text of the first: the chunk adds nothing.
+	{`{"choices":[{"delta":{"content":`, `}}],"choices":null}`},
+	// Or replaces it: the chunk adds the second value only.
+	{`{"choices":[{"delta":{"content":"x"}}],"choices":[{"delta":{"content":`, `}}]}`},
 }
+
+// voidedShape is the index of the templateShapes whose chunks add no text.
+const voidedShape = 5
 
 // templateStream is a stream of chunks of one shape around each value, then
 // a final usage chunk and [DONE].
@@ -773,7 +780,7 @@ func TestStreamTemplate(t *testing.T) {
 		for _, hide := range []bool{false, true} {
 			m := NewStreamMeter(EndpointChat, hide, byteCounter{})
 			out := feedChunks(t, m, [][]byte{in})
-			if m.templated == 0 {
+			if m.templated == 0 && i != voidedShape {
 				t.Errorf("shape %d: no chunk went through the template", i)
 			}
 			got := runMeter(t, EndpointChat, hide, [][]byte{in})
