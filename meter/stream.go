@@ -380,7 +380,8 @@ func (m *StreamMeter) dispatch() (usageOnly bool) {
 }
 
 // event reads one event's data in one pass: the choices are read where they
-// stand, not found first and walked again.
+// stand, not found first and walked again. A chunk shaped like the last one
+// learn kept is read through that template instead (fromTemplate).
 func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 	data = trimSpace(data)
 	if string(data) == "[DONE]" {
