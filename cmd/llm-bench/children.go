@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/llmgate/llmgate/internal/freeport"
 )
 
 // Child is an external process the benchmark started (the emulator, Caddy).
@@ -123,16 +124,12 @@ func (s *Supervisor) StopAll() {
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. Another
-// process could take it before the child binds it; the readiness check
-// then fails loudly rather than measuring the wrong server.
+// FreePort returns a TCP port below the kernel's ephemeral range that was
+// free a moment ago (see freeport). Another process could take it before the
+// child binds it; the readiness check then fails loudly rather than
+// measuring the wrong server.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return freeport.Pick(nil)
 }
 
 // WaitReady polls url with GET until it answers with a status below 500,

@@ -9,7 +9,6 @@ package testcaddy
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	// Caddy's standard modules and the whole plugin.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/llmgate/llmgate"
+	"github.com/llmgate/llmgate/internal/freeport"
 )
 
 // Instance is a running Caddy.
@@ -38,38 +38,35 @@ type Instance struct {
 	Vars map[string]string
 }
 
-// FreePort returns a TCP port that was free a moment ago and that no other
-// test process of this machine has taken through FreePort in the last ten
-// minutes. The second condition matters: Caddy listens with SO_REUSEPORT on
-// Linux, so two test binaries that pick the same port both bind it and each
-// silently gets half of the other's traffic.
+// FreePort returns a TCP port below the kernel's ephemeral range that
+// was free a moment ago (see freeport) and that no other test process of
+// this machine has taken through FreePort in the last ten minutes. The second
+// condition matters: Caddy listens with SO_REUSEPORT on Linux, so two test
+// binaries that pick the same port both bind it and each silently gets half
+// of the other's traffic.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	dir := filepath.Join(os.TempDir(), "llmgate-test-ports")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
+	port, err := freeport.Pick(func(port int) bool {
 		claim := filepath.Join(dir, fmt.Sprint(port))
 		if fi, err := os.Stat(claim); err == nil && time.Since(fi.ModTime()) < 10*time.Minute {
-			continue // another test process holds it
+			return false // another test process holds it
 		}
 		os.Remove(claim) // stale
 		f, err := os.OpenFile(claim, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
-			continue // taken between the check and now
+			return false // taken between the check and now
 		}
 		f.Close()
-		return port
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port found")
-	return 0
+	return port
 }
 
 // Start adapts the Caddyfile, after replacing {ADMIN}, {HTTP}, {HTTPS} and
