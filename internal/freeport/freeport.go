@@ -22,8 +22,8 @@ const rangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
 
 // span returns the ports to pick from, [lo, hi): below the ephemeral range
 // when it leaves room (16384–32767 with Linux's default 32768–60999), above
-// it otherwise, and ok false where the range cannot be read (then only port
-// 0 is safe from the kernel's choice and from nothing else).
+// it otherwise; ok is false where the range cannot be read or leaves no room
+// either side, and Pick then takes the kernel's own choice.
 func span(text string) (lo, hi int, ok bool) {
 	var first, last int
 	if _, err := fmt.Sscan(text, &first, &last); err != nil || first < 1 || last < first || last > 65535 {
@@ -39,8 +39,8 @@ func span(text string) (lo, hi int, ok bool) {
 }
 
 // Pick returns a port that no socket of this machine was bound to a moment
-// ago, outside the ephemeral range, for which accept (if not nil) returned
-// true. Another program can still bind it first; accept is where a caller
+// ago, outside the ephemeral range where the kernel tells it, for which
+// accept (if not nil) returned true. Another program can still bind it first; accept is where a caller
 // coordinates with other processes of its own (see testcaddy.FreePort).
 func Pick(accept func(port int) bool) (int, error) {
 	lo, hi, ok := 0, 0, false
@@ -48,19 +48,21 @@ func Pick(accept func(port int) bool) (int, error) {
 		lo, hi, ok = span(string(b))
 	}
 	for range 200 {
-		port := 0
+		// ":port" conflicts with a socket bound to any address of the port;
+		// without a range, the kernel's own choice on loopback is all there
+		// is.
+		addr := "127.0.0.1:0"
 		if ok {
-			port = lo + rand.IntN(hi-lo)
+			addr = fmt.Sprintf(":%d", lo+rand.IntN(hi-lo))
 		}
-		// ":port" conflicts with a socket bound to any address of the port.
-		l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			if ok {
 				continue // in use
 			}
 			return 0, err
 		}
-		port = l.Addr().(*net.TCPAddr).Port
+		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
 		if accept == nil || accept(port) {
 			return port, nil
