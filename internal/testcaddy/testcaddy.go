@@ -19,10 +19,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
+	"github.com/llmgate/llmgate/internal/freeport"
+
 	// Caddy's standard modules and the whole plugin.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/llmgate/llmgate"
-	"github.com/llmgate/llmgate/internal/freeport"
 )
 
 // Instance is a running Caddy.
