@@ -21,6 +21,9 @@ type meterResult struct {
 	done     bool
 	first    bool
 	estimate int64
+	// templated counts the chunks read through the template; sameResult
+	// leaves it out, since the point is that it changes nothing else.
+	templated int
 }
 
 func runMeter(t testing.TB, ep Endpoint, hide bool, chunks [][]byte) meterResult {
@@ -39,6 +42,7 @@ func runMeterWith(t testing.TB, ep Endpoint, hide bool, chunks [][]byte, noTempl
 		r.err, r.hasErr = *e, true
 	}
 	r.done, r.first, r.estimate = m.Done(), m.FirstToken(), m.EstimateCompletion()
+	r.templated = m.templated
 	return r
 }
 
