@@ -139,10 +139,13 @@ func (f *usageFields) set(key, val []byte) {
 // readFast reads v, a usage object, in one loop over its members: a key is
 // found with one search for its closing quote, a value with skipValue, and
 // each goes to set as the general walk's would, so both read the same
-// usage; the walk's iterator costs several times this, and the usage of
-// every response and every stream is read. It reports false for a key with
-// an escape (which the walk unescapes) or a malformed object, and the caller
-// starts over with the walk.
+// usage (FuzzParseUsage). It is a second member loop beside objIter, kept
+// because the usage of every response and every stream is read: vLLM's
+// usage object takes about 350 ns here against 450 through the walk, and
+// objIter alone, without the walk's iterator and key unescaping, saves
+// nothing of that (2026-12-02). It reports false for a key with an escape
+// (which the walk unescapes) or a malformed object, and the caller starts
+// over with the walk.
 func (f *usageFields) readFast(v []byte) bool {
 	i := skipSpace(v, 0)
 	if i >= len(v) || v[i] != '{' {
