@@ -3,6 +3,7 @@ package gate
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,7 @@ var Metrics = struct {
 	UserTokens     *prometheus.CounterVec
 	Requests       *prometheus.CounterVec
 	EstimateError  prometheus.Histogram
-	ActiveStreams  prometheus.Gauge
+	ActiveRequests prometheus.GaugeFunc
 	Reservations   prometheus.GaugeFunc
 	CommitDuration prometheus.Histogram
 	CommitRecords  prometheus.Counter
@@ -39,10 +40,10 @@ var Metrics = struct {
 		Help:    "(estimated − reported) / reported prompt tokens, for requests whose usage the upstream reported.",
 		Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.02, 0, 0.02, 0.05, 0.1, 0.2, 0.5},
 	}),
-	ActiveStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+	ActiveRequests: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "llm_gate", Name: "active_requests",
 		Help: "Metered requests in flight (streams included).",
-	}),
+	}, func() float64 { return float64(inFlight.Load()) }),
 	Reservations: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "llm_gate", Name: "reservations",
 		Help: "Token reservations held by admitted requests that have not settled.",
@@ -70,6 +71,20 @@ var Metrics = struct {
 	}),
 }
 
+// inFlight counts the metered requests in flight, in every config: the
+// active_requests gauge reads it, and the handler asks it whether a request
+// is alone.
+var inFlight atomic.Int64
+
+// RequestStarted counts a metered request in flight until RequestDone.
+func RequestStarted() { inFlight.Add(1) }
+
+// RequestDone ends what RequestStarted counted.
+func RequestDone() { inFlight.Add(-1) }
+
+// InFlight returns the number of metered requests in flight.
+func InFlight() int64 { return inFlight.Load() }
+
 // liveStates are the States whose gauges the metrics read.
 var liveStates sync.Map
 
@@ -78,7 +93,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{
-		Metrics.Tokens, Metrics.UserTokens, Metrics.Requests, Metrics.EstimateError, Metrics.ActiveStreams,
+		Metrics.Tokens, Metrics.UserTokens, Metrics.Requests, Metrics.EstimateError, Metrics.ActiveRequests,
 		Metrics.Reservations, Metrics.CommitDuration, Metrics.CommitRecords, Metrics.StoreSize,
 	} {
 		if err := reg.Register(c); err != nil {

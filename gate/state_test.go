@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/llmgate/llmgate/store"
@@ -160,5 +161,34 @@ func TestKeyLastUsedGrain(t *testing.T) {
 		if r.KeyID != "k1" {
 			t.Errorf("record at %v lost its key id", r.Time)
 		}
+	}
+}
+
+// TestActiveRequests: the active_requests gauge reads the in-flight count
+// the handler keeps, which InFlight also answers.
+func TestActiveRequests(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(Metrics.ActiveRequests)
+	gauge := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil || len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
+			t.Fatalf("gather: %v, %d families", err, len(mfs))
+		}
+		return mfs[0].GetMetric()[0].GetGauge().GetValue()
+	}
+	base := InFlight()
+	RequestStarted()
+	RequestStarted()
+	if got := InFlight(); got != base+2 {
+		t.Errorf("InFlight %d after two starts, want %d", got, base+2)
+	}
+	if got := gauge(); got != float64(base+2) {
+		t.Errorf("active_requests %v, want %d", got, base+2)
+	}
+	RequestDone()
+	RequestDone()
+	if got := gauge(); got != float64(base) {
+		t.Errorf("active_requests %v after both ended, want %d", got, base)
 	}
 }

@@ -165,17 +165,19 @@ func startOverhead(tb testing.TB) overheadSites {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// discard is a ResponseWriter that keeps the status and the size.
+// discard is a ResponseWriter that keeps the status, the size and the
+// number of flushes.
 type discard struct {
-	hdr    http.Header
-	status int
-	n      int
+	hdr     http.Header
+	status  int
+	n       int
+	flushes int
 }
 
 func (d *discard) Header() http.Header         { return d.hdr }
 func (d *discard) WriteHeader(status int)      { d.status = status }
 func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
-func (d *discard) Flush()                      {}
+func (d *discard) Flush()                      { d.flushes++ }
 
 // serveOne sends the benchmark's request through h.
 func serveOne(h http.Handler, token string, d *discard) {
@@ -190,7 +192,7 @@ func serveBody(h http.Handler, token, body string, d *discard) {
 		r.Header.Set("Authorization", "Bearer "+token)
 	}
 	clear(d.hdr)
-	d.status, d.n = 0, 0
+	d.status, d.n, d.flushes = 0, 0, 0
 	h.ServeHTTP(d, r)
 }
 
