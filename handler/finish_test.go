@@ -54,3 +54,29 @@ func TestFinishFlushesWholeJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestJSONBodyInPieces: a body of announced length that comes in several
+// writes is read forwards, a piece at a time, to the same usage as a body
+// written whole (read from its end).
+func TestJSONBodyInPieces(t *testing.T) {
+	body := `{"id":"x","choices":[{"text":"{\"usage\":{\"prompt_tokens\":9}}"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`
+	for _, pieces := range [][]string{{body}, {body[:40], body[40:]}, {body[:1], body[1 : len(body)-1], body[len(body)-1:]}} {
+		rec := httptest.NewRecorder()
+		mw := getWriter(rec, &Handler{}, meter.EndpointChat, false, time.Now())
+		mw.Header().Set("Content-Type", "application/json")
+		mw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		mw.WriteHeader(http.StatusOK)
+		for _, p := range pieces {
+			if _, err := mw.Write([]byte(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if u, ok := mw.usage(); !ok || u.PromptTokens != 3 || u.CompletionTokens != 2 {
+			t.Errorf("%d pieces: usage %+v, %v", len(pieces), u, ok)
+		}
+		if rec.Body.String() != body {
+			t.Errorf("%d pieces: the client got %q", len(pieces), rec.Body.String())
+		}
+		putWriter(mw)
+	}
+}

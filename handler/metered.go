@@ -341,6 +341,7 @@ type meteredWriter struct {
 	spare       *meter.StreamMeter // kept across requests by the pool
 	spareJSON   *meter.JSONMeter
 	json        *meter.JSONMeter
+	wholeLen    int // a JSON body's announced length until its first write
 	ttft        time.Duration
 	emit        func([]byte) error
 	wrapper     caddyhttp.ResponseWriterWrapper
@@ -413,6 +414,11 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			mw.json, mw.spareJSON = mw.spareJSON, nil
 			mw.json.Reset()
 		}
+		if cl := hdr["Content-Length"]; len(cl) == 1 && len(hdr["Content-Encoding"]) == 0 {
+			if n, err := strconv.Atoi(cl[0]); err == nil && n > 0 {
+				mw.wholeLen = n
+			}
+		}
 	}
 	writeRate(hdr, mw.rate)
 	mw.ResponseWriterWrapper.WriteHeader(status)
@@ -436,7 +442,12 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 		mw.ttft = time.Since(mw.start)
 	}
 	if mw.json != nil {
-		mw.json.Write(p)
+		if len(p) == mw.wholeLen { // the whole body in one write
+			mw.json.WriteWhole(p)
+		} else {
+			mw.json.Write(p)
+		}
+		mw.wholeLen = 0 // only the first write can be the whole body
 	}
 	return mw.ResponseWriterWrapper.ResponseWriter.Write(p)
 }

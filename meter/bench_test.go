@@ -172,11 +172,13 @@ func embeddingsBody(dims int) []byte {
 
 func BenchmarkJSONMeter(b *testing.B) {
 	for _, c := range []struct {
-		name string
-		body []byte
+		name  string
+		body  []byte
+		whole bool // one WriteWhole, as for a body of announced length
 	}{
-		{"chat", chatCompletionBody()},
-		{"embeddings-4096", embeddingsBody(4096)},
+		{"chat", chatCompletionBody(), false},
+		{"chat-whole", chatCompletionBody(), true},
+		{"embeddings-4096", embeddingsBody(4096), false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(c.body)))
@@ -184,7 +186,10 @@ func BenchmarkJSONMeter(b *testing.B) {
 			m := NewJSONMeter()
 			for i := 0; i < b.N; i++ {
 				m.Reset()
-				for k := 0; k < len(c.body); k += 4096 {
+				if c.whole {
+					m.WriteWhole(c.body)
+				}
+				for k := 0; k < len(c.body) && !c.whole; k += 4096 {
 					m.Write(c.body[k:min(k+4096, len(c.body))])
 				}
 				if _, ok := m.Usage(); !ok {

@@ -183,6 +183,7 @@ func FuzzJSONMeter(f *testing.F) {
 	f.Add([]byte(`{"usage":{"prompt_tokens":1},"usage":null}`), uint64(3))
 	f.Add([]byte(`{"\u0075sage":{"prompt_tokens":1}, "x":"\"}", "error":{"code":"c"}}`), uint64(5))
 	f.Add([]byte(`{"object":"error","message":{"a":[1,2]},"code":"400"}`), uint64(9))
+	f.Add([]byte(`{"usage":{"prompt_tokens":1}, "s":"\\\"]", "o":{"k":["}",{"\\\\":"["}]}, "n":-1e3}`), uint64(4))
 	f.Fuzz(func(t *testing.T, body []byte, seed uint64) {
 		whole := NewJSONMeter()
 		whole.Write(body)
@@ -205,6 +206,12 @@ func FuzzJSONMeter(f *testing.F) {
 		ru, rok, re := refBody(body)
 		if u1 != ru || ok1 != rok || (e1 == nil) != (re == nil) || e1 != nil && *e1 != *re {
 			t.Fatalf("body %s\ngot  %+v %v %+v\nwant %+v %v %+v", body, u1, ok1, e1, ru, rok, re)
+		}
+		tail := NewJSONMeter()
+		tail.WriteWhole(body)
+		u3, ok3 := tail.Usage()
+		if e3 := tail.Err(); u3 != ru || ok3 != rok || (e3 == nil) != (re == nil) || e3 != nil && *e3 != *re {
+			t.Fatalf("WriteWhole, body %s\ngot  %+v %v %+v\nwant %+v %v %+v", body, u3, ok3, e3, ru, rok, re)
 		}
 	})
 }

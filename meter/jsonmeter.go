@@ -1,5 +1,7 @@
 package meter
 
+import "bytes"
+
 // maxCapture bounds the bytes a JSONMeter keeps of one member's value. A
 // value longer than this is treated as absent.
 const maxCapture = 64 << 10
@@ -199,6 +201,156 @@ func (m *JSONMeter) Write(p []byte) {
 	}
 	if capStart >= 0 && m.capture >= 0 {
 		m.keep(p[capStart:min(i, len(p))])
+	}
+}
+
+// WriteWhole scans a body that the caller knows is whole: its announced
+// length, in one write. The meter must be fresh (or Reset), and ignores what
+// is written after. vLLM (and OpenAI) put "usage" among the last members, after
+// the choices that make most of the body, so WriteWhole reads the top-level
+// members from the end and stops at the first "usage" object it meets:
+// tailUsage says when that is exact. Any other body goes through Write. For a
+// body that is valid JSON the two report the same usage and error
+// (FuzzJSONMeter holds them to it).
+func (m *JSONMeter) WriteWhole(p []byte) {
+	if v, ok := tailUsage(p); ok {
+		m.raw[capUsage], m.set[capUsage] = append(m.raw[capUsage][:0], v...), true
+		m.state = jsEnd
+		return
+	}
+	m.Write(p)
+}
+
+// tailUsage returns the value of the last top-level "usage" member of the
+// object in p, found by walking its members backwards from the end, when
+// that value is an object and when it is all a forward scan would capture:
+// no top-level "error" member nor "object":"error" (p holds no "error" in
+// quotes at all, nor a \u escape that could spell one or a key), p starts
+// with '{' and ends with '}' (whitespace aside), and the value fits in
+// maxCapture. It reports false for anything else, and then the caller scans
+// forwards. The backward walk is exact for valid JSON: a string is skipped
+// back to the last quote before it with an even run of backslashes before
+// it. What comes before the usage member is not read, so for a body that is
+// not JSON there (two objects, say) it may find a usage the forward scan
+// would not.
+func tailUsage(p []byte) ([]byte, bool) {
+	lo := skipSpace(p, 0)
+	if lo == len(p) || p[lo] != '{' {
+		return nil, false
+	}
+	lo++ // the first byte inside the object
+	if bytes.Contains(p, quotedError) || bytes.Contains(p, unicodeEscape) {
+		return nil, false
+	}
+	j := spaceBack(p, lo, len(p))
+	if j == lo || p[j-1] != '}' {
+		return nil, false
+	}
+	j-- // the members end before the closing brace
+	for {
+		ve := spaceBack(p, lo, j)
+		if ve == lo { // back at the opening brace
+			return nil, false
+		}
+		vs := valueStartBack(p, lo, ve)
+		if vs < 0 {
+			return nil, false
+		}
+		k := spaceBack(p, lo, vs)
+		if k == lo || p[k-1] != ':' {
+			return nil, false
+		}
+		k = spaceBack(p, lo, k-1)
+		if k == lo || p[k-1] != '"' {
+			return nil, false
+		}
+		ks := stringStartBack(p, lo, k-1)
+		if ks < 0 {
+			return nil, false
+		}
+		key := p[ks+1 : k-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return nil, false
+		}
+		if string(key) == "usage" {
+			v := p[vs:ve]
+			if v[0] != '{' || len(v) > maxCapture {
+				return nil, false
+			}
+			return v, true
+		}
+		k = spaceBack(p, lo, ks)
+		if k == lo || p[k-1] != ',' {
+			return nil, false
+		}
+		j = k - 1
+	}
+}
+
+var (
+	quotedError   = []byte(`"error"`)
+	unicodeEscape = []byte(`\u`)
+)
+
+// spaceBack returns the index just past the last non-whitespace byte of
+// p[lo:end], or lo if there is none.
+func spaceBack(p []byte, lo, end int) int {
+	for end > lo && isSpace(p[end-1]) {
+		end--
+	}
+	return end
+}
+
+// valueStartBack returns where the value that ends just before p[end]
+// starts, not looking before p[lo], or -1.
+func valueStartBack(p []byte, lo, end int) int {
+	switch p[end-1] {
+	case '"':
+		return stringStartBack(p, lo, end-1)
+	case '}', ']':
+		depth := 0
+		for k := end - 1; k >= lo; k-- {
+			switch p[k] {
+			case '}', ']':
+				depth++
+			case '{', '[':
+				if depth--; depth == 0 {
+					return k
+				}
+			case '"':
+				if k = stringStartBack(p, lo, k); k < 0 {
+					return -1
+				}
+			}
+		}
+		return -1
+	}
+	k := end // a number or a literal
+	for k > lo && !scalarEnd[p[k-1]] {
+		k--
+	}
+	if k == end {
+		return -1
+	}
+	return k
+}
+
+// scalarEnd marks the bytes that cannot be part of a number or a literal.
+var scalarEnd = [256]bool{' ': true, '\t': true, '\n': true, '\r': true, ':': true, ',': true, '{': true, '}': true, '[': true, ']': true, '"': true}
+
+// stringStartBack returns the index of the quote that opens the string
+// closed by the quote at p[q], not looking before p[lo], or -1.
+func stringStartBack(p []byte, lo, q int) int {
+	for {
+		k := bytes.LastIndexByte(p[lo:q], '"')
+		if k < 0 {
+			return -1
+		}
+		k += lo
+		if backslashRun(p, k, lo)%2 == 0 {
+			return k
+		}
+		q = k
 	}
 }
 

@@ -111,7 +111,53 @@ func TestJSONMeter(t *testing.T) {
 					t.Fatalf("size %d: Err() = %+v, want %+v", size, e, c.err)
 				}
 			}
+			// Whole, as the writer hands on a body of announced length.
+			m := NewJSONMeter()
+			m.WriteWhole([]byte(c.body))
+			if u, ok := m.Usage(); u != c.usage || ok != c.usageOK {
+				t.Fatalf("WriteWhole: Usage() = %+v %v, want %+v %v", u, ok, c.usage, c.usageOK)
+			}
+			if e := m.Err(); (e == nil) != (c.err == nil) || e != nil && *e != *c.err {
+				t.Fatalf("WriteWhole: Err() = %+v, want %+v", e, c.err)
+			}
 		})
+	}
+}
+
+// TestTailUsage: the backward walk finds the last top-level usage of the
+// bodies vLLM sends, past members of every kind, and leaves to the forward
+// scan every body where it could differ from it.
+func TestTailUsage(t *testing.T) {
+	for _, c := range []struct {
+		name, body, want string // want "" = left to the forward scan
+	}{
+		{"chat completion", jsonBodies[0].body, `{"prompt_tokens":12,"total_tokens":15,"completion_tokens":3,"prompt_tokens_details":null}`},
+		{"pretty-printed", jsonBodies[1].body, "{\n    \"prompt_tokens\": 100,\n    \"total_tokens\": 116,\n    \"completion_tokens\": 16,\n    \"prompt_tokens_details\": {\"cached_tokens\": 64}\n  }"},
+		{"after members of every kind", `{"usage":{"a":1},"s":"x\\\"}","n":-1.5e3,"t":true,"o":{"k":["]",{"\\":"["}]},"a":[1,"\\"],"z":null}`, `{"a":1}`},
+		{"the last of two", `{"usage":{"a":1}, "usage" : {"a":2} }`, `{"a":2}`},
+		{"the last is null", `{"usage":{"a":1},"usage":null}`, ""},
+		{"not an object", `{"usage":[1]}`, ""},
+		{"none", `{"id":"x","choices":[{"usage":{"a":1}}]}`, ""},
+		{"an error member", `{"error":null,"usage":{"a":1}}`, ""},
+		{"an error object", `{"object":"error","usage":{"a":1}}`, ""},
+		{"an escaped key", `{"us\u0061ge":{"a":2},"usage":{"a":1}}`, ""},
+		{"a key with an escape", `{"x":1,"us\tage":{"a":2}}`, ""},
+		{"trailing bytes", `{"usage":{"a":1}}x`, ""},
+		{"not an object at all", `["usage",{"usage":{"a":1}}]`, ""},
+		{"empty object", `{}`, ""},
+		{"unterminated string", `{"usage":{"a":1},"x":"abc}`, ""},
+		{"unbalanced", `{"usage":{"a":1},"x":]}`, ""},
+		{"missing colon after usage", `{"x":1,"usage" {"a":1}}`, ""},
+		{"missing comma after usage", `{"usage":{"a":1} "x":1}`, ""},
+		// Not JSON before the usage member: the walk stops at the usage it
+		// meets first, where the forward scan may find none.
+		{"two objects", `{"a":1} {"usage":{"a":1}}`, `{"a":1}`},
+		{"missing colon before", `{"x" 1,"usage":{"a":1}}`, `{"a":1}`},
+	} {
+		v, ok := tailUsage([]byte(c.body))
+		if ok != (c.want != "") || string(v) != c.want {
+			t.Errorf("%s: tailUsage = %q %v, want %q", c.name, v, ok, c.want)
+		}
 	}
 }
 
