@@ -225,7 +225,8 @@ func (m *JSONMeter) WriteWhole(p []byte) {
 // object in p, found by walking its members backwards from the end, when
 // that value is an object and when it is all a forward scan would capture:
 // no top-level "error" member nor "object":"error" (p holds no "error" in
-// quotes at all, nor a \u escape that could spell one or a key), p starts
+// quotes but null-valued keys, nor a \u escape that could spell one or a
+// key), p starts
 // with '{' and ends with '}' (whitespace aside), and the value fits in
 // maxCapture. It reports false for anything else, and then the caller scans
 // forwards. The backward walk is exact for valid JSON: a string is skipped
@@ -239,7 +240,7 @@ func tailUsage(p []byte) ([]byte, bool) {
 		return nil, false
 	}
 	lo++ // the first byte inside the object
-	if bytes.Contains(p, quotedError) || bytes.Contains(p, unicodeEscape) {
+	if !onlyNullErrors(p) || bytes.Contains(p, unicodeEscape) {
 		return nil, false
 	}
 	j := spaceBack(p, lo, len(p))
@@ -291,6 +292,31 @@ var (
 	quotedError   = []byte(`"error"`)
 	unicodeEscape = []byte(`\u`)
 )
+
+// onlyNullErrors reports whether every "error" in quotes in p is a key whose
+// value is null, as the Responses API writes on success: no such member
+// makes an error. Anywhere else (a key with another value, or "object":"error")
+// it may be one. Outside strings "error" in quotes is a key or a value, and a
+// value is never followed by a colon.
+func onlyNullErrors(p []byte) bool {
+	for i := 0; ; {
+		k := bytes.Index(p[i:], quotedError)
+		if k < 0 {
+			return true
+		}
+		i += k + len(quotedError)
+		j := skipSpace(p, i)
+		if j == len(p) || p[j] != ':' {
+			return false
+		}
+		j = skipSpace(p, j+1)
+		if !bytes.HasPrefix(p[j:], nullLiteral) {
+			return false
+		}
+	}
+}
+
+var nullLiteral = []byte("null")
 
 // spaceBack returns the index just past the last non-whitespace byte of
 // p[lo:end], or lo if there is none.
