@@ -226,14 +226,13 @@ func (m *JSONMeter) WriteWhole(p []byte) {
 // that value is an object and when it is all a forward scan would capture:
 // no top-level "error" member nor "object":"error" (p holds no "error" in
 // quotes but null-valued keys, nor a \u escape that could spell one or a
-// key), p starts
-// with '{' and ends with '}' (whitespace aside), and the value fits in
-// maxCapture. It reports false for anything else, and then the caller scans
-// forwards. The backward walk is exact for valid JSON: a string is skipped
-// back to the last quote before it with an even run of backslashes before
-// it. What comes before the usage member is not read, so for a body that is
-// not JSON there (two objects, say) it may find a usage the forward scan
-// would not.
+// key), p starts with '{' and ends with '}' (whitespace aside), and the
+// member lies within p's last tailBudget bytes. It reports false for
+// anything else, and then the caller scans forwards. The backward walk is
+// exact for valid JSON: a string is skipped back to the last quote before it
+// with an even run of backslashes before it. What comes before the usage
+// member is not read, so for a body that is not JSON there (two objects,
+// say) it may find a usage the forward scan would not.
 func tailUsage(p []byte) ([]byte, bool) {
 	lo := skipSpace(p, 0)
 	if lo == len(p) || p[lo] != '{' {
@@ -248,12 +247,13 @@ func tailUsage(p []byte) ([]byte, bool) {
 		return nil, false
 	}
 	j-- // the members end before the closing brace
+	floor := max(lo, len(p)-tailBudget)
 	for {
 		ve := spaceBack(p, lo, j)
 		if ve == lo { // back at the opening brace
 			return nil, false
 		}
-		vs := valueStartBack(p, lo, ve)
+		vs := valueStartBack(p, lo, floor, ve)
 		if vs < 0 {
 			return nil, false
 		}
@@ -265,7 +265,7 @@ func tailUsage(p []byte) ([]byte, bool) {
 		if k == lo || p[k-1] != '"' {
 			return nil, false
 		}
-		ks := stringStartBack(p, lo, k-1)
+		ks := stringStartBack(p, lo, floor, k-1)
 		if ks < 0 {
 			return nil, false
 		}
@@ -274,11 +274,10 @@ func tailUsage(p []byte) ([]byte, bool) {
 			return nil, false
 		}
 		if string(key) == "usage" {
-			v := p[vs:ve]
-			if v[0] != '{' || len(v) > maxCapture {
+			if p[vs] != '{' {
 				return nil, false
 			}
-			return v, true
+			return p[vs:ve], true // under maxCapture, as tailBudget is
 		}
 		k = spaceBack(p, lo, ks)
 		if k == lo || p[k-1] != ',' {
@@ -287,6 +286,11 @@ func tailUsage(p []byte) ([]byte, bool) {
 		j = k - 1
 	}
 }
+
+// tailBudget bounds how far from its end tailUsage walks a body back. vLLM
+// writes usage among its last few hundred bytes; a body that has it further
+// up (or not at all) is read forwards rather than walked through twice.
+const tailBudget = 4 << 10
 
 var (
 	quotedError   = []byte(`"error"`)
@@ -328,14 +332,15 @@ func spaceBack(p []byte, lo, end int) int {
 }
 
 // valueStartBack returns where the value that ends just before p[end]
-// starts, not looking before p[lo], or -1.
-func valueStartBack(p []byte, lo, end int) int {
+// starts, or -1 if it starts before p[floor]. The object's members begin at
+// p[lo].
+func valueStartBack(p []byte, lo, floor, end int) int {
 	switch p[end-1] {
 	case '"':
-		return stringStartBack(p, lo, end-1)
+		return stringStartBack(p, lo, floor, end-1)
 	case '}', ']':
 		depth := 0
-		for k := end - 1; k >= lo; k-- {
+		for k := end - 1; k >= floor; k-- {
 			switch p[k] {
 			case '}', ']':
 				depth++
@@ -344,7 +349,7 @@ func valueStartBack(p []byte, lo, end int) int {
 					return k
 				}
 			case '"':
-				if k = stringStartBack(p, lo, k); k < 0 {
+				if k = stringStartBack(p, lo, floor, k); k < 0 {
 					return -1
 				}
 			}
@@ -352,10 +357,10 @@ func valueStartBack(p []byte, lo, end int) int {
 		return -1
 	}
 	k := end // a number or a literal
-	for k > lo && !scalarEnd[p[k-1]] {
+	for k > floor && !scalarEnd[p[k-1]] {
 		k--
 	}
-	if k == end {
+	if k == end || k == floor && floor > lo {
 		return -1
 	}
 	return k
@@ -365,14 +370,15 @@ func valueStartBack(p []byte, lo, end int) int {
 var scalarEnd = [256]bool{' ': true, '\t': true, '\n': true, '\r': true, ':': true, ',': true, '{': true, '}': true, '[': true, ']': true, '"': true}
 
 // stringStartBack returns the index of the quote that opens the string
-// closed by the quote at p[q], not looking before p[lo], or -1.
-func stringStartBack(p []byte, lo, q int) int {
+// closed by the quote at p[q], or -1 if it is before p[floor]. The object's
+// members begin at p[lo], which bounds a run of backslashes.
+func stringStartBack(p []byte, lo, floor, q int) int {
 	for {
-		k := bytes.LastIndexByte(p[lo:q], '"')
+		k := bytes.LastIndexByte(p[floor:q], '"')
 		if k < 0 {
 			return -1
 		}
-		k += lo
+		k += floor
 		if backslashRun(p, k, lo)%2 == 0 {
 			return k
 		}

@@ -151,6 +151,10 @@ func TestTailUsage(t *testing.T) {
 		{"empty object", `{}`, ""},
 		{"unterminated string", `{"usage":{"a":1},"x":"abc}`, ""},
 		{"unbalanced", `{"usage":{"a":1},"x":]}`, ""},
+		{"beyond the budget", `{"usage":{"a":1},"x":"` + strings.Repeat("y", tailBudget) + `"}`, ""},
+		{"a big member before it", `{"x":["` + strings.Repeat("y", 2*tailBudget) + `"],"usage":{"a":1}}`, `{"a":1}`},
+		{"a long scalar across the budget", `{"usage":{"a":1},"n":` + strings.Repeat("1", tailBudget) + `}`, ""},
+		{"escapes below the budget", `{"x":"` + strings.Repeat(`\\`, tailBudget) + `\"","usage":{"a":1},"y":"` + strings.Repeat("z", tailBudget-40) + `"}`, `{"a":1}`},
 		{"missing colon after usage", `{"x":1,"usage" {"a":1}}`, ""},
 		{"missing comma after usage", `{"usage":{"a":1} "x":1}`, ""},
 		// Not JSON before the usage member: the walk stops at the usage it
