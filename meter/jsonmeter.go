@@ -205,8 +205,8 @@ func (m *JSONMeter) Write(p []byte) {
 }
 
 // WriteWhole scans a body that the caller knows is whole: its announced
-// length, in one write. The meter must be fresh (or Reset), and ignores what
-// is written after. vLLM (and OpenAI) put "usage" among the last members, after
+// length, in one write, on a fresh (or Reset) meter. vLLM (and OpenAI) put
+// "usage" among the last members, after
 // the choices that make most of the body, so WriteWhole reads the top-level
 // members from the end and stops at the first "usage" object it meets:
 // tailUsage says when that is exact. Any other body goes through Write. For a
