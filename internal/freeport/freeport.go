@@ -40,8 +40,9 @@ func span(text string) (lo, hi int, ok bool) {
 
 // Pick returns a port that no socket of this machine was bound to a moment
 // ago, outside the ephemeral range where the kernel tells it, for which
-// accept (if not nil) returned true. Another program can still bind it first; accept is where a caller
-// coordinates with other processes of its own (see testcaddy.FreePort).
+// accept (if not nil) returned true. Another program can still bind it
+// first; accept is where a caller coordinates with other processes of its
+// own (see testcaddy.FreePort).
 func Pick(accept func(port int) bool) (int, error) {
 	lo, hi, ok := 0, 0, false
 	if b, err := os.ReadFile(rangeFile); err == nil {
