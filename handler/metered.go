@@ -341,7 +341,8 @@ type meteredWriter struct {
 	spare       *meter.StreamMeter // kept across requests by the pool
 	spareJSON   *meter.JSONMeter
 	json        *meter.JSONMeter
-	wholeLen    int // a JSON body's announced length until its first write
+	jsonLen     int  // a JSON body's announced length, unencoded; 0 if none
+	wroteBody   bool // a body write went through
 	ttft        time.Duration
 	emit        func([]byte) error
 	wrapper     caddyhttp.ResponseWriterWrapper
@@ -416,7 +417,7 @@ func (mw *meteredWriter) WriteHeader(status int) {
 		}
 		if cl := hdr["Content-Length"]; len(cl) == 1 && len(hdr["Content-Encoding"]) == 0 {
 			if n, err := strconv.Atoi(cl[0]); err == nil && n > 0 {
-				mw.wholeLen = n
+				mw.jsonLen = n
 			}
 		}
 	}
@@ -442,13 +443,13 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 		mw.ttft = time.Since(mw.start)
 	}
 	if mw.json != nil {
-		if len(p) == mw.wholeLen { // the whole body in one write
+		if !mw.wroteBody && len(p) == mw.jsonLen { // the whole body in one write
 			mw.json.WriteWhole(p)
 		} else {
 			mw.json.Write(p)
 		}
-		mw.wholeLen = 0 // only the first write can be the whole body
 	}
+	mw.wroteBody = true
 	return mw.ResponseWriterWrapper.ResponseWriter.Write(p)
 }
 
@@ -482,11 +483,8 @@ func (mw *meteredWriter) finish(early bool) {
 		if err := mw.stream.Finish(mw.emit); err == nil {
 			_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
 		}
-	case early && mw.json != nil:
-		hdr := mw.Header()
-		if len(hdr["Content-Length"]) > 0 && len(hdr["Content-Encoding"]) == 0 {
-			_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
-		}
+	case early && mw.json != nil && mw.jsonLen > 0:
+		_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
 	}
 }
 
