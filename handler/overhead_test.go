@@ -11,6 +11,7 @@ package handler_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,7 +84,7 @@ const overheadCaddyfile = `{
 	}
 	llm_gate {
 		db {DB}
-		flush_interval 1s
+		flush_interval {FLUSH}
 		plan bench {
 			tokens 1000000000000000 per day
 		}
@@ -101,6 +104,7 @@ http://127.0.0.1:{GATE} {
 			jwt {
 				secret ` + overheadSecret + `
 			}
+			api_keys
 			plan bench
 		}
 		overhead_answer
@@ -114,6 +118,7 @@ type overheadSites struct {
 	plain, gated       http.Handler
 	plainURL, gatedURL string
 	token              string
+	admin              string // the admin API's base URL
 }
 
 // overheadServers starts the Caddy of the benchmark and returns its plain
@@ -123,12 +128,20 @@ func overheadServers(tb testing.TB) (plain, gated http.Handler, token string) {
 	return s.plain, s.gated, s.token
 }
 
-// startOverhead starts the Caddy of the benchmark.
+// startOverhead starts the Caddy of the benchmark, which commits usage
+// every second.
 func startOverhead(tb testing.TB) overheadSites {
 	tb.Helper()
+	return startOverheadFlush(tb, "1s")
+}
+
+// startOverheadFlush is startOverhead with the given flush_interval.
+func startOverheadFlush(tb testing.TB, flush string) overheadSites {
+	tb.Helper()
 	plainPort, gatePort := testcaddy.FreePort(tb), testcaddy.FreePort(tb)
-	testcaddy.Start(tb, overheadCaddyfile, map[string]string{
+	in := testcaddy.Start(tb, overheadCaddyfile, map[string]string{
 		"{DB}":    filepath.Join(tb.TempDir(), "gate.db"),
+		"{FLUSH}": flush,
 		"{PLAIN}": itoa(plainPort),
 		"{GATE}":  itoa(gatePort),
 	})
@@ -157,7 +170,7 @@ func startOverhead(tb testing.TB) overheadSites {
 		tb.Fatal(err)
 	}
 	return overheadSites{
-		plain: plain, gated: gated, token: token,
+		plain: plain, gated: gated, token: token, admin: in.Admin,
 		plainURL: "http://127.0.0.1:" + itoa(plainPort) + "/v1/chat/completions",
 		gatedURL: "http://127.0.0.1:" + itoa(gatePort) + "/v1/chat/completions",
 	}
@@ -409,4 +422,80 @@ func postOverhead(tb testing.TB, client *http.Client, url, token string) {
 	if err != nil || res.StatusCode != http.StatusOK || string(body) != overheadAnswer {
 		tb.Fatalf("status %d, %d bytes, %v", res.StatusCode, len(body), err)
 	}
+}
+
+// BenchmarkOverheadUsers sends the request of BenchmarkOverhead/gate-parallel
+// with API keys: keys=1 with one user's key every time, keys=10000 round-robin
+// through the keys of 10,000 users, as the bench's many-users scenario does.
+// The difference is what per-user state costs: lookups in maps of 10,000
+// entries, and a counter and an hourly aggregate per user in every commit
+// (the background commits run on the same cores, so they are in ns/op).
+// Usage is committed every 100ms: served here at 100,000 requests a
+// second or so, a commit then holds about as many requests, and as many
+// distinct users, as one of the bench's (a second of 5,000 to 8,000).
+func BenchmarkOverheadUsers(b *testing.B) {
+	s := startOverheadFlush(b, "100ms")
+	keys := createKeys(b, s.admin, 10000)
+	for _, n := range []int{1, len(keys)} {
+		b.Run("keys="+itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				d := &discard{hdr: http.Header{}, status: 200}
+				for pb.Next() {
+					serveOne(s.gated, keys[int(next.Add(1))%n], d)
+					if d.status != 200 {
+						b.Errorf("status %d", d.status)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// createKeys creates n users, bench-0 to bench-(n-1), with one API key each
+// through the admin API (a PUT and a POST each), and returns the keys in
+// that order.
+func createKeys(tb testing.TB, admin string, n int) []string {
+	tb.Helper()
+	keys := make([]string, n)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	next := atomic.Int64{}
+	for range 8 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n && failed.Load() == nil; i = int(next.Add(1) - 1) {
+				user := admin + "/llm_gate/users/bench-" + itoa(i)
+				put, _ := http.NewRequest(http.MethodPut, user, strings.NewReader(`{"plan":"bench"}`))
+				res, err := http.DefaultClient.Do(put)
+				if err == nil {
+					res.Body.Close()
+					if res.StatusCode >= 300 {
+						err = fmt.Errorf("status %d", res.StatusCode)
+					}
+				}
+				if err == nil {
+					res, err = http.Post(user+"/keys", "application/json", strings.NewReader(`{"name":"bench"}`))
+				}
+				if err != nil {
+					failed.Store(fmt.Sprintf("creating user bench-%d and its key: %v", i, err))
+					return
+				}
+				var out struct{ Key string }
+				err = json.NewDecoder(res.Body).Decode(&out)
+				res.Body.Close()
+				if err != nil || res.StatusCode != http.StatusCreated || !strings.HasPrefix(out.Key, "sk-") {
+					failed.Store(fmt.Sprintf("creating a key for bench-%d: status %d, %v", i, res.StatusCode, err))
+					return
+				}
+				keys[i] = out.Key
+			}
+		})
+	}
+	wg.Wait()
+	if msg := failed.Load(); msg != nil {
+		tb.Fatal(msg)
+	}
+	return keys
 }
