@@ -462,10 +462,14 @@ func createKeys(tb testing.TB, admin string, n int) []string {
 	keys := make([]string, n)
 	var wg sync.WaitGroup
 	var failed atomic.Value
-	next := atomic.Int64{}
+	var next atomic.Int64
 	for range 8 {
 		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n && failed.Load() == nil; i = int(next.Add(1) - 1) {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || failed.Load() != nil {
+					return
+				}
 				user := admin + "/llm_gate/users/bench-" + itoa(i)
 				put, _ := http.NewRequest(http.MethodPut, user, strings.NewReader(`{"plan":"bench"}`))
 				res, err := http.DefaultClient.Do(put)
