@@ -35,6 +35,10 @@ type State struct {
 
 	usersMu sync.RWMutex
 	users   map[string]*store.User
+	// usersGen moves on whenever a user changes (forgetUser): a user read
+	// from the store in an older generation may predate the change, and is
+	// not cached.
+	usersGen atomic.Uint64
 
 	keysMu sync.RWMutex
 	keys   map[[32]byte]*store.Key
@@ -295,19 +299,27 @@ func (s *State) User(id string) (*store.User, error) {
 	if err != nil {
 		return nil, err
 	}
+	gen := s.usersGen.Load()
 	u, err = db.GetUser(id)
 	if err != nil {
 		return nil, err
 	}
-	s.cacheUser(u)
+	s.cacheUser(u, gen)
 	return u, nil
 }
 
 // maxCachedUsers bounds the user cache; beyond it an arbitrary entry goes.
 const maxCachedUsers = 100_000
 
-func (s *State) cacheUser(u *store.User) {
+// cacheUser caches u, read from the store in generation gen, unless a user
+// has changed since: u may be the one from before the change, which would
+// otherwise be served until the next change.
+func (s *State) cacheUser(u *store.User, gen uint64) {
 	s.usersMu.Lock()
+	defer s.usersMu.Unlock()
+	if s.usersGen.Load() != gen {
+		return
+	}
 	if len(s.users) >= maxCachedUsers {
 		for k := range s.users {
 			delete(s.users, k)
@@ -315,12 +327,12 @@ func (s *State) cacheUser(u *store.User) {
 		}
 	}
 	s.users[u.ID] = u
-	s.usersMu.Unlock()
 }
 
 func (s *State) forgetUser(id string) {
 	s.usersMu.Lock()
 	delete(s.users, id)
+	s.usersGen.Add(1) // under the lock, with the delete: see cacheUser
 	s.usersMu.Unlock()
 }
 

@@ -192,3 +192,26 @@ func TestActiveRequests(t *testing.T) {
 		t.Errorf("active_requests %v after both ended, want %d", got, base)
 	}
 }
+
+// TestUserCacheKeepsNoStaleRead: a user read from the store before a change
+// and cached after it would be served until the next change; the cache
+// refuses a read made before any change since.
+func TestUserCacheKeepsNoStaleRead(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	if err := s.PutUser(&store.User{ID: "a", Plan: "free"}); err != nil {
+		t.Fatal(err)
+	}
+	gen := s.usersGen.Load()
+	stale, err := s.User("a") // the read, before the update
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateUser("a", func(u *store.User) error { u.Plan = "pro"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.cacheUser(stale, gen) // cached after the update, as a slow reader would
+	if u, err := s.User("a"); err != nil || u.Plan != "pro" {
+		t.Fatalf("User after the update: %+v, %v; want plan pro", u, err)
+	}
+}
