@@ -96,6 +96,13 @@ func TestIdentity(t *testing.T) {
 	if last.Header.Get("X-Api-Key") != "" || last.Header.Get("Authorization") != "" {
 		t.Fatalf("credential forwarded upstream")
 	}
+	// The key's use reached the store with the requests' records.
+	var stored struct {
+		LastUsedAt *time.Time `json:"last_used_at"`
+	}
+	if st := e.admin("GET", "/llm_gate/keys/"+key.ID, nil, &stored); st != 200 || stored.LastUsedAt == nil || time.Since(*stored.LastUsedAt) > time.Minute {
+		t.Fatalf("GET key: %d, last_used_at %v; want the time of the requests above", st, stored.LastUsedAt)
+	}
 
 	// The minted key works for the OpenAI Go SDK...
 	client := openai.NewClient(option.WithBaseURL(e.base+"/v1"), option.WithAPIKey(key.Key), option.WithMaxRetries(0))
