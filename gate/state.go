@@ -42,6 +42,9 @@ type State struct {
 
 	keysMu sync.RWMutex
 	keys   map[[32]byte]*store.Key
+	// keysGen moves on whenever keys are revoked (RevokeKey, and
+	// forgetUserKeys when a user is deleted), as usersGen does for users.
+	keysGen atomic.Uint64
 
 	pendMu  sync.Mutex
 	pending store.Batch
@@ -388,13 +391,7 @@ func (s *State) DeleteUser(id string) error {
 		return err
 	}
 	s.forgetUser(id)
-	s.keysMu.Lock()
-	for h, k := range s.keys {
-		if k.UserID == id {
-			delete(s.keys, h)
-		}
-	}
-	s.keysMu.Unlock()
+	s.forgetUserKeys(id)
 	s.Engine.Forget(id)
 	return nil
 }
@@ -411,16 +408,37 @@ func (s *State) KeyByHash(h [32]byte) (*store.Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	gen := s.keysGen.Load()
 	k, err = db.KeyByHash(h)
 	if err != nil {
 		return nil, err
 	}
+	s.cacheKey(h, k, gen)
+	return k, nil
+}
+
+// cacheKey caches k, read from the store in generation gen, unless a key has
+// been revoked since: k may be from before the revocation, and would be
+// accepted until evicted.
+func (s *State) cacheKey(h [32]byte, k *store.Key, gen uint64) {
 	s.keysMu.Lock()
-	if len(s.keys) < maxCachedUsers {
+	defer s.keysMu.Unlock()
+	if len(s.keys) < maxCachedUsers && s.keysGen.Load() == gen {
 		s.keys[h] = k
 	}
+}
+
+// forgetUserKeys drops the user's cached keys, and moves the generation on
+// under the same lock (see cacheKey).
+func (s *State) forgetUserKeys(user string) {
+	s.keysMu.Lock()
+	for h, k := range s.keys {
+		if k.UserID == user {
+			delete(s.keys, h)
+		}
+	}
+	s.keysGen.Add(1)
 	s.keysMu.Unlock()
-	return k, nil
 }
 
 // PutKey stores a new key.
@@ -444,6 +462,7 @@ func (s *State) RevokeKey(id string, at time.Time) (*store.Key, error) {
 	}
 	s.keysMu.Lock()
 	delete(s.keys, k.Hash)
+	s.keysGen.Add(1) // under the lock, with the delete: see cacheKey
 	s.keysMu.Unlock()
 	return k, nil
 }

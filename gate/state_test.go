@@ -215,3 +215,47 @@ func TestUserCacheKeepsNoStaleRead(t *testing.T) {
 		t.Fatalf("User after the update: %+v, %v; want plan pro", u, err)
 	}
 }
+
+// TestKeyCacheKeepsNoStaleRead: a key read from the store before it was
+// revoked, or before its user was deleted, and cached after that would be
+// accepted until evicted; the cache refuses a read made before a revocation
+// since.
+func TestKeyCacheKeepsNoStaleRead(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	db, err := s.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		name   string
+		revoke func(user, key string) error
+	}{
+		{"revoked", func(_, key string) error { _, err := s.RevokeKey(key, time.Now()); return err }},
+		{"user deleted", func(user, _ string) error { return s.DeleteUser(user) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			user, id, h := "u"+strconv.Itoa(i), "k"+strconv.Itoa(i), [32]byte{byte(i + 1)}
+			if err := s.PutUser(&store.User{ID: user}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.PutKey(&store.Key{ID: id, UserID: user, Hash: h, Created: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			// A request's cache miss reads the key; the revocation lands;
+			// then the request caches what it read.
+			gen := s.keysGen.Load()
+			stale, err := db.KeyByHash(h)
+			if err != nil || !stale.Active(time.Now()) {
+				t.Fatalf("the key before: %+v, %v", stale, err)
+			}
+			if err := c.revoke(user, id); err != nil {
+				t.Fatal(err)
+			}
+			s.cacheKey(h, stale, gen)
+			if k, err := s.KeyByHash(h); err == nil && k.Active(time.Now()) {
+				t.Fatalf("the key is still accepted: %+v", k)
+			}
+		})
+	}
+}
