@@ -1,9 +1,11 @@
 package handler
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -14,24 +16,59 @@ const modelLenTTL = 5 * time.Minute
 
 // modelLens caches each model's context length from the upstream's
 // GET /v1/models, so a request without max_tokens reserves no more output
-// than the model can produce.
+// than the model can produce. Requests read it without a lock. The first
+// requests wait for the upstream's first answer (without it, a request
+// would ask vLLM for more tokens than its model can hold, and get a 400).
+// Once the lengths are older than the TTL, the first request to see that
+// asks the upstream again and waits for the answer; the others go on with
+// the lengths known, rather than queue behind an upstream that may be slow
+// to answer.
 type modelLens struct {
-	mu      sync.Mutex
+	ttl      time.Duration // modelLenTTL when 0
+	mu       sync.Mutex    // held for the first fetch
+	cur      atomic.Pointer[lensSnapshot]
+	fetching atomic.Bool // a refresh is under way
+}
+
+// lensSnapshot is one answer of the upstream (nil lens when it gave none),
+// and when it was asked.
+type lensSnapshot struct {
 	lens    map[string]int64
 	fetched time.Time
 }
 
 // get returns the model's max_model_len, or 0 when the upstream does not
 // say. It asks the upstream (through next, like any other request) at most
-// once per modelLenTTL.
+// once per TTL.
 func (m *modelLens) get(r *http.Request, next caddyhttp.Handler, model string) int64 {
+	s := m.cur.Load()
+	switch {
+	case s == nil:
+		s = m.first(r, next)
+	case time.Since(s.fetched) > cmp.Or(m.ttl, modelLenTTL) && m.fetching.CompareAndSwap(false, true):
+		defer m.fetching.Store(false) // even if next panics (reverse_proxy aborting)
+		s = m.fetch(r, next)
+	}
+	return s.lens[model]
+}
+
+// first returns the first answer, asking for it unless another request
+// did meanwhile.
+func (m *modelLens) first(r *http.Request, next caddyhttp.Handler) *lensSnapshot {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if time.Since(m.fetched) > modelLenTTL {
-		m.fetched = time.Now()
-		m.lens = fetchModelLens(r, next)
+	if s := m.cur.Load(); s != nil {
+		return s
 	}
-	return m.lens[model]
+	return m.fetch(r, next)
+}
+
+// fetch asks the upstream and keeps its answer, failed or not, for the TTL.
+func (m *modelLens) fetch(r *http.Request, next caddyhttp.Handler) *lensSnapshot {
+	s := &lensSnapshot{fetched: time.Now()}
+	s.lens = fetchModelLens(r, next)
+	m.cur.Store(s)
+	return s
 }
 
 func fetchModelLens(r *http.Request, next caddyhttp.Handler) map[string]int64 {

@@ -1,0 +1,114 @@
+package handler
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// modelsUpstream answers GET /v1/models with one model of length n, after
+// waiting for hold (when set) to be closed; fetches counts the questions.
+type modelsUpstream struct {
+	n       atomic.Int64
+	hold    atomic.Pointer[chan struct{}]
+	asked   chan struct{}
+	fetches atomic.Int64
+}
+
+func (u *modelsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet || r.URL.Path != "/v1/models" {
+		return fmt.Errorf("unexpected %s %s", r.Method, r.URL.Path)
+	}
+	u.fetches.Add(1)
+	if h := u.hold.Load(); h != nil {
+		u.asked <- struct{}{}
+		<-*h
+	}
+	w.WriteHeader(http.StatusOK)
+	_, err := fmt.Fprintf(w, `{"object":"list","data":[{"id":"m","max_model_len":%d}]}`, u.n.Load())
+	return err
+}
+
+var _ caddyhttp.Handler = (*modelsUpstream)(nil)
+
+// TestModelLensRefreshBlocksNoOne: once the lengths are stale, one request
+// asks the upstream again and waits for it; the others meanwhile go on with
+// the lengths known, however long the upstream takes to answer.
+func TestModelLensRefreshBlocksNoOne(t *testing.T) {
+	up := &modelsUpstream{asked: make(chan struct{}, 1)}
+	up.n.Store(300)
+	m := &modelLens{ttl: time.Hour}
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	if n := m.get(req, up, "m"); n != 300 {
+		t.Fatalf("first answer %d, want 300", n)
+	}
+	if n := m.get(req, up, "m"); n != 300 || up.fetches.Load() != 1 {
+		t.Fatalf("within the TTL: %d after %d fetches, want 300 after 1", n, up.fetches.Load())
+	}
+
+	// Stale: the next request asks again, and the upstream holds it.
+	m.ttl = time.Nanosecond
+	hold := make(chan struct{})
+	up.hold.Store(&hold)
+	up.n.Store(400)
+	refreshed := make(chan int64, 1)
+	go func() { refreshed <- m.get(req, up, "m") }()
+	select {
+	case <-up.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stale answer was not asked again")
+	}
+	other := make(chan int64, 1)
+	go func() { other <- m.get(req, up, "m") }()
+	select {
+	case n := <-other:
+		if n != 300 {
+			t.Errorf("during the refresh: %d, want the known 300", n)
+		}
+	case <-time.After(10 * time.Second):
+		close(hold)
+		t.Fatal("a request waited for another's refresh of the models' lengths")
+	}
+	close(hold)
+	if n := <-refreshed; n != 400 {
+		t.Errorf("the refreshing request got %d, want the new 400", n)
+	}
+	if f := up.fetches.Load(); f != 2 {
+		t.Errorf("%d fetches, want 2 (one refresh at a time)", f)
+	}
+	m.ttl = time.Hour
+	if n := m.get(req, up, "m"); n != 400 {
+		t.Errorf("after the refresh: %d, want 400", n)
+	}
+}
+
+// TestModelLensFirstAnswerIsWaitedFor: before the first answer there are no
+// lengths to go on with, so concurrent first requests wait for it, and the
+// upstream is asked once.
+func TestModelLensFirstAnswerIsWaitedFor(t *testing.T) {
+	up := &modelsUpstream{asked: make(chan struct{}, 1)}
+	up.n.Store(300)
+	hold := make(chan struct{})
+	up.hold.Store(&hold)
+	m := &modelLens{}
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	got := make(chan int64, 2)
+	for range 2 {
+		go func() { got <- m.get(req, up, "m") }()
+	}
+	<-up.asked
+	close(hold)
+	for range 2 {
+		if n := <-got; n != 300 {
+			t.Errorf("a first request got %d, want 300", n)
+		}
+	}
+	if f := up.fetches.Load(); f != 1 {
+		t.Errorf("%d fetches, want 1", f)
+	}
+}
