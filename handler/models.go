@@ -14,38 +14,43 @@ import (
 // modelLenTTL is how long the upstream's max_model_len answers are trusted.
 const modelLenTTL = 5 * time.Minute
 
+// modelLenRetry is how soon a failed ask is tried again (vLLM still loading
+// its model, the asking client gone): the lengths known before are kept
+// meanwhile.
+const modelLenRetry = 10 * time.Second
+
 // modelLens caches each model's context length from the upstream's
 // GET /v1/models, so a request without max_tokens reserves no more output
 // than the model can produce. Requests read it without a lock. The first
 // requests wait for the upstream's first answer (without it, a request
 // would ask vLLM for more tokens than its model can hold, and get a 400).
-// Once the lengths are older than the TTL, the first request to see that
-// asks the upstream again and waits for the answer; the others go on with
-// the lengths known, rather than queue behind an upstream that may be slow
-// to answer.
+// Once the lengths have expired, the first request to see that asks the
+// upstream again and waits for the answer; the others go on with the
+// lengths known, rather than queue behind an upstream that may be slow to
+// answer.
 type modelLens struct {
-	ttl      time.Duration // modelLenTTL when 0
-	mu       sync.Mutex    // held for the first fetch
-	cur      atomic.Pointer[lensSnapshot]
-	fetching atomic.Bool // a refresh is under way
+	ttl, retry time.Duration // modelLenTTL and modelLenRetry when 0
+	mu         sync.Mutex    // held for the first fetch
+	cur        atomic.Pointer[lensSnapshot]
+	fetching   atomic.Bool // a refresh is under way
 }
 
-// lensSnapshot is one answer of the upstream (nil lens when it gave none),
-// and when it was asked.
+// lensSnapshot is the lengths known (nil when the upstream never gave
+// them) and when to ask again.
 type lensSnapshot struct {
 	lens    map[string]int64
-	fetched time.Time
+	expires time.Time
 }
 
 // get returns the model's max_model_len, or 0 when the upstream does not
 // say. It asks the upstream (through next, like any other request) at most
-// once per TTL.
+// once per TTL, or per retry interval while asking fails.
 func (m *modelLens) get(r *http.Request, next caddyhttp.Handler, model string) int64 {
 	s := m.cur.Load()
 	switch {
 	case s == nil:
 		s = m.first(r, next)
-	case time.Since(s.fetched) > cmp.Or(m.ttl, modelLenTTL) && m.fetching.CompareAndSwap(false, true):
+	case time.Now().After(s.expires) && m.fetching.CompareAndSwap(false, true):
 		defer m.fetching.Store(false) // even if next panics (reverse_proxy aborting)
 		s = m.fetch(r, next)
 	}
@@ -63,14 +68,24 @@ func (m *modelLens) first(r *http.Request, next caddyhttp.Handler) *lensSnapshot
 	return m.fetch(r, next)
 }
 
-// fetch asks the upstream and keeps its answer, failed or not, for the TTL.
+// fetch asks the upstream and keeps its answer for the TTL; when asking
+// fails, it keeps the lengths known before, until the retry interval is up.
 func (m *modelLens) fetch(r *http.Request, next caddyhttp.Handler) *lensSnapshot {
-	s := &lensSnapshot{fetched: time.Now()}
-	s.lens = fetchModelLens(r, next)
+	lens := fetchModelLens(r, next)
+	s := &lensSnapshot{lens: lens, expires: time.Now().Add(cmp.Or(m.ttl, modelLenTTL))}
+	if lens == nil {
+		if prev := m.cur.Load(); prev != nil {
+			s.lens = prev.lens
+		}
+		s.expires = time.Now().Add(cmp.Or(m.retry, modelLenRetry))
+	}
 	m.cur.Store(s)
 	return s
 }
 
+// fetchModelLens asks GET /v1/models through next for each model's
+// max_model_len: nil when the upstream gave no answer, an empty map when it
+// gave no lengths.
 func fetchModelLens(r *http.Request, next caddyhttp.Handler) map[string]int64 {
 	sub := r.Clone(r.Context())
 	sub.Method = http.MethodGet

@@ -11,10 +11,12 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// modelsUpstream answers GET /v1/models with one model of length n, after
-// waiting for hold (when set) to be closed; fetches counts the questions.
+// modelsUpstream answers GET /v1/models with one model of length n (or a
+// 502 when fail is set), after waiting for hold (when set) to be closed;
+// fetches counts the questions.
 type modelsUpstream struct {
 	n       atomic.Int64
+	fail    atomic.Bool
 	hold    atomic.Pointer[chan struct{}]
 	asked   chan struct{}
 	fetches atomic.Int64
@@ -29,12 +31,21 @@ func (u *modelsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) error
 		u.asked <- struct{}{}
 		<-*h
 	}
+	if u.fail.Load() {
+		w.WriteHeader(http.StatusBadGateway)
+		return nil
+	}
 	w.WriteHeader(http.StatusOK)
 	_, err := fmt.Fprintf(w, `{"object":"list","data":[{"id":"m","max_model_len":%d}]}`, u.n.Load())
 	return err
 }
 
 var _ caddyhttp.Handler = (*modelsUpstream)(nil)
+
+// expire makes m's lengths due to be asked again.
+func expire(m *modelLens) {
+	m.cur.Store(&lensSnapshot{lens: m.cur.Load().lens})
+}
 
 // TestModelLensRefreshBlocksNoOne: once the lengths are stale, one request
 // asks the upstream again and waits for it; the others meanwhile go on with
@@ -52,7 +63,7 @@ func TestModelLensRefreshBlocksNoOne(t *testing.T) {
 	}
 
 	// Stale: the next request asks again, and the upstream holds it.
-	m.ttl = time.Nanosecond
+	expire(m)
 	hold := make(chan struct{})
 	up.hold.Store(&hold)
 	up.n.Store(400)
@@ -81,7 +92,6 @@ func TestModelLensRefreshBlocksNoOne(t *testing.T) {
 	if f := up.fetches.Load(); f != 2 {
 		t.Errorf("%d fetches, want 2 (one refresh at a time)", f)
 	}
-	m.ttl = time.Hour
 	if n := m.get(req, up, "m"); n != 400 {
 		t.Errorf("after the refresh: %d, want 400", n)
 	}
@@ -110,5 +120,38 @@ func TestModelLensFirstAnswerIsWaitedFor(t *testing.T) {
 	}
 	if f := up.fetches.Load(); f != 1 {
 		t.Errorf("%d fetches, want 1", f)
+	}
+}
+
+// TestModelLensFailedAskIsRetried: a failed ask (vLLM still loading, say) is
+// tried again after the retry interval rather than the TTL, and keeps the
+// lengths known before it.
+func TestModelLensFailedAskIsRetried(t *testing.T) {
+	up := &modelsUpstream{}
+	up.fail.Store(true)
+	m := &modelLens{ttl: 2 * time.Hour, retry: time.Hour}
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	if n := m.get(req, up, "m"); n != 0 {
+		t.Fatalf("with no answer: %d, want 0", n)
+	}
+	if s := m.cur.Load(); s == nil || time.Until(s.expires) > time.Hour || time.Until(s.expires) < 59*time.Minute {
+		t.Fatalf("a failed ask expires at %v, want in the retry interval", s)
+	}
+	m.get(req, up, "m")
+	if f := up.fetches.Load(); f != 1 {
+		t.Fatalf("%d fetches within the retry interval, want 1", f)
+	}
+
+	up.fail.Store(false)
+	up.n.Store(300)
+	expire(m) // the retry interval is up
+	if n := m.get(req, up, "m"); n != 300 {
+		t.Fatalf("once the upstream answers: %d, want 300", n)
+	}
+
+	up.fail.Store(true)
+	expire(m)
+	if n := m.get(req, up, "m"); n != 300 || up.fetches.Load() != 3 {
+		t.Fatalf("after a failed refresh: %d after %d fetches, want the known 300 after 3", n, up.fetches.Load())
 	}
 }
