@@ -33,18 +33,8 @@ type State struct {
 	// Engine holds every user's windows and reservations.
 	Engine *quota.Engine
 
-	usersMu sync.RWMutex
-	users   map[string]*store.User
-	// usersGen moves on whenever a user changes (forgetUser): a user read
-	// from the store in an older generation may predate the change, and is
-	// not cached.
-	usersGen atomic.Uint64
-
-	keysMu sync.RWMutex
-	keys   map[[32]byte]*store.Key
-	// keysGen moves on whenever keys are revoked (RevokeKey, and
-	// forgetUserKeys when a user is deleted), as usersGen does for users.
-	keysGen atomic.Uint64
+	users readCache[string, *store.User]  // by ID; forgotten when changed
+	keys  readCache[[32]byte, *store.Key] // by hash; forgotten when revoked
 
 	pendMu  sync.Mutex
 	pending store.Batch
@@ -69,8 +59,6 @@ func newState(path string, logger *zap.Logger) *State {
 	s := &State{
 		path:      path,
 		logger:    logger,
-		users:     make(map[string]*store.User),
-		keys:      make(map[[32]byte]*store.Key),
 		keyQueued: make(map[string]time.Time),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -190,7 +178,7 @@ func (s *State) Record(rec store.Record) error {
 	s.pending.Records = append(s.pending.Records, rec)
 	if rec.KeyID != "" {
 		if last, ok := s.keyQueued[rec.KeyID]; !ok || rec.Time.Sub(last) >= keyUsedGrain {
-			if !ok && len(s.keyQueued) >= maxCachedUsers {
+			if !ok && len(s.keyQueued) >= maxCached {
 				clear(s.keyQueued)
 			}
 			s.keyQueued[rec.KeyID] = rec.Time
@@ -292,51 +280,20 @@ func (s *State) Destruct() error {
 // User returns a user from the cache or the store; store.ErrNotFound if
 // there is none.
 func (s *State) User(id string) (*store.User, error) {
-	s.usersMu.RLock()
-	u, ok := s.users[id]
-	s.usersMu.RUnlock()
-	if ok {
+	if u, ok := s.users.get(id); ok {
 		return u, nil
 	}
 	db, err := s.DB()
 	if err != nil {
 		return nil, err
 	}
-	gen := s.usersGen.Load()
-	u, err = db.GetUser(id)
+	gen := s.users.generation()
+	u, err := db.GetUser(id)
 	if err != nil {
 		return nil, err
 	}
-	s.cacheUser(u, gen)
+	s.users.put(id, u, gen)
 	return u, nil
-}
-
-// maxCachedUsers bounds the user cache; beyond it an arbitrary entry goes.
-const maxCachedUsers = 100_000
-
-// cacheUser caches u, read from the store in generation gen, unless a user
-// has changed since: u may be the one from before the change, which would
-// otherwise be served until the next change.
-func (s *State) cacheUser(u *store.User, gen uint64) {
-	s.usersMu.Lock()
-	defer s.usersMu.Unlock()
-	if s.usersGen.Load() != gen {
-		return
-	}
-	if len(s.users) >= maxCachedUsers {
-		for k := range s.users {
-			delete(s.users, k)
-			break
-		}
-	}
-	s.users[u.ID] = u
-}
-
-func (s *State) forgetUser(id string) {
-	s.usersMu.Lock()
-	delete(s.users, id)
-	s.usersGen.Add(1) // under the lock, with the delete: see cacheUser
-	s.usersMu.Unlock()
 }
 
 // EnsureUser returns the stored user u.ID, creating it from u when absent
@@ -352,7 +309,7 @@ func (s *State) EnsureUser(u *store.User) (*store.User, error) {
 	if _, err := db.CreateUserIfMissing(u); err != nil {
 		return nil, err
 	}
-	s.forgetUser(u.ID)
+	s.users.forget(u.ID)
 	return s.User(u.ID)
 }
 
@@ -365,7 +322,7 @@ func (s *State) PutUser(u *store.User) error {
 	if err := db.PutUser(u); err != nil {
 		return err
 	}
-	s.forgetUser(u.ID)
+	s.users.forget(u.ID)
 	return nil
 }
 
@@ -376,7 +333,7 @@ func (s *State) UpdateUser(id string, fn func(*store.User) error) (*store.User, 
 		return nil, err
 	}
 	u, err := db.UpdateUser(id, fn)
-	s.forgetUser(id)
+	s.users.forget(id)
 	return u, err
 }
 
@@ -390,55 +347,28 @@ func (s *State) DeleteUser(id string) error {
 	if _, err := db.DeleteUser(id); err != nil {
 		return err
 	}
-	s.forgetUser(id)
-	s.forgetUserKeys(id)
+	s.users.forget(id)
+	s.keys.forgetIf(func(_ [32]byte, k *store.Key) bool { return k.UserID == id })
 	s.Engine.Forget(id)
 	return nil
 }
 
 // KeyByHash finds an API key by the SHA-256 of its secret.
 func (s *State) KeyByHash(h [32]byte) (*store.Key, error) {
-	s.keysMu.RLock()
-	k, ok := s.keys[h]
-	s.keysMu.RUnlock()
-	if ok {
+	if k, ok := s.keys.get(h); ok {
 		return k, nil
 	}
 	db, err := s.DB()
 	if err != nil {
 		return nil, err
 	}
-	gen := s.keysGen.Load()
-	k, err = db.KeyByHash(h)
+	gen := s.keys.generation()
+	k, err := db.KeyByHash(h)
 	if err != nil {
 		return nil, err
 	}
-	s.cacheKey(h, k, gen)
+	s.keys.put(h, k, gen)
 	return k, nil
-}
-
-// cacheKey caches k, read from the store in generation gen, unless a key has
-// been revoked since: k may be from before the revocation, and would be
-// accepted until evicted.
-func (s *State) cacheKey(h [32]byte, k *store.Key, gen uint64) {
-	s.keysMu.Lock()
-	defer s.keysMu.Unlock()
-	if len(s.keys) < maxCachedUsers && s.keysGen.Load() == gen {
-		s.keys[h] = k
-	}
-}
-
-// forgetUserKeys drops the user's cached keys, and moves the generation on
-// under the same lock (see cacheKey).
-func (s *State) forgetUserKeys(user string) {
-	s.keysMu.Lock()
-	for h, k := range s.keys {
-		if k.UserID == user {
-			delete(s.keys, h)
-		}
-	}
-	s.keysGen.Add(1)
-	s.keysMu.Unlock()
 }
 
 // PutKey stores a new key.
@@ -460,10 +390,7 @@ func (s *State) RevokeKey(id string, at time.Time) (*store.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.keysMu.Lock()
-	delete(s.keys, k.Hash)
-	s.keysGen.Add(1) // under the lock, with the delete: see cacheKey
-	s.keysMu.Unlock()
+	s.keys.forget(k.Hash)
 	return k, nil
 }
 

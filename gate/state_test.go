@@ -202,7 +202,7 @@ func TestUserCacheKeepsNoStaleRead(t *testing.T) {
 	if err := s.PutUser(&store.User{ID: "a", Plan: "free"}); err != nil {
 		t.Fatal(err)
 	}
-	gen := s.usersGen.Load()
+	gen := s.users.generation()
 	stale, err := s.User("a") // the read, before the update
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestUserCacheKeepsNoStaleRead(t *testing.T) {
 	if _, err := s.UpdateUser("a", func(u *store.User) error { u.Plan = "pro"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	s.cacheUser(stale, gen) // cached after the update, as a slow reader would
+	s.users.put("a", stale, gen) // cached after the update, as a slow reader would
 	if u, err := s.User("a"); err != nil || u.Plan != "pro" {
 		t.Fatalf("User after the update: %+v, %v; want plan pro", u, err)
 	}
@@ -244,7 +244,7 @@ func TestKeyCacheKeepsNoStaleRead(t *testing.T) {
 			}
 			// A request's cache miss reads the key; the revocation lands;
 			// then the request caches what it read.
-			gen := s.keysGen.Load()
+			gen := s.keys.generation()
 			stale, err := db.KeyByHash(h)
 			if err != nil || !stale.Active(time.Now()) {
 				t.Fatalf("the key before: %+v, %v", stale, err)
@@ -252,7 +252,7 @@ func TestKeyCacheKeepsNoStaleRead(t *testing.T) {
 			if err := c.revoke(user, id); err != nil {
 				t.Fatal(err)
 			}
-			s.cacheKey(h, stale, gen)
+			s.keys.put(h, stale, gen)
 			if k, err := s.KeyByHash(h); err == nil && k.Active(time.Now()) {
 				t.Fatalf("the key is still accepted: %+v", k)
 			}
