@@ -12,12 +12,13 @@ import (
 )
 
 // modelsUpstream answers GET /v1/models with one model of length n (or a
-// 502 when fail is set), after waiting for hold (when set) to be closed;
-// fetches counts the questions.
+// 502 when fail is set), after signalling asked and waiting for hold to be
+// closed when hold is set; fetches counts the questions. The test sets the
+// fields before the requests that read them start.
 type modelsUpstream struct {
-	n       atomic.Int64
-	fail    atomic.Bool
-	hold    atomic.Pointer[chan struct{}]
+	n       int64
+	fail    bool
+	hold    chan struct{}
 	asked   chan struct{}
 	fetches atomic.Int64
 }
@@ -27,16 +28,16 @@ func (u *modelsUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) error
 		return fmt.Errorf("unexpected %s %s", r.Method, r.URL.Path)
 	}
 	u.fetches.Add(1)
-	if h := u.hold.Load(); h != nil {
+	if u.hold != nil {
 		u.asked <- struct{}{}
-		<-*h
+		<-u.hold
 	}
-	if u.fail.Load() {
+	if u.fail {
 		w.WriteHeader(http.StatusBadGateway)
 		return nil
 	}
 	w.WriteHeader(http.StatusOK)
-	_, err := fmt.Fprintf(w, `{"object":"list","data":[{"id":"m","max_model_len":%d}]}`, u.n.Load())
+	_, err := fmt.Fprintf(w, `{"object":"list","data":[{"id":"m","max_model_len":%d}]}`, u.n)
 	return err
 }
 
@@ -52,7 +53,7 @@ func expire(m *modelLens) {
 // the lengths known, however long the upstream takes to answer.
 func TestModelLensRefreshBlocksNoOne(t *testing.T) {
 	up := &modelsUpstream{asked: make(chan struct{}, 1)}
-	up.n.Store(300)
+	up.n = 300
 	m := &modelLens{ttl: time.Hour}
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	if n := m.get(req, up, "m"); n != 300 {
@@ -65,8 +66,8 @@ func TestModelLensRefreshBlocksNoOne(t *testing.T) {
 	// Stale: the next request asks again, and the upstream holds it.
 	expire(m)
 	hold := make(chan struct{})
-	up.hold.Store(&hold)
-	up.n.Store(400)
+	up.hold = hold
+	up.n = 400
 	refreshed := make(chan int64, 1)
 	go func() { refreshed <- m.get(req, up, "m") }()
 	select {
@@ -102,9 +103,9 @@ func TestModelLensRefreshBlocksNoOne(t *testing.T) {
 // upstream is asked once.
 func TestModelLensFirstAnswerIsWaitedFor(t *testing.T) {
 	up := &modelsUpstream{asked: make(chan struct{}, 1)}
-	up.n.Store(300)
+	up.n = 300
 	hold := make(chan struct{})
-	up.hold.Store(&hold)
+	up.hold = hold
 	m := &modelLens{}
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	got := make(chan int64, 2)
@@ -128,7 +129,7 @@ func TestModelLensFirstAnswerIsWaitedFor(t *testing.T) {
 // lengths known before it.
 func TestModelLensFailedAskIsRetried(t *testing.T) {
 	up := &modelsUpstream{}
-	up.fail.Store(true)
+	up.fail = true
 	m := &modelLens{ttl: 2 * time.Hour, retry: time.Hour}
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	if n := m.get(req, up, "m"); n != 0 {
@@ -142,14 +143,14 @@ func TestModelLensFailedAskIsRetried(t *testing.T) {
 		t.Fatalf("%d fetches within the retry interval, want 1", f)
 	}
 
-	up.fail.Store(false)
-	up.n.Store(300)
+	up.fail = false
+	up.n = 300
 	expire(m) // the retry interval is up
 	if n := m.get(req, up, "m"); n != 300 {
 		t.Fatalf("once the upstream answers: %d, want 300", n)
 	}
 
-	up.fail.Store(true)
+	up.fail = true
 	expire(m)
 	if n := m.get(req, up, "m"); n != 300 || up.fetches.Load() != 3 {
 		t.Fatalf("after a failed refresh: %d after %d fetches, want the known 300 after 3", n, up.fetches.Load())
