@@ -114,21 +114,21 @@ var routes = []route{
 		http.MethodGet: (*API).listUsers,
 	}),
 	newRoute("users/*", map[string]handlerFunc{
-		http.MethodGet:    (*API).getUser,
-		http.MethodPut:    (*API).putUser,
-		http.MethodPatch:  (*API).patchUser,
-		http.MethodDelete: (*API).deleteUser,
+		http.MethodGet:    noQuery((*API).getUser),
+		http.MethodPut:    noQuery((*API).putUser),
+		http.MethodPatch:  noQuery((*API).patchUser),
+		http.MethodDelete: noQuery((*API).deleteUser),
 	}),
 	newRoute("users/*/keys", map[string]handlerFunc{
-		http.MethodGet:  (*API).listKeys,
-		http.MethodPost: (*API).createKey,
+		http.MethodGet:  noQuery((*API).listKeys),
+		http.MethodPost: noQuery((*API).createKey),
 	}),
 	newRoute("users/*/reset", map[string]handlerFunc{
-		http.MethodPost: (*API).resetUser,
+		http.MethodPost: noQuery((*API).resetUser),
 	}),
 	newRoute("keys/*", map[string]handlerFunc{
-		http.MethodGet:    (*API).getKey,
-		http.MethodDelete: (*API).revokeKey,
+		http.MethodGet:    noQuery((*API).getKey),
+		http.MethodDelete: noQuery((*API).revokeKey),
 	}),
 	newRoute("usage", map[string]handlerFunc{
 		http.MethodGet: (*API).usage,
@@ -139,6 +139,18 @@ var routes = []route{
 	newRoute("plans", map[string]handlerFunc{
 		http.MethodGet: (*API).plans,
 	}),
+}
+
+// noQuery refuses a query string on a route that takes none: a parameter
+// the route does not know (say ?dry_run=1 on a DELETE) must not be ignored
+// while the request does what it would do without it.
+func noQuery(h handlerFunc) handlerFunc {
+	return func(a *API, w http.ResponseWriter, r *http.Request, params []string) error {
+		if _, err := parseQuery(r); err != nil {
+			return err
+		}
+		return h(a, w, r, params)
+	}
 }
 
 func (a *API) serve(w http.ResponseWriter, r *http.Request) error {

@@ -369,6 +369,21 @@ func TestRoutingErrors(t *testing.T) {
 	for _, p := range []string{"/llm_gate/", "/llm_gate/nope", "/llm_gate/users/u1/nope", "/llm_gate/keys", "/llm_gate/users/u1/keys/x"} {
 		e.fails("GET", p, nil, 404)
 	}
+	// A route that takes no query parameters refuses them rather than do
+	// what it would do without: a "dry run" delete deletes nothing.
+	for _, c := range []struct{ method, path string }{
+		{"DELETE", "/llm_gate/users/u1?dry_run=1"},
+		{"GET", "/llm_gate/users/u1?fields=plan"},
+		{"POST", "/llm_gate/users/u1/reset?window=day"},
+		{"GET", "/llm_gate/users/u1/keys?limit=1"},
+		{"DELETE", "/llm_gate/keys/key_1?force=1"},
+	} {
+		status, _, data := e.do(c.method, c.path, nil)
+		if status != 400 || !bytes.Contains(data, []byte("takes none")) {
+			t.Errorf("%s %s: %d %s; want 400 naming the parameter", c.method, c.path, status, data)
+		}
+	}
+	e.call("GET", "/llm_gate/users/u1", nil, 200, nil)
 	// A trailing slash is forgiven.
 	e.call("GET", "/llm_gate/users/", nil, 200, nil)
 	// HEAD works where GET does; OPTIONS answers the methods.
@@ -699,6 +714,8 @@ func TestUsage(t *testing.T) {
 		{"until=2025-06-01T11:00:00Z", 2},
 		{"since=2025-06-01T12:00:00%2B02:00&until=2025-06-01T11:00:00Z", 2}, // 10:00Z to 11:00Z
 		{"user=nobody", 0},
+		{"until=0001-01-01T00:00:00Z", 0},
+		{"until=1969-12-31", 0},
 	}
 	for _, c := range cases {
 		e.call("GET", "/llm_gate/usage?"+c.query, nil, 200, &r)
@@ -745,6 +762,15 @@ func TestUsage(t *testing.T) {
 		"format=xml", "users=ann", "user=%20x", "user=a&user=b",
 	} {
 		e.fails("GET", "/llm_gate/usage?"+q, nil, 400)
+	}
+	// Bounds inside an hour are refused, naming the hours around them:
+	// [10:00, 10:20) and [10:20, 11:00) would each count all of 10:00's
+	// requests.
+	for _, q := range []string{"until=2025-06-01T10:20:00Z", "since=2025-06-01T10:20:00Z", "since=2025-06-01T10:00:00.5Z", "since=2025-06-01T10:00:00%2B05:30"} {
+		status, _, data := e.do("GET", "/llm_gate/usage?"+q, nil)
+		if status != 400 || !bytes.Contains(data, []byte("not on the hour")) || !bytes.Contains(data, []byte("T10:00:00Z or")) && !bytes.Contains(data, []byte("T04:00:00Z or")) {
+			t.Errorf("usage?%s: %d %s; want 400 naming the hours around the bound", q, status, data)
+		}
 	}
 }
 
@@ -802,7 +828,13 @@ func TestRequests(t *testing.T) {
 	if len(p.Requests) != 1 || p.Requests[0].Status != 429 {
 		t.Errorf("one day %+v", p.Requests)
 	}
-	for _, q := range []string{"cursor=xyz", "limit=0", "since=bad", "model=llama", "user=%01"} {
+	// An until at the zero time selects nothing (not everything), and is
+	// still compared with since.
+	e.call("GET", "/llm_gate/requests?until=0001-01-01T00:00:00Z", nil, 200, &p)
+	if len(p.Requests) != 0 {
+		t.Errorf("until the year 1: %+v", p.Requests)
+	}
+	for _, q := range []string{"cursor=xyz", "limit=0", "since=bad", "model=llama", "user=%01", "since=2025-06-01&until=0001-01-01T00:00:00Z"} {
 		e.fails("GET", "/llm_gate/requests?"+q, nil, 400)
 	}
 }

@@ -121,6 +121,9 @@ func parseQuery(r *http.Request, known ...string) (query, error) {
 	}
 	for name, vals := range v {
 		if !slices.Contains(known, name) {
+			if len(known) == 0 {
+				return query{}, apiErrorf(http.StatusBadRequest, "unknown query parameter %q: %s %s takes none", name, r.Method, r.URL.Path)
+			}
 			return query{}, apiErrorf(http.StatusBadRequest, "unknown query parameter %q (known: %s)", name, strings.Join(known, ", "))
 		}
 		if len(vals) > 1 {
@@ -140,6 +143,9 @@ func (q query) limit() (int, error) {
 		return 100, nil
 	}
 	n, err := strconv.Atoi(s)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
+		return 1000, nil // larger than any page
+	}
 	if err != nil || n < 1 {
 		return 0, apiErrorf(http.StatusBadRequest, "limit %q must be a whole number from 1 to 1000", s)
 	}
@@ -172,8 +178,14 @@ func (q query) timeRange() (since, until time.Time, err error) {
 			return since, until, apiErrorf(http.StatusBadRequest, "until: %v", err)
 		}
 	}
-	if !since.IsZero() && !until.IsZero() && since.After(until) {
+	if q.get("since") != "" && q.get("until") != "" && since.After(until) {
 		return since, until, apiErrorf(http.StatusBadRequest, "since %s is after until %s", since.Format(time.RFC3339), until.Format(time.RFC3339))
+	}
+	// The zero time means "no bound" to the store: an until as early as
+	// that (0001-01-01T00:00:00Z) must select nothing, not everything, and
+	// nothing is kept from before 1970.
+	if epoch := time.Unix(0, 0).UTC(); q.get("until") != "" && until.Before(epoch) {
+		until = epoch
 	}
 	return since, until, nil
 }

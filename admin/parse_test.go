@@ -88,7 +88,7 @@ func TestQueryLimit(t *testing.T) {
 		query string
 		want  int // 0 for a 400
 	}{
-		{"", 100}, {"limit=1", 1}, {"limit=1000", 1000}, {"limit=1001", 1000}, {"limit=99999999999999999999", 0},
+		{"", 100}, {"limit=1", 1}, {"limit=1000", 1000}, {"limit=1001", 1000}, {"limit=99999999999999999999", 1000}, {"limit=-99999999999999999999", 0},
 		{"limit=0", 0}, {"limit=-1", 0}, {"limit=1.5", 0}, {"limit=", 100}, {"limit=x", 0},
 	}
 	for _, c := range cases {

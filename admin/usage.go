@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -34,6 +35,18 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request, _ []string) error {
 	}
 	if uq.Since, uq.Until, err = q.timeRange(); err != nil {
 		return err
+	}
+	// Usage is kept per hour: a bound inside an hour would count the whole
+	// hour, or none of it, and two adjacent reports would then count it
+	// twice or not at all.
+	for _, b := range []struct {
+		name string
+		t    time.Time
+	}{{"since", uq.Since}, {"until", uq.Until}} {
+		if t := b.t; !t.IsZero() && !t.Equal(t.Truncate(time.Hour)) {
+			return apiErrorf(http.StatusBadRequest, "%s %s is not on the hour: usage is kept per hour, so /llm_gate/usage takes bounds on the hour in UTC (%s or %s); /llm_gate/requests takes any time",
+				b.name, q.get(b.name), t.Truncate(time.Hour).Format(time.RFC3339), t.Truncate(time.Hour).Add(time.Hour).Format(time.RFC3339))
+		}
 	}
 	if uq.GroupBy, err = groupBy(q.get("group_by")); err != nil {
 		return err
