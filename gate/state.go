@@ -339,17 +339,29 @@ func (s *State) UpdateUser(id string, fn func(*store.User) error) (*store.User, 
 
 // DeleteUser deletes a user, revokes its keys at once and forgets its
 // windows; its records stay.
+//
+// It holds off commits meanwhile: a commit's counters are read from the
+// engine before they are written, and the user's old counters, read before
+// the deletion, would otherwise be written after it if the id was created
+// again in between (by an admin, or by its JWT's next request), and the new
+// user would start with the old one's usage. For the same reason counters
+// of the user waiting after a failed commit are dropped.
 func (s *State) DeleteUser(id string) error {
 	db, err := s.DB()
 	if err != nil {
 		return err
 	}
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	if _, err := db.DeleteUser(id); err != nil {
 		return err
 	}
 	s.users.forget(id)
 	s.keys.forgetIf(func(_ [32]byte, k *store.Key) bool { return k.UserID == id })
 	s.Engine.Forget(id)
+	s.pendMu.Lock()
+	delete(s.pending.Counters, id)
+	s.pendMu.Unlock()
 	return nil
 }
 

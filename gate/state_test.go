@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/llmgate/llmgate/quota"
 	"github.com/llmgate/llmgate/store"
 )
 
@@ -258,4 +259,74 @@ func TestKeyCacheKeepsNoStaleRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// spend charges 100 tokens to user, as a settled request would.
+func spend(t *testing.T, s *State, user string) {
+	t.Helper()
+	r, err := s.Engine.Admit(quota.Request{User: user, Prompt: 10, Output: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Settle(100, 0)
+}
+
+func totalUsed(t *testing.T, s *State, user string) int64 {
+	t.Helper()
+	tok, _, err := s.Engine.Usage(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok[quota.Total]
+}
+
+// TestDeletedUsersUsageStaysDeleted: a user deleted and created again
+// starts with no usage, even when a commit was under way during the
+// deletion (its counters read before it), or a failed commit left the old
+// counters waiting.
+func TestDeletedUsersUsageStaysDeleted(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	recreate := func() {
+		if err := s.DeleteUser("zed"); err != nil {
+			t.Error(err)
+		}
+		if err := s.PutUser(&store.User{ID: "zed"}); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Run("failed commit", func(t *testing.T) {
+		if err := s.PutUser(&store.User{ID: "zed"}); err != nil {
+			t.Fatal(err)
+		}
+		spend(t, s, "zed")
+		s.pending.Counters = s.Engine.Dirty() // as requeue leaves them
+		recreate()
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n := totalUsed(t, s, "zed"); n != 0 {
+			t.Fatalf("the new zed has used %d tokens", n)
+		}
+	})
+	t.Run("commit under way", func(t *testing.T) {
+		inherited := 0
+		for range 200 {
+			spend(t, s, "zed")
+			done := make(chan struct{})
+			go func() { defer close(done); _ = s.Flush() }()
+			recreate()
+			<-done
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if totalUsed(t, s, "zed") != 0 {
+				inherited++
+				recreate()
+			}
+		}
+		if inherited > 0 {
+			t.Errorf("%d of 200 re-created users started with the deleted one's usage", inherited)
+		}
+	})
 }
