@@ -554,6 +554,12 @@ func TestResetAndWindows(t *testing.T) {
 		t.Errorf("in flight %d used %v", u.InFlight, u.Used)
 	}
 
+	if err := st.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if tok, _, err := usedInFile(st, "rita"); err != nil || tok[quota.Day] != 90 {
+		t.Fatalf("usage in the file before the reset: %v, %v; want 90 tokens today", tok, err)
+	}
 	e.call("POST", "/llm_gate/users/rita/reset", nil, 200, &u)
 	for _, w := range u.Windows {
 		if w.Used != 0 {
@@ -563,7 +569,22 @@ func TestResetAndWindows(t *testing.T) {
 	if u.InFlight != 1 {
 		t.Errorf("reset dropped the request in flight: %d", u.InFlight)
 	}
+	// The reset is in the file when it is answered: a crash right after it
+	// must not bring the usage back.
+	if tok, req, err := usedInFile(st, "rita"); err != nil || tok[quota.Day] != 0 || req[quota.Month] != 0 {
+		t.Errorf("usage in the file after the reset: tokens %v requests %v, %v; want none", tok, req, err)
+	}
 	e.fails("POST", "/llm_gate/users/nobody/reset", nil, 404)
+}
+
+// usedInFile reads a user's usage from the store's file, as the gate would
+// after a restart.
+func usedInFile(st *gate.State, user string) (tokens, requests [quota.NumWindows]int64, err error) {
+	db, err := st.DB()
+	if err != nil {
+		return tokens, requests, err
+	}
+	return quota.NewEngine(quota.Options{Load: db.LoadCounters}).Usage(user)
 }
 
 func TestUsersPagination(t *testing.T) {

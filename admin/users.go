@@ -294,6 +294,12 @@ func (a *API) resetUser(w http.ResponseWriter, r *http.Request, p []string) erro
 	if err := st.Engine.Reset(id); err != nil {
 		return storeError(err)
 	}
+	// Written before the answer: a crash right after it must not bring the
+	// usage back. The reset holds in memory either way, so a failure
+	// here is the store's, and asking again is safe.
+	if err := st.Flush(); err != nil {
+		return storeError(err)
+	}
 	a.logger.Info("user windows reset", zap.String("user", id))
 	return a.writeUser(w, http.StatusOK, u)
 }
