@@ -61,8 +61,9 @@ var ErrInvalidJSON = errors.New("invalid request body")
 // requests without a cap may run to the end of the context instead.
 const DefaultCompletionsMaxTokens = 16
 
-// MaxN is the largest n ParseRequest accepts. It keeps the arithmetic of a
-// reservation (n × prompts × cap) far from overflowing.
+// MaxN is the largest n ParseRequest accepts, and the most completions (n
+// times the number of prompts) one request may ask for. It keeps the
+// arithmetic of a reservation (n × prompts × cap) far from overflowing.
 const MaxN = 1 << 16
 
 // Request is what the gate needs to know about an inference request body.
@@ -244,6 +245,9 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 		} else {
 			r.setCap(maxTokens, "max_tokens")
 		}
+	}
+	if c := r.Choices(); c > MaxN {
+		return invalid("n (%d) times the number of prompts (%d) asks for %d completions; at most %d may be asked for at once", r.N, r.Prompts, c, MaxN)
 	}
 	return nil
 }

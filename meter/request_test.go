@@ -196,6 +196,17 @@ func TestParseRequestErrors(t *testing.T) {
 			t.Errorf("ParseRequest(%s) = %v, want an ErrInvalidJSON with %q", c.body, err, c.msg)
 		}
 	}
+	// n within bounds, but n times the prompts is more completions than a
+	// reservation counts: refused, where the engine would otherwise reserve
+	// for fewer than vLLM generates.
+	body := `{"prompt":["a","b","c"],"n":65536,"max_tokens":10}`
+	if _, err := ParseRequest(EndpointCompletions, []byte(body)); !errors.Is(err, ErrInvalidJSON) || !strings.Contains(err.Error(), "asks for 196608 completions; at most 65536") {
+		t.Errorf("ParseRequest(%s) = %v, want the completions asked for refused", body, err)
+	}
+	body = `{"prompt":["a","b"],"n":32768}`
+	if r, err := ParseRequest(EndpointCompletions, []byte(body)); err != nil || r.Choices() != 65536 {
+		t.Errorf("ParseRequest(%s) = %v; want 65536 choices accepted", body, err)
+	}
 }
 
 func TestTokenizeBody(t *testing.T) {

@@ -262,6 +262,10 @@ func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 	needMin := prompt + n // the prompt and one token per choice
 	if req.PromptOnly {
 		needMin = max(prompt, 1)
+	} else if req.Choices > maxChoices {
+		// More choices than a reservation counts: under a token limit it
+		// could overspend, so it fits none.
+		needMin = math.MaxInt64
 	}
 	l := &req.Limits
 	c := newClock(e.now())

@@ -126,6 +126,8 @@ func TestClamping(t *testing.T) {
 		{"no token limit: huge cap bounded", Request{Prompt: 50, Output: 1 << 60, Choices: 2}, false, maxOutput, false, 50 + 2*maxOutput},
 		{"client cap beyond any model is clamped", Request{Limits: tokens(Day, 1<<50), Prompt: 50, Output: 1 << 40}, false, maxOutput, true, 50 + maxOutput},
 		{"default of the package", Request{Limits: tokens(Day, 1<<20), Prompt: 50}, false, DefaultReserveOutput, true, 50 + DefaultReserveOutput},
+		{"more choices than counted fit no token limit", Request{Limits: tokens(Day, 1<<50), Prompt: 1, Output: 10, Choices: maxChoices + 1}, true, 0, false, 0},
+		{"more choices than counted, no token limit", Request{Prompt: 1, Output: 10, Choices: 3 * maxChoices}, false, 10, false, 1 + 10*maxChoices},
 		{"choices below 1 count as 1", Request{Limits: tokens(Day, 1000), Prompt: 10, Output: 5, Choices: -2}, false, 5, false, 15},
 		{"negative prompt counts as 0", Request{Limits: tokens(Day, 1000), Prompt: -10, Output: 5}, false, 5, false, 5},
 		{"prompt only", Request{Limits: tokens(Day, 1000), Prompt: 500, PromptOnly: true}, false, 0, false, 500},
