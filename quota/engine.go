@@ -427,6 +427,11 @@ func (u *userState) status(c *clock, l *Limits, out []WindowStatus) []WindowStat
 			case Total:
 			default:
 				s.ResetsAt = c.reset(w)
+				if u.start[w] > c.start[w] {
+					// A clock that went back keeps the stored, later
+					// period (as retryAfter does): it ends after that one.
+					s.ResetsAt = w.Reset(time.Unix(u.start[w], 0)).UTC()
+				}
 			}
 			out = append(out, s)
 		}

@@ -533,6 +533,18 @@ func TestClockBackwardsKeepsPeriod(t *testing.T) {
 	if d := mustDeny(t, e, Request{User: "u", Limits: l, Prompt: 1}); d.RetryAfter != 24*time.Hour-30*time.Second {
 		t.Fatalf("denial %+v", d)
 	}
+	// Back into yesterday again: the reset the status shows (the
+	// x-ratelimit-reset headers, resets_at) is the kept period's, the one
+	// Retry-After waits for, not the end of the clock's yesterday.
+	clk.Add(-time.Hour)
+	d := mustDeny(t, e, Request{User: "u", Limits: l, Prompt: 1})
+	st, err := e.Status("u", l)
+	if err != nil || len(st) != 1 {
+		t.Fatal(st, err)
+	}
+	if want := utc(2024, 3, 14, 0, 0, 0); !st[0].ResetsAt.Equal(want) || !clk.Now().Add(d.RetryAfter).Equal(want) {
+		t.Fatalf("resets at %v, retry after %v from %v; want both at %v", st[0].ResetsAt, d.RetryAfter, clk.Now(), want)
+	}
 }
 
 func TestStatusAndTightest(t *testing.T) {
