@@ -19,7 +19,11 @@
 //
 // A calendar period that has rolled over starts at zero. If the clock goes
 // back, nothing is zeroed or un-aged: the stored (later) periods and the
-// latest minute second seen stay current until the clock catches up. Limits (tokens and
+// latest minute second seen stay current until the clock catches up. If it
+// goes back further than that (it had jumped ahead and was set right), the
+// user would be held to the future's usage for as long as the jump: usage
+// counted in a period more than one period ahead then counts in the
+// current period, and a minute window more than a minute ahead starts over. Limits (tokens and
 // requests per window, and the number of requests in flight) are passed with
 // every call, so a change of plan applies to the next request. A limit of 0
 // (or less) means no limit.

@@ -521,12 +521,14 @@ func TestClockBackwardsKeepsPeriod(t *testing.T) {
 	mustAdmit(t, e, Request{User: "u", Prompt: 10, Output: 10}).Settle(10, 10)
 	clk.Add(-time.Hour) // into yesterday
 	tok, _ := usage(t, e, "u")
-	if tok[Day] != 20 || tok[Hour] != 20 || tok[Minute] != 20 {
+	// The minute window, more than a minute ahead, starts over rather
+	// than hold the user to it for an hour.
+	if tok[Day] != 20 || tok[Hour] != 20 || tok[Minute] != 0 {
 		t.Fatalf("usage lost when the clock went back: %v", tok)
 	}
 	mustAdmit(t, e, Request{User: "u", Prompt: 10, Output: 10}).Settle(10, 10)
 	clk.Add(time.Hour)
-	if tok, _ := usage(t, e, "u"); tok[Day] != 40 || tok[Minute] != 40 {
+	if tok, _ := usage(t, e, "u"); tok[Day] != 40 || tok[Minute] != 0 {
 		t.Fatalf("usage %v", tok)
 	}
 	l := tokens(Day, 30)
@@ -544,6 +546,36 @@ func TestClockBackwardsKeepsPeriod(t *testing.T) {
 	}
 	if want := utc(2024, 3, 14, 0, 0, 0); !st[0].ResetsAt.Equal(want) || !clk.Now().Add(d.RetryAfter).Equal(want) {
 		t.Fatalf("resets at %v, retry after %v from %v; want both at %v", st[0].ResetsAt, d.RetryAfter, clk.Now(), want)
+	}
+}
+
+// TestClockSetRightAfterAJump: a clock that jumped a year ahead and was set
+// right does not hold the user to the future's usage for a year. What was
+// used meanwhile counts in the current periods; the minute starts over.
+func TestClockSetRightAfterAJump(t *testing.T) {
+	e, clk := newTestEngine(utc(2026, 3, 13, 12, 0, 0))
+	var l Limits
+	l.Tokens[Minute] = 100
+	l.Tokens[Day] = 1000
+	mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 10, Output: 10}).Settle(10, 10)
+	clk.Add(365 * 24 * time.Hour)
+	mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 40, Output: 40}).Settle(40, 40)
+	clk.Add(-365*24*time.Hour + 30*time.Second)
+	tok, req := usage(t, e, "u")
+	if tok[Minute] != 0 || tok[Hour] != 80 || tok[Day] != 80 || tok[Month] != 80 || tok[Total] != 100 || req[Day] != 1 {
+		t.Fatalf("tokens %v requests %v; want the future's 80 tokens in today's periods, the minute afresh", tok, req)
+	}
+	r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 10, Output: 50})
+	if r.OutputCap != 50 {
+		t.Fatalf("cap %d; want the minute's whole room", r.OutputCap)
+	}
+	r.Cancel()
+	st, err := e.Status("u", l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if day := st[1]; day.Window != Day || !day.ResetsAt.Equal(utc(2026, 3, 14, 0, 0, 0)) {
+		t.Fatalf("day %+v; want it to reset at the end of today", day)
 	}
 }
 

@@ -42,19 +42,31 @@ type userState struct {
 }
 
 // roll brings the state to clock c: it starts the calendar periods c has
-// entered and advances the minute window. A clock that went backwards keeps
-// the stored (later) periods rather than zeroing them, and the minute window
-// stays at the latest second seen.
+// entered and advances the minute window.
+//
+// A clock that went back a little keeps the stored (later) periods rather
+// than zeroing them, and the minute window stays at the latest second seen:
+// the usage is not given back. A clock that went back further (it had
+// jumped ahead, and was set right) would hold the user to the future
+// period's usage until the clock got there, for as long as the jump, so then
+// the usage counted in a period more than one period ahead is counted in the
+// current one, and a minute window more than a minute ahead starts afresh.
 func (u *userState) roll(c *clock) {
 	for w := Hour; w < Total; w++ {
-		if c.start[w] > u.start[w] {
+		switch {
+		case c.start[w] > u.start[w]:
 			u.start[w] = c.start[w]
 			u.tokens[w] = 0
 			u.requests[w] = 0
+		case u.start[w] > c.start[w] && u.start[w] > c.reset(w).Unix():
+			u.start[w] = c.start[w]
 		}
 	}
 	sec := int64(secU32(c.sec))
 	switch {
+	case sec <= u.msec-60:
+		u.minute = [60]bucket{}
+		u.mtok, u.mreq = 0, 0
 	case sec <= u.msec:
 		return
 	case sec-u.msec >= 60:
