@@ -46,10 +46,14 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	// Without a client cap, reserve what the model can still produce, at
 	// most reserve_output.
 	defaultOutput := h.ReserveOutput
-	if req.MaxTokens == 0 && ep != meter.EndpointEmbeddings && hasTokenLimit(c.eff.Limits) {
+	if req.Uncapped() && ep != meter.EndpointEmbeddings && hasTokenLimit(c.eff.Limits) {
 		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-prompt > 0 && n-prompt < defaultOutput {
 			defaultOutput = n - prompt
 		}
+	}
+	output := req.MaxTokens
+	if output == 0 && !req.Uncapped() {
+		output = 1 // an explicit 0: reserve a token per choice, never raise it
 	}
 	engine := h.state.Engine
 	var res quota.Reservation
@@ -57,7 +61,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		User:          c.user.ID,
 		Limits:        c.eff.Limits,
 		Prompt:        prompt,
-		Output:        req.MaxTokens,
+		Output:        output,
 		Choices:       req.Choices(),
 		DefaultOutput: defaultOutput,
 		PromptOnly:    ep == meter.EndpointEmbeddings,
@@ -94,7 +98,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	opts := meter.RewriteOptions{
 		InjectUsage: req.Stream && !req.IncludeUsage && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions),
 	}
-	if hasTokenLimit(x.c.eff.Limits) && (req.MaxTokens == 0 || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
+	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
 		opts.MaxTokens = res.OutputCap
 	}
 	body, err := meter.Rewrite(body, req, opts)

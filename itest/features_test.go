@@ -235,3 +235,33 @@ func TestRequestBodies(t *testing.T) {
 		t.Fatalf("the emulator saw %d requests, want 2", n)
 	}
 }
+
+// TestCapsAsTheUpstreamAppliesThem: the gate reserves for, and leaves
+// alone, the caps vLLM applies. A completions request without max_tokens
+// gets vLLM's 16 tokens, so the gate reserves 16 and adds no max_tokens (it
+// used to write in reserve_output, 256 times as much output); an explicit
+// max_tokens of 0 reaches vLLM as 0 (it used to be raised to the reserve).
+func TestCapsAsTheUpstreamAppliesThem(t *testing.T) {
+	e := newEnv(t, envOpts{
+		global: "plan p {\n\t\t\ttokens 100000 per day\n\t\t}",
+		site:   "plan p\n\t\treserve_output 4096",
+	})
+	tk := token(t, "capped", nil)
+	resp := e.post("/v1/completions", tk, map[string]any{"model": "sim-model", "prompt": "Once upon a time"})
+	remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
+	mustStatus(t, resp, 200)
+	reqs := e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens != nil {
+		t.Fatalf("upstream max_tokens %d; want none (vLLM's default of 16)", *last.MaxTokens)
+	}
+	if held := 100000 - remaining; held < 16 || held > 16+50 {
+		t.Fatalf("x-ratelimit-remaining-tokens %d: %d held; want the prompt and 16", remaining, held)
+	}
+
+	resp = e.post("/v1/chat/completions", tk, chatBody("sim-model", false, map[string]any{"max_tokens": 0}))
+	resp.Body.Close()
+	reqs = e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens == nil || *last.MaxTokens != 0 {
+		t.Fatalf("upstream max_tokens %v; want the client's 0, not raised", last.MaxTokens)
+	}
+}

@@ -85,11 +85,13 @@ type Request struct {
 	// strings or of token arrays), or of inputs of an embeddings request; 1
 	// otherwise.
 	Prompts int
-	// MaxTokens is the client's per-choice output cap, 0 when it set none:
+	// MaxTokens is the per-choice output cap the upstream will apply:
 	// max_completion_tokens, else max_tokens for chat; max_tokens for
 	// completions (vLLM's CompletionRequest has no max_completion_tokens,
-	// so a cap given only there would not bind); max_output_tokens for
-	// responses. An explicit 0 reads as 0, with MaxTokensField set.
+	// so a cap given only there would not bind), and vLLM's default of
+	// DefaultCompletionsMaxTokens when the client set none;
+	// max_output_tokens for responses. 0 when there is none (see
+	// Uncapped). An explicit 0 reads as 0, with MaxTokensField set.
 	MaxTokens int64
 	// MaxTokensField is the member MaxTokens came from, "" if none.
 	MaxTokensField string
@@ -115,6 +117,11 @@ type rawMember struct {
 	name string
 	val  []byte
 }
+
+// Uncapped reports that neither the client nor the upstream's defaults cap
+// the request's output: it may run to the end of the model's context. An
+// explicit cap of 0 is a cap (vLLM refuses it, or generates nothing).
+func (r *Request) Uncapped() bool { return r.MaxTokens == 0 && r.MaxTokensField == "" }
 
 // Choices is the number of choices the request generates: n, times the
 // number of prompts for completions.
@@ -233,6 +240,7 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 	}
 	switch ep {
 	case EndpointCompletions:
+		r.MaxTokens = DefaultCompletionsMaxTokens
 		r.setCap(maxTokens, "max_tokens")
 		r.Prompts = promptCount(r.prompt)
 	case EndpointEmbeddings:

@@ -69,7 +69,7 @@ func TestParseRequest(t *testing.T) {
 			name: "completions ignore max_completion_tokens",
 			ep:   EndpointCompletions,
 			body: `{"prompt":["a","b","c"],"max_completion_tokens":5,"n":2}`,
-			want: Request{Endpoint: EndpointCompletions, N: 2, Prompts: 3},
+			want: Request{Endpoint: EndpointCompletions, N: 2, Prompts: 3, MaxTokens: DefaultCompletionsMaxTokens}, // vLLM's default binds
 		},
 		{
 			name: "completions token arrays",
@@ -81,7 +81,7 @@ func TestParseRequest(t *testing.T) {
 			name: "completions one token array",
 			ep:   EndpointCompletions,
 			body: `{"prompt":[1,2,3]}`,
-			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1},
+			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1, MaxTokens: DefaultCompletionsMaxTokens},
 		},
 		{
 			name: "responses",
