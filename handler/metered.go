@@ -161,13 +161,19 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	usage, reported := mw.usage()
 	upErr := mw.upstreamError()
 	aborted := x.r.Context().Err() != nil
+	accepted := mw.status >= 200 && mw.status < 300
+	// reverse_proxy answers 499 when the client went away before the
+	// upstream's answer.
+	clientGone := aborted && (accepted || mw.status == 0 || mw.status == statusClientClosed)
 	switch {
 	case reported:
 		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = usage.PromptTokens, usage.CompletionTokens, usage.CachedTokens
 	case mw.generated():
 		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = x.prompt, mw.estimateCompletion(), true
-	case mw.status >= 200 && mw.status < 300 && upErr == nil && nextErr == nil:
-		// Accepted but cut before the first token: vLLM processed the prompt.
+	case upErr == nil && (accepted && nextErr == nil || clientGone):
+		// Accepted but cut before the first token, or the client gone
+		// before the answer (a non-streaming request that vLLM was
+		// generating): vLLM processed the prompt.
 		rec.PromptTokens, rec.Estimated = x.prompt, true
 	}
 	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
@@ -193,6 +199,10 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 		h.logger.Error("committing usage", zap.Error(err))
 	}
 }
+
+// statusClientClosed is the status reverse_proxy records for a client that
+// went away before the answer (nginx's 499).
+const statusClientClosed = 499
 
 // bodyReader is the request body handed on to the upstream: the bytes the
 // gate read (and may have rewritten), in one allocation.

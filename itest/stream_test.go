@@ -197,4 +197,24 @@ func TestCutStreamsAreEstimated(t *testing.T) {
 			t.Fatal("the emulator never saw the abort: the gate did not cancel upstream")
 		}
 	})
+	// A non-streaming request whose client gives up before the answer:
+	// vLLM read the prompt and was generating, so the prompt is charged
+	// (it used to be free, however long the prompt and the generation).
+	t.Run("client gone before the answer", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.base+"/v1/chat/completions",
+			strings.NewReader(mustJSON(t, chatBody("sim-model", false, nil))))
+		req.Header.Set("Authorization", "Bearer "+token(t, "impatient", nil))
+		req.Header.Set("X-Sim-TPS", "50") // 40 tokens: 0.8 s
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("answered %d before the client's timeout", resp.StatusCode)
+		}
+		r := e.waitRecords("impatient", 1)[0]
+		if !r.Estimated || r.PromptTokens == 0 || r.CompletionTokens != 0 {
+			t.Fatalf("record %+v; want the prompt charged, estimated", r)
+		}
+	})
 }
