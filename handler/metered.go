@@ -96,7 +96,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		}
 	}()
 	opts := meter.RewriteOptions{
-		InjectUsage: req.Stream && !req.IncludeUsage && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions),
+		InjectUsage: req.Stream && (!req.IncludeUsage || req.IncludeUsageImplied) && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions),
 	}
 	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
 		opts.MaxTokens = res.OutputCap
@@ -115,7 +115,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	rb.Reset(body)
 	r.Body = rb
 
-	mw := getWriter(w, h, x.ep, req.Stream && opts.InjectUsage && h.hide, x.start)
+	mw := getWriter(w, h, x.ep, opts.InjectUsage && !req.IncludeUsage && h.hide, x.start)
 	defer putWriter(mw)
 	mw.rate = res.Rate
 	x.mw = mw

@@ -3,6 +3,7 @@ package itest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -217,4 +218,24 @@ func TestCutStreamsAreEstimated(t *testing.T) {
 			t.Fatalf("record %+v; want the prompt charged, estimated", r)
 		}
 	})
+}
+
+// TestEmptyStreamOptions: "stream_options":{} asks current vLLM for the
+// usage chunk, and asked vLLM of 2024 for nothing. The gate spells
+// include_usage out, so that either one sends the chunk: the usage is exact
+// on both, and the client, who expects the chunk, sees it.
+func TestEmptyStreamOptions(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy default %v", legacy), func(t *testing.T) {
+			e := newEnv(t, envOpts{sim: vllmsim.Config{LegacyIncludeUsageDefault: legacy}})
+			body := chatBody("sim-model", true, map[string]any{"max_tokens": 6, "stream_options": map[string]any{}})
+			got := mustStatus(t, e.post("/v1/chat/completions", token(t, "opts", nil), body), 200)
+			if !strings.Contains(string(got), `"choices":[],"usage":{`) {
+				t.Fatalf("no usage chunk for the client: %s", got)
+			}
+			if r := e.waitRecords("opts", 1)[0]; r.Estimated || r.CompletionTokens != 6 {
+				t.Fatalf("record %+v; want exact, 6 tokens", r)
+			}
+		})
+	}
 }

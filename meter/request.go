@@ -101,6 +101,11 @@ type Request struct {
 	// chunk: stream_options.include_usage is true, or absent from a present
 	// stream_options object (current vLLM's default).
 	IncludeUsage bool
+	// IncludeUsageImplied reports that IncludeUsage comes from a
+	// stream_options object without include_usage: current vLLM then sends
+	// the usage chunk, vLLM before mid-2024 did not, so the gate spells it
+	// out (and leaves the chunk to the client, who expects it).
+	IncludeUsageImplied bool
 	// ContinuousUsage is stream_options.continuous_usage_stats.
 	ContinuousUsage bool
 
@@ -378,6 +383,7 @@ func (r *Request) streamOptions(v []byte) error {
 		}
 	}
 	r.IncludeUsage = include || !includeSet
+	r.IncludeUsageImplied = !includeSet
 	return nil
 }
 

@@ -99,7 +99,7 @@ func TestParseRequest(t *testing.T) {
 			name: "empty stream_options means usage (current vLLM default)",
 			ep:   EndpointChat,
 			body: `{"stream":true,"stream_options":{}}`,
-			want: Request{Endpoint: EndpointChat, Stream: true, N: 1, Prompts: 1, StreamOptions: true, IncludeUsage: true},
+			want: Request{Endpoint: EndpointChat, Stream: true, N: 1, Prompts: 1, StreamOptions: true, IncludeUsage: true, IncludeUsageImplied: true},
 		},
 		{
 			name: "include_usage false, continuous true",
