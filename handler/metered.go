@@ -118,6 +118,9 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	mw := getWriter(w, h, x.ep, opts.InjectUsage && !req.IncludeUsage && h.hide, x.start)
 	defer putWriter(mw)
 	mw.rate = res.Rate
+	if x.ep == meter.EndpointCompletions && req.Prompts > 1 {
+		mw.perPrompt = req.N // continuous usage reports each choice's own prompt
+	}
 	x.mw = mw
 	gate.RequestStarted()
 	defer func() {
@@ -347,6 +350,7 @@ type meteredWriter struct {
 	h           *Handler
 	ep          meter.Endpoint
 	hideUsage   bool
+	perPrompt   int // choices per prompt of a completions request with several prompts, else 0
 	start       time.Time
 	status      int
 	wroteHeader bool
@@ -419,6 +423,7 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			mw.stream, mw.spare = mw.spare, nil
 			mw.stream.Reset(mw.ep, mw.hideUsage, mw.h.app.Counter())
 		}
+		mw.stream.SetChoicesPerPrompt(mw.perPrompt)
 		if mw.hideUsage {
 			delete(hdr, "Content-Length")
 		}

@@ -116,6 +116,10 @@ func TestUsageMatchesEmulator(t *testing.T) {
 		{"chat stream client usage", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true}}), nil},
 		{"chat stream continuous", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true}}), nil},
 		{"completions stream 2 prompts", "/v1/completions", map[string]any{"model": "sim-model", "prompt": []string{"Once upon a time", "In a galaxy"}, "stream": true, "max_tokens": 9}, nil},
+		// No final usage chunk: the usage comes from the continuous usage
+		// of each choice, whose prompt is its own prompt's.
+		{"completions stream 2 prompts n=2 continuous, cut", "/v1/completions", map[string]any{"model": "sim-model", "prompt": []string{"Once upon a time there was a king", "In a galaxy"}, "n": 2, "stream": true, "max_tokens": 9,
+			"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true}}, []string{"X-Sim-Error-After", "3"}},
 		{"completions", "/v1/completions", map[string]any{"model": "sim-model", "prompt": "Once upon a time", "max_tokens": 5}, nil},
 		{"embeddings", "/v1/embeddings", map[string]any{"model": "sim-model", "input": []string{"hello world", "good night moon"}}, nil},
 		{"responses", "/v1/responses", map[string]any{"model": "sim-model", "input": "Write a haiku."}, nil},
