@@ -12,8 +12,10 @@ const (
 	// A larger event is relayed as it arrives and never dropped (a usage
 	// chunk is a few hundred bytes).
 	maxHold = 64 << 10
-	// maxData is the largest data payload of one event that is parsed; a
-	// larger event is relayed but not read.
+	// maxData is the largest data payload of one event that is parsed in
+	// full; a larger one (vLLM's beam search answers a stream with the
+	// whole response in one event) is relayed as it comes and scanned on
+	// the way for its top-level usage and error only.
 	maxData = 1 << 20
 	// maxLine bounds the part of one line kept across writes.
 	maxLine = maxData + 64
@@ -70,14 +72,22 @@ type StreamMeter struct {
 	evType   []byte
 	data     []byte
 	hasData  bool
-	dataOver bool   // data exceeded maxData: not parsed
-	evSize   int    // raw bytes of the event so far
+	dataOver bool // data exceeded maxData: not parsed in full
+	evSize   int  // raw bytes of the event so far
+	// An event whose data exceeded maxData goes through big, which keeps
+	// only its top-level usage and error: bigLine while the current line
+	// streams into it, bigEvent once the event's data does.
+	big      *JSONMeter
+	bigLine  bool
+	bigEvent bool
 	held     []byte // hiding: the event's bytes from earlier writes
 	relayed  bool   // hiding: the event outgrew maxHold and is being relayed
 
 	// What was found.
 	final     Usage
 	finalOK   bool
+	bigUsage  Usage // of an event too large to parse in full
+	bigOK     bool
 	choices   []choiceUsage
 	contOK    bool
 	perPrompt int
@@ -132,6 +142,7 @@ func (m *StreamMeter) Reset(ep Endpoint, hideUsage bool, c Counter) {
 		text:    reuse(m.text),
 		typ:     reuse(m.typ),
 		tmpl:    reuse(m.tmpl),
+		big:     m.big,
 	}
 	if cap(m.choices) > 1024 {
 		m.choices = nil
@@ -325,12 +336,47 @@ func (m *StreamMeter) feed(p []byte, emit func([]byte) error) error {
 	}
 }
 
-// carry keeps the start of a line that continues in the next write.
+// carry keeps the start of a line that continues in the next write. A data
+// line longer than maxLine goes on into big.
 func (m *StreamMeter) carry(b []byte) {
 	m.lineLen += len(b)
-	if room := maxLine - len(m.line); room > 0 {
-		m.line = append(m.line, b[:min(len(b), room)]...)
+	if m.bigLine {
+		m.big.Write(b)
+		return
 	}
+	if room := maxLine - len(m.line); room > 0 {
+		n := min(len(b), room)
+		m.line = append(m.line, b[:n]...)
+		b = b[n:]
+	}
+	if len(b) > 0 {
+		if value, ok := bytes.CutPrefix(m.line, []byte("data:")); ok {
+			m.startBig(value)
+			m.big.Write(b)
+			m.bigLine = true
+		}
+	}
+}
+
+// startBig moves the event's data so far, and value (a data line's first
+// bytes, after "data:"), into big.
+func (m *StreamMeter) startBig(value []byte) {
+	if len(value) > 0 && value[0] == ' ' {
+		value = value[1:]
+	}
+	if !m.bigEvent {
+		if m.big == nil {
+			m.big = NewJSONMeter()
+		} else {
+			m.big.Reset()
+		}
+		m.big.Write(m.data)
+		m.data = m.data[:0]
+		m.bigEvent, m.dataOver = true, true
+	} else {
+		m.big.Write([]byte{'\n'})
+	}
+	m.big.Write(value)
 }
 
 // field processes one non-blank line l of full length full (l may be cut
@@ -349,7 +395,14 @@ func (m *StreamMeter) field(l []byte, full int) {
 	switch string(name) {
 	case "data":
 		m.hasData = true
-		if m.dataOver || full > maxLine || len(m.data)+len(value)+1 > maxData {
+		switch {
+		case m.bigLine: // already in big, to its end
+			m.bigLine = false
+			return
+		case m.bigEvent || len(l) == full && len(m.data)+len(value)+1 > maxData:
+			m.startBig(value)
+			return
+		case m.dataOver || full > maxLine:
 			m.dataOver = true
 			m.data = m.data[:0]
 			return
@@ -364,7 +417,15 @@ func (m *StreamMeter) field(l []byte, full int) {
 // dispatch ends the current event: it reads the event's data, if any, and
 // reports whether the event is the usage-only chunk.
 func (m *StreamMeter) dispatch() (usageOnly bool) {
-	if m.hasData && !m.dataOver {
+	switch {
+	case m.bigEvent:
+		if u, ok := m.big.Usage(); ok {
+			m.bigUsage, m.bigOK = u, true
+		}
+		if e := m.big.Err(); e != nil {
+			m.err = e
+		}
+	case m.hasData && !m.dataOver:
 		d := m.data
 		if n := len(d); n > 0 && d[n-1] == '\n' {
 			d = d[:n-1]
@@ -375,7 +436,7 @@ func (m *StreamMeter) dispatch() (usageOnly bool) {
 		}
 	}
 	m.data, m.evType = m.data[:0], m.evType[:0]
-	m.hasData, m.dataOver = false, false
+	m.hasData, m.dataOver, m.bigLine, m.bigEvent = false, false, false, false
 	return usageOnly
 }
 
@@ -798,7 +859,9 @@ func (m *StreamMeter) Usage() (u Usage, ok bool) {
 		return m.final, true
 	}
 	if !m.contOK {
-		return Usage{}, false
+		// An event too large to read in full (beam search's whole
+		// response) still gives its top-level usage.
+		return m.bigUsage, m.bigOK
 	}
 	group, cur := m.perPrompt, -1
 	var gmax int64

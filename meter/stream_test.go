@@ -531,25 +531,64 @@ func TestStreamMeterLargeEvents(t *testing.T) {
 	}
 }
 
+// TestStreamMeterOversizedData: an event whose data exceeds maxData (vLLM's
+// beam search answers a stream with the whole response in one event) is
+// relayed unchanged, and its top-level usage and error are still read,
+// whatever the split, the line endings and the number of data lines; the
+// event after it is read as usual.
 func TestStreamMeterOversizedData(t *testing.T) {
-	// Data beyond maxData is relayed but not read, whatever the split.
-	huge := data(`{"choices":[],"usage":{"prompt_tokens":1,"total_tokens":1,"completion_tokens":0},"x":"` + strings.Repeat("y", maxData) + `"}`)
-	in := []byte(huge.raw + done)
-	for _, size := range []int{len(in), 100000} {
-		m := NewStreamMeter(EndpointChat, false, nil)
-		var chunks [][]byte
-		for k := 0; k < len(in); k += size {
-			chunks = append(chunks, in[k:min(k+size, len(in))])
-		}
-		out := feedChunks(t, m, chunks)
-		if !bytes.Equal(out, in) {
-			t.Fatal("output differs")
-		}
-		if _, ok := m.Usage(); ok {
-			t.Fatal("read usage from an oversized event")
-		}
-		if !m.Done() {
-			t.Fatal("missed [DONE] after an oversized event")
+	text := strings.Repeat("y", maxData)
+	const usageChunk = `data: {"choices":[],"usage":{"prompt_tokens":1,"total_tokens":3,"completion_tokens":2}}` + "\n\n"
+	beam := `{"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":"` + text + `","finish_reason":"length"}],` +
+		`"usage":{"prompt_tokens":7,"total_tokens":300007,"completion_tokens":300000}}`
+	wantBeam := Usage{PromptTokens: 7, CompletionTokens: 300000, TotalTokens: 300007}
+	cases := []struct {
+		name   string
+		in     string
+		usage  Usage
+		ok     bool
+		errMsg string
+	}{
+		{"beam search", "data: " + beam + "\n\n" + done, wantBeam, true, ""},
+		{"CRLF", "data: " + beam + "\r\n\r\n" + strings.ReplaceAll(done, "\n", "\r\n"), wantBeam, true, ""},
+		{"no space after data:", "data:" + beam + "\n\n" + done, wantBeam, true, ""},
+		{"over two data lines", "data: " + beam[:200] + "\ndata: " + beam[200:] + "\n\n" + done, wantBeam, true, ""},
+		{"over many short data lines", "data: " + strings.Join(strings.SplitAfter(beam, ","), "\ndata: ") + "\n\n" + done, wantBeam, true, ""},
+		{"usage inside a string only", "data: " + `{"choices":[{"text":"\"usage\":{\"prompt_tokens\":9}` + text + `"}]}` + "\n\n" + done, Usage{}, false, ""},
+		{"error", "data: " + `{"x":"` + text + `","error":{"message":"boom","type":"InternalServerError","code":500}}` + "\n\n", Usage{}, false, "boom"},
+		{"then a usage chunk", "data: " + `{"choices":[{"text":"` + text + `"}]}` + "\n\n" + usageChunk + done,
+			Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}, true, ""},
+		{"a comment line over maxLine", ": " + text + text + "\n\n" + done, Usage{}, false, ""},
+	}
+	for _, c := range cases {
+		in := []byte(c.in)
+		for _, size := range []int{len(in), 100000, 4093} {
+			for _, hide := range []bool{false, true} {
+				m := NewStreamMeter(EndpointCompletions, hide, nil)
+				var chunks [][]byte
+				for k := 0; k < len(in); k += size {
+					chunks = append(chunks, in[k:min(k+size, len(in))])
+				}
+				out := feedChunks(t, m, chunks)
+				must(t, m.Finish(func(b []byte) error { out = append(out, b...); return nil }))
+				want := in
+				if hide { // the usage-only chunk, and it alone, is dropped
+					want = bytes.Replace(in, []byte(usageChunk), nil, 1)
+				}
+				if !bytes.Equal(out, want) {
+					t.Fatalf("%s, writes of %d, hide %v: output differs", c.name, size, hide)
+				}
+				u, ok := m.Usage()
+				if ok != c.ok || u != c.usage {
+					t.Fatalf("%s, writes of %d: usage %+v %v, want %+v %v", c.name, size, u, ok, c.usage, c.ok)
+				}
+				if e := m.Err(); (e == nil) != (c.errMsg == "") || e != nil && e.Message != c.errMsg {
+					t.Fatalf("%s, writes of %d: error %+v, want %q", c.name, size, e, c.errMsg)
+				}
+				if c.errMsg == "" && !m.Done() {
+					t.Fatalf("%s, writes of %d: missed [DONE] after an oversized event", c.name, size)
+				}
+			}
 		}
 	}
 }
