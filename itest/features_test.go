@@ -258,6 +258,13 @@ func TestCapsAsTheUpstreamAppliesThem(t *testing.T) {
 		t.Fatalf("x-ratelimit-remaining-tokens %d: %d held; want the prompt and 16", remaining, held)
 	}
 
+	// An explicit null is no cap at all to vLLM: the gate caps it.
+	mustStatus(t, e.post("/v1/completions", tk, map[string]any{"model": "sim-model", "prompt": "Once upon a time", "max_tokens": nil}), 200)
+	reqs = e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens == nil || *last.MaxTokens != 4096 {
+		t.Fatalf("upstream max_tokens %v; want the reserve, 4096", last.MaxTokens)
+	}
+
 	resp = e.post("/v1/chat/completions", tk, chatBody("sim-model", false, map[string]any{"max_tokens": 0}))
 	resp.Body.Close()
 	reqs = e.sim.Requests()

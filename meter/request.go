@@ -89,7 +89,8 @@ type Request struct {
 	// max_completion_tokens, else max_tokens for chat; max_tokens for
 	// completions (vLLM's CompletionRequest has no max_completion_tokens,
 	// so a cap given only there would not bind), and vLLM's default of
-	// DefaultCompletionsMaxTokens when the client set none;
+	// DefaultCompletionsMaxTokens when the client left it out (not when it
+	// sent null, which vLLM reads as no cap);
 	// max_output_tokens for responses. 0 when there is none (see
 	// Uncapped). An explicit 0 reads as 0, with MaxTokensField set.
 	MaxTokens int64
@@ -245,7 +246,9 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 	}
 	switch ep {
 	case EndpointCompletions:
-		r.MaxTokens = DefaultCompletionsMaxTokens
+		if !maxTokens.null { // an explicit null is None to vLLM: no cap
+			r.MaxTokens = DefaultCompletionsMaxTokens
+		}
 		r.setCap(maxTokens, "max_tokens")
 		r.Prompts = promptCount(r.prompt)
 	case EndpointEmbeddings:
@@ -286,8 +289,9 @@ func requestField(key []byte) string {
 
 // optInt is an integer member that may be absent or null.
 type optInt struct {
-	v   int64
-	set bool
+	v    int64
+	set  bool
+	null bool // given as null: for pydantic None, unlike absence
 }
 
 func (r *Request) setCap(o optInt, field string) {
@@ -328,7 +332,7 @@ func boolField(name string, v []byte) (bool, error) {
 // intField reads an integer member; null counts as absent.
 func intField(name string, v []byte) (optInt, error) {
 	if isNull(v) {
-		return optInt{}, nil
+		return optInt{null: true}, nil
 	}
 	if len(v) == 0 || !(v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
 		return optInt{}, invalid("%s must be an integer", name)

@@ -84,6 +84,12 @@ func TestParseRequest(t *testing.T) {
 			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1, MaxTokens: DefaultCompletionsMaxTokens},
 		},
 		{
+			name: "completions max_tokens null is no cap (None), not the default",
+			ep:   EndpointCompletions,
+			body: `{"prompt":"a","max_tokens":null}`,
+			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1},
+		},
+		{
 			name: "responses",
 			ep:   EndpointResponses,
 			body: `{"model":"m","input":"hi","max_output_tokens":99,"max_tokens":5,"stream":true}`,
