@@ -2,8 +2,11 @@ package handler
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // apiError is an error answered to the client in OpenAI's shape, so every SDK
@@ -62,6 +65,17 @@ func errUpstream(status int) *apiError {
 	}
 	return &apiError{Status: status, Type: "server_error", Code: "upstream_error",
 		Message: "The model server is unavailable; you were not charged. Try again later."}
+}
+
+// upstreamFailure is the error for next's failure to get an answer from
+// the upstream: its status (502 unless reverse_proxy chose another 5xx).
+func upstreamFailure(err error) *apiError {
+	status := http.StatusBadGateway
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		status = he.StatusCode
+	}
+	return errUpstream(status)
 }
 
 func errInternal() *apiError {

@@ -185,14 +185,10 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 		res.Settle(rec.PromptTokens, rec.CompletionTokens)
 	}
 	if !mw.wroteHeader && nextErr != nil {
-		status := http.StatusBadGateway
-		var he caddyhttp.HandlerError
-		if errors.As(nextErr, &he) && he.StatusCode != 0 {
-			status = he.StatusCode
-		}
 		h.logger.Warn("upstream failed", zap.Error(nextErr))
-		errUpstream(status).write(x.w)
-		rec.Status = status
+		e := upstreamFailure(nextErr)
+		e.write(x.w)
+		rec.Status = e.Status
 	}
 	rec.Duration = time.Since(x.start)
 	rec.TTFT = mw.ttft

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/llmgate/llmgate/gate"
 )
@@ -56,10 +57,20 @@ func (h *Handler) serveSelf(w http.ResponseWriter, r *http.Request, c *caller) e
 
 // serveModels answers GET /v1/models with only the models the caller's plan
 // allows. The list is small, so it is buffered and filtered.
+//
+// The list is asked for uncompressed, since it is read here, and a list
+// that cannot be read is not passed on: unfiltered, it would show the models
+// the plan leaves out.
 func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller) error {
 	var buf bytes.Buffer
+	r.Header.Del("Accept-Encoding")
 	rec := caddyhttp.NewResponseRecorder(w, &buf, func(status int, _ http.Header) bool { return status == http.StatusOK })
 	if err := next.ServeHTTP(rec, r); err != nil {
+		if rec.Status() == 0 { // no answer at all: say so as the metered paths do
+			h.logger.Warn("upstream failed", zap.Error(err))
+			upstreamFailure(err).write(w)
+			return nil
+		}
 		return err
 	}
 	if !rec.Buffered() {
@@ -70,7 +81,9 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, next caddy
 		Data   []json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(buf.Bytes(), &list); err != nil {
-		return rec.WriteResponse()
+		h.logger.Error("the upstream's model list is not JSON; not passed on", zap.Error(err))
+		errUpstream(http.StatusBadGateway).write(w)
+		return nil
 	}
 	kept := list.Data[:0]
 	for _, m := range list.Data {
