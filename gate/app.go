@@ -35,6 +35,8 @@ type App struct {
 	Config
 
 	state     *State
+	flush     time.Duration
+	retention time.Duration
 	plans     map[string]*Plan
 	tokenizer *tokenizer.Tokenizer
 	logger    *zap.Logger
@@ -93,7 +95,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.state = v.(*State)
-	a.state.configure(flush, retention)
+	// Applied in Start: a reload refused after this (another module's
+	// error) must leave the running config's settings as they are.
+	a.flush, a.retention = flush, retention
 	return nil
 }
 
@@ -113,11 +117,14 @@ func (a *App) compile() error {
 				if wl.Limit <= 0 {
 					return fmt.Errorf("llm_gate: plan %q: %s per %s must be positive", name, kind, wl.Window)
 				}
-				if kind == "tokens" {
-					p.Limits.Tokens[w] = wl.Limit
-				} else {
-					p.Limits.Requests[w] = wl.Limit
+				lims := &p.Limits.Tokens
+				if kind == "requests" {
+					lims = &p.Limits.Requests
 				}
+				if lims[w] != 0 { // "day" and "Day" are one window: one would silently win
+					return fmt.Errorf("llm_gate: plan %q: %s per %s is given twice", name, kind, w)
+				}
+				lims[w] = wl.Limit
 			}
 		}
 		for _, g := range pc.Models {
@@ -136,8 +143,17 @@ func (a *App) compile() error {
 	return nil
 }
 
-// Start launches the background writer.
+// Start opens the store, so that a file that cannot be used (locked by
+// another process, damaged, of a newer version) stops the config from
+// loading with its reason rather than failing requests later, applies the
+// settings and launches the background writer. (Provision must not open
+// it: `caddy validate` provisions too, and would wait on a running
+// server's lock.)
 func (a *App) Start() error {
+	if _, err := a.state.DB(); err != nil {
+		return err
+	}
+	a.state.configure(a.flush, a.retention)
 	a.state.start()
 	return nil
 }

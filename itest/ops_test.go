@@ -1,6 +1,7 @@
 package itest
 
 import (
+	"bytes"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmgate/llmgate/gate"
 	"github.com/llmgate/llmgate/internal/vllmsim"
 )
 
@@ -193,4 +197,48 @@ func scrape(t *testing.T, admin string) metrics {
 		}
 	}
 	return m
+}
+
+// TestStoreOpensAtStart: a config whose store file cannot be used is
+// refused when it loads, with the file and the reason, and the running
+// config goes on; a reload refused for any reason leaves the running
+// config's flush_interval as it was (it used to take the refused one's).
+func TestStoreOpensAtStart(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	flushNow := func() time.Duration {
+		t.Helper()
+		app, err := caddy.ActiveContext().App("llm_gate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return app.(*gate.App).State().FlushInterval()
+	}
+	if got := flushNow(); got != 0 {
+		t.Fatalf("flush_interval %v, want 0", got)
+	}
+	live := strings.NewReplacer("{GLOBAL}", "", "{SITE}", "").Replace(gateCaddyfile)
+
+	// Refused after the llm_gate app is provisioned: by the handler's
+	// Validate, which the Caddyfile adapter would have caught first.
+	cfg, err := e.caddy.Adapt(strings.Replace(live, "flush_interval {FLUSH}", "flush_interval 1h", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := bytes.Replace(cfg, []byte(`"handler":"llm_gate"`), []byte(`"handler":"llm_gate","usage_chunk":"maybe"`), 1)
+	if err := caddy.Load(refused, true); err == nil || !strings.Contains(err.Error(), "usage_chunk") {
+		t.Fatalf("a config with a bad usage_chunk loaded: %v", err)
+	}
+	if got := flushNow(); got != 0 {
+		t.Fatalf("after a refused reload flush_interval is %v, want the running 0", got)
+	}
+
+	foreign := filepath.Join(t.TempDir(), "notes.db")
+	if err := os.WriteFile(foreign, bytes.Repeat([]byte("not a bolt file\n"), 1024), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = e.caddy.Load(strings.Replace(live, "db {DB}", "db "+foreign, 1))
+	if err == nil || !strings.Contains(err.Error(), foreign) {
+		t.Fatalf("a config on a file that is not a store loaded: %v", err)
+	}
+	mustStatus(t, e.post("/v1/chat/completions", token(t, "still", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 3})), 200)
 }
