@@ -112,11 +112,12 @@ func (s *State) start() {
 
 func (s *State) run() {
 	defer close(s.done)
-	// The writer wakes at the flush interval (at most once a second, so a
-	// reload that changes the interval takes effect within a second).
-	wake := time.NewTimer(s.wakeEvery())
-	defer wake.Stop()
+	// The writer wakes when the next flush is due, and at least once a
+	// second, so that a reload that changes the interval takes effect
+	// within a second.
 	lastFlush := time.Now()
+	wake := time.NewTimer(s.wakeIn(0))
+	defer wake.Stop()
 	lastPrune := time.Time{}
 	for {
 		select {
@@ -133,16 +134,16 @@ func (s *State) run() {
 				lastPrune = now
 				s.prune(now.Add(-keep))
 			}
-			wake.Reset(s.wakeEvery())
+			wake.Reset(s.wakeIn(time.Since(lastFlush)))
 		}
 	}
 }
 
-// wakeEvery is how long the writer sleeps: the flush interval, at most a
-// second.
-func (s *State) wakeEvery() time.Duration {
-	if every := s.FlushInterval(); every > 0 && every < time.Second {
-		return every
+// wakeIn is how long the writer sleeps, elapsed after the last flush: until
+// the next one is due, at most a second.
+func (s *State) wakeIn(elapsed time.Duration) time.Duration {
+	if every := s.FlushInterval(); every > 0 {
+		return min(max(every-elapsed, time.Millisecond), time.Second)
 	}
 	return time.Second
 }

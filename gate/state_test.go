@@ -13,18 +13,31 @@ import (
 	"github.com/llmgate/llmgate/store"
 )
 
+// TestWakeFollowsFlushInterval: the writer's wakes after a flush land on
+// the next flush's due time, whatever the interval (1.5 s used to flush
+// every 2 s, losing more than an interval in a crash), and come at least
+// once a second.
 func TestWakeFollowsFlushInterval(t *testing.T) {
 	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
 	defer s.Destruct()
-	for every, want := range map[time.Duration]time.Duration{
-		250 * time.Millisecond: 250 * time.Millisecond,
-		5 * time.Second:        time.Second,
-		0:                      time.Second,
-	} {
+	for _, every := range []time.Duration{250 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2500 * time.Millisecond, 5 * time.Second} {
 		s.configure(every, 0)
-		if got := s.wakeEvery(); got != want {
-			t.Errorf("flush_interval %v: the writer wakes every %v, want %v", every, got, want)
+		elapsed, wakes := time.Duration(0), 0
+		for elapsed < every {
+			d := s.wakeIn(elapsed)
+			if d > time.Second || d <= 0 {
+				t.Fatalf("flush_interval %v: a sleep of %v", every, d)
+			}
+			elapsed += d
+			wakes++
 		}
+		if elapsed != every {
+			t.Errorf("flush_interval %v: the writer wakes to flush after %v (%d wakes)", every, elapsed, wakes)
+		}
+	}
+	s.configure(0, 0)
+	if got := s.wakeIn(time.Hour); got != time.Second {
+		t.Errorf("flush_interval 0: the writer wakes every %v, want 1s", got)
 	}
 }
 
