@@ -212,8 +212,24 @@ func apiErrorf(status int, format string, args ...any) error {
 	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
 }
 
+// gateApp is the running config's llm_gate app. Caddy replaces its admin
+// endpoint, and with it this module, before the new config's apps start,
+// and keeps the new endpoint when they fail to: the app this module was
+// provisioned with may then belong to a config that was refused, whose
+// plans never applied and whose store may be closed.
+func (a *API) gateApp() *gate.App {
+	if ctx := caddy.ActiveContext(); ctx.Context != nil {
+		if v, err := ctx.App("llm_gate"); err == nil {
+			if app, ok := v.(*gate.App); ok {
+				return app
+			}
+		}
+	}
+	return a.app // the first config, while it starts
+}
+
 // state is the gate's process-wide state.
-func (a *API) state() *gate.State { return a.app.State() }
+func (a *API) state() *gate.State { return a.gateApp().State() }
 
 // now is the time stamped on keys created or revoked.
 func now() time.Time { return time.Now().UTC() }

@@ -984,34 +984,22 @@ func TestReload(t *testing.T) {
 	}
 }
 
-// The store opens lazily: Caddy runs with an unusable DB path, and the API
-// answers 500 with the reason until it is fixed.
+// TestStoreUnavailable: a config whose store cannot be opened is refused
+// when it loads, naming the file and the reason, and the running config
+// (and its API) go on.
 func TestStoreUnavailable(t *testing.T) {
+	e := start(t)
+	e.call("PUT", "/llm_gate/users/x", "{}", 201, nil)
 	file := filepath.Join(t.TempDir(), "a-file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := start(t, filepath.Join(file, "gate.db")) // a directory that is a file
-	for _, c := range []struct{ method, path, body string }{
-		{"GET", "/llm_gate/users", ""},
-		{"GET", "/llm_gate/users/x", ""},
-		{"PUT", "/llm_gate/users/x", "{}"},
-		{"PATCH", "/llm_gate/users/x", "{}"},
-		{"DELETE", "/llm_gate/users/x", ""},
-		{"POST", "/llm_gate/users/x/keys", "{}"},
-		{"GET", "/llm_gate/users/x/keys", ""},
-		{"POST", "/llm_gate/users/x/reset", ""},
-		{"GET", "/llm_gate/keys/key_x", ""},
-		{"DELETE", "/llm_gate/keys/key_x", ""},
-		{"GET", "/llm_gate/usage", ""},
-		{"GET", "/llm_gate/requests", ""},
-	} {
-		if msg := e.fails(c.method, c.path, c.body, 500); !strings.Contains(msg, "gate.db") {
-			t.Errorf("%s %s: %q does not name the file", c.method, c.path, msg)
-		}
+	bad := filepath.Join(file, "gate.db") // a directory that is a file
+	err := e.in.Load(strings.ReplaceAll(gateConfig, "{DB}", bad))
+	if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("a config with an unusable store loaded: %v", err)
 	}
-	// Plans need no store.
-	e.call("GET", "/llm_gate/plans", nil, 200, nil)
+	e.call("GET", "/llm_gate/users/x", nil, 200, nil)
 }
 
 // BenchmarkGetUser measures GET /llm_gate/users/{id} through Caddy's admin

@@ -177,13 +177,14 @@ func (a *API) plans(w http.ResponseWriter, r *http.Request, _ []string) error {
 	if _, err := parseQuery(r); err != nil {
 		return err
 	}
+	app := a.gateApp()
 	out := []PlanView{}
-	for _, name := range a.app.PlanNames() {
-		p := a.app.Plan(name)
-		out = append(out, PlanView{Name: name, Default: name == a.app.DefaultPlan, Limits: limitsOf(p.Limits, p.Models)})
+	for _, name := range app.PlanNames() {
+		p := app.Plan(name)
+		out = append(out, PlanView{Name: name, Default: name == app.DefaultPlan, Limits: limitsOf(p.Limits, p.Models)})
 	}
 	return writeJSON(w, http.StatusOK, struct {
 		DefaultPlan string     `json:"default_plan"`
 		Plans       []PlanView `json:"plans"`
-	}{a.app.DefaultPlan, out})
+	}{app.DefaultPlan, out})
 }

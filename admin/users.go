@@ -126,7 +126,7 @@ func countsOf(n [quota.NumWindows]int64) Counts {
 
 func (a *API) userView(u *store.User) (*UserView, error) {
 	st := a.state()
-	eff := a.app.Resolve(u, "", gate.Claims{})
+	eff := a.gateApp().Resolve(u, "", gate.Claims{})
 	v := &UserView{
 		ID: u.ID, Plan: eff.Plan, Disabled: u.Disabled, Source: u.Source,
 		Created: u.Created, Updated: u.Updated,
@@ -318,8 +318,8 @@ var userFields = map[string]userField{
 		if name == nil || *name == "" {
 			return func(u *store.User) { u.Plan = "" }, nil
 		}
-		if a.app.Plan(*name) == nil {
-			return nil, fmt.Errorf("unknown plan %q (configured plans: %s)", *name, planList(a.app))
+		if a.gateApp().Plan(*name) == nil {
+			return nil, fmt.Errorf("unknown plan %q (configured plans: %s)", *name, planList(a.gateApp()))
 		}
 		// A plan the admin names outranks a JWT's plan claim, whoever
 		// created the user.
