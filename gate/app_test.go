@@ -68,6 +68,7 @@ func TestCompileErrors(t *testing.T) {
 		"unknown default":  {DefaultPlan: "nope"},
 		"empty plan":       {Plans: map[string]*PlanConfig{"p": nil}},
 		"negative max_par": {Plans: map[string]*PlanConfig{"p": {MaxParallel: -1}}},
+		"window twice":     {Plans: map[string]*PlanConfig{"p": {Tokens: []WindowLimit{{"day", 1000}, {"Day", 999999999}}}}},
 	} {
 		a := &App{Config: cfg}
 		if err := a.compile(); err == nil {
