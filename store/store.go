@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -108,7 +109,7 @@ func Open(path string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: creating directory for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	db, err := openChecked(path, &bolt.Options{
 		Timeout: o.Timeout,
 		NoSync:  o.NoSync,
 		// The hashmap freelist keeps allocation cheap as records churn
@@ -121,12 +122,43 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, now: time.Now}
-	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, SchemaVersion, migrations) }); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
+	return &Store{db: db, path: path, now: time.Now}, nil
+}
+
+// openChecked opens the file, checks that it holds every page its metadata
+// counts and prepares its layout. A damaged file is an error here rather
+// than a crash later: bbolt panics on some damage, and reading a page past
+// the end of a file cut short faults.
+func openChecked(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("the file is damaged (%v); restore it from a backup", r)
+		}
+	}()
+	if db, err = bolt.Open(path, 0o600, opts); err != nil {
+		return nil, err
 	}
-	return s, nil
+	fi, err := os.Stat(path)
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			if tx.Size() > fi.Size() {
+				return fmt.Errorf("the file is %d bytes but its pages reach byte %d: it was cut short (copied while in use, or a full disk); restore it from a backup", fi.Size(), tx.Size())
+			}
+			return nil
+		})
+	}
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error { return prepare(tx, SchemaVersion, migrations) })
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 // prepare checks the file's schema version against target, runs the

@@ -196,6 +196,55 @@ func TestOpenRefusesForeignFile(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesCutShortFile: a file cut short (copied while in use, a
+// full disk) is an error naming it, never a panic or a fault, whatever the
+// cut; with the pages its metadata counts, it used to open and fault on the
+// first read of a missing page, or panic on its freelist.
+func TestOpenRefusesCutShortFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]Record, 20000)
+	for i := range recs {
+		recs[i] = Record{Time: time.Unix(1e9+int64(i), 0), User: "u", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1}
+	}
+	if err := s.Commit(&Batch{Records: recs}); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used int64 // bytes up to the last page in use; the rest is room to grow
+	if err := s.db.View(func(tx *bolt.Tx) error { used = tx.Size(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, size := range []int{int(used) / 2, int(used) - 4096, 3 * 4096, 100} {
+		cut := filepath.Join(t.TempDir(), "cut.db")
+		if err := os.WriteFile(cut, whole[:size], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("cut to %d bytes: panic %v", size, r)
+				}
+			}()
+			s, err := Open(cut, Options{NoSync: true, Timeout: time.Second})
+			if err == nil {
+				s.Close()
+				t.Fatalf("cut to %d bytes, %d in use: opened", size, used)
+			}
+			if !strings.Contains(err.Error(), cut) {
+				t.Fatalf("cut to %d bytes: %v does not name the file", size, err)
+			}
+		}()
+	}
+}
+
 func TestMigrationTableMatchesSchemaVersion(t *testing.T) {
 	if len(migrations) != SchemaVersion-1 {
 		t.Fatalf("%d migrations for schema version %d: want %d", len(migrations), SchemaVersion, SchemaVersion-1)
