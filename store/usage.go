@@ -19,11 +19,24 @@ type sums struct {
 }
 
 func (s *sums) add(o *sums) {
-	s.requests += o.requests
-	s.prompt += o.prompt
-	s.completion += o.completion
-	s.cached += o.cached
-	s.estimated += o.estimated
+	s.requests = satAdd(s.requests, o.requests)
+	s.prompt = satAdd(s.prompt, o.prompt)
+	s.completion = satAdd(s.completion, o.completion)
+	s.cached = satAdd(s.cached, o.cached)
+	s.estimated = satAdd(s.estimated, o.estimated)
+}
+
+// satAdd adds two counts, stopping at the largest int64: an upstream may
+// report any count, and a sum that wrapped would encode as a value that no
+// longer decodes, losing the hour's whole usage.
+func satAdd(a, b int64) int64 {
+	if c := a + b; (c > a) == (b > 0) {
+		return c
+	}
+	if b > 0 {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 func (s *sums) encode() []byte {
@@ -98,13 +111,11 @@ func aggregate(recs []Record) []aggDelta {
 			out = append(out, aggDelta{key: bytes.Clone(kb)})
 		}
 		s := &out[j].sums
-		s.requests++
-		s.prompt += r.PromptTokens
-		s.completion += r.CompletionTokens
-		s.cached += r.CachedTokens
+		one := sums{requests: 1, prompt: r.PromptTokens, completion: r.CompletionTokens, cached: r.CachedTokens}
 		if r.Estimated {
-			s.estimated++
+			one.estimated = 1
 		}
+		s.add(&one)
 	}
 	slices.SortFunc(out, func(a, b aggDelta) int { return bytes.Compare(a.key, b.key) })
 	return out
@@ -246,12 +257,12 @@ func (s *Store) Usage(q UsageQuery) ([]UsageRow, error) {
 			rows[string(gk)] = row
 		}
 		sum := decodeSums(v)
-		row.Requests += sum.requests
-		row.PromptTokens += sum.prompt
-		row.CompletionTokens += sum.completion
-		row.TotalTokens += sum.prompt + sum.completion
-		row.CachedTokens += sum.cached
-		row.EstimatedRequests += sum.estimated
+		row.Requests = satAdd(row.Requests, sum.requests)
+		row.PromptTokens = satAdd(row.PromptTokens, sum.prompt)
+		row.CompletionTokens = satAdd(row.CompletionTokens, sum.completion)
+		row.TotalTokens = satAdd(row.TotalTokens, satAdd(sum.prompt, sum.completion))
+		row.CachedTokens = satAdd(row.CachedTokens, sum.cached)
+		row.EstimatedRequests = satAdd(row.EstimatedRequests, sum.estimated)
 	}
 
 	err = s.db.View(func(tx *bolt.Tx) error {

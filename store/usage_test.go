@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -182,6 +183,27 @@ func TestUsageGroupByWords(t *testing.T) {
 	rows, err := s.Usage(UsageQuery{User: "nobody"})
 	if err != nil || rows == nil || len(rows) != 0 {
 		t.Errorf("no data: %v, %v", rows, err)
+	}
+}
+
+// TestUsageSaturates: counts an upstream reports without bound add up to
+// the largest int64 rather than wrap; a wrapped hourly sum encoded as a
+// value that no longer decodes, and the hour's usage read as nothing.
+func TestUsageSaturates(t *testing.T) {
+	s := newStore(t)
+	at := t0.Truncate(time.Hour)
+	recs := []Record{
+		{Time: at, User: "u", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: math.MaxInt64 - 10, CompletionTokens: 5},
+		{Time: at.Add(time.Minute), User: "u", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 100, CompletionTokens: 5},
+	}
+	commitAll(t, s, recs, 1) // one record per commit: the sum in the file grows
+	commitAll(t, s, []Record{{Time: at.Add(2 * time.Minute), User: "u", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1, CompletionTokens: 5}}, 1)
+	rows, err := s.Usage(UsageQuery{})
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("%+v, %v", rows, err)
+	}
+	if r := rows[0]; r.Requests != 3 || r.PromptTokens != math.MaxInt64 || r.CompletionTokens != 15 || r.TotalTokens != math.MaxInt64 {
+		t.Fatalf("row %+v; want 3 requests, the prompt and total at the largest int64", r)
 	}
 }
 
