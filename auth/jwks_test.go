@@ -122,7 +122,9 @@ func TestJWKSRotation(t *testing.T) {
 	k := keys(t)
 	srv := newIDP(t, jwksOf(t, jwkOf(t, &k.rsa.PublicKey, "old")))
 	clk := newClock()
-	v := newTestVerifier(t, JWTConfig{JWKS: []string{srv.URL}, Now: clk.Now})
+	// A kid-less RSA key beside the JWKS, which verifies tokens whose kid
+	// names no key, must not keep a rotated-in key from being fetched.
+	v := newTestVerifier(t, JWTConfig{JWKS: []string{srv.URL}, Now: clk.Now, PublicKeysPEM: [][]byte{pemOf(t, &k.attackerRSA.PublicKey, "")}})
 	oldTok := sign(t, jwt.SigningMethodRS256, k.rsa, claims(nil), map[string]any{"kid": "old"})
 	newTok := sign(t, jwt.SigningMethodRS256, k.rsa2, claims(nil), map[string]any{"kid": "new"})
 	if _, err := v.Verify(oldTok); err != nil {

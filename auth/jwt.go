@@ -521,10 +521,18 @@ func (v *Verifier) lookupKey(t *jwt.Token) (any, error) {
 		// to another alg: a refetch would not change that.
 		return nil, fmt.Errorf("key %.64q cannot verify %s", kid, alg)
 	}
-	if len(v.sources) > 0 && v.refetchForKid() {
-		if k, ok := v.keys.Load().byKid[kidAlg{kid, alg}]; ok {
+	// A new kid may be a key the JWKS rotated in (JWKS carry no HMAC keys).
+	if len(v.sources) > 0 && !strings.HasPrefix(alg, "HS") && v.refetchForKid() {
+		ks = v.keys.Load()
+		if k, ok := ks.byKid[kidAlg{kid, alg}]; ok {
 			return k, nil
 		}
+	}
+	if k, ok := ks.noKid[alg]; ok {
+		// A configured key with no kid of its own (a secret, a PEM key)
+		// verifies tokens whatever kid their issuer gives them: identity
+		// providers put one on every token.
+		return k, nil
 	}
 	return nil, fmt.Errorf("no key with kid %.64q for %s", kid, alg)
 }

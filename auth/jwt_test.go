@@ -126,8 +126,14 @@ func TestSeveralKeysAndKids(t *testing.T) {
 		{"second rsa without kid", sign(t, jwt.SigningMethodRS256, k.rsa2, claims(nil), nil), true},
 		{"second rsa with first kid", sign(t, jwt.SigningMethodRS256, k.rsa2, claims(nil), map[string]any{"kid": "rsa-one"}), false},
 		{"ec without kid", sign(t, jwt.SigningMethodES256, k.p256, claims(nil), nil), true},
-		{"ec with a kid it lacks", sign(t, jwt.SigningMethodES256, k.p256, claims(nil), map[string]any{"kid": "ec"}), false},
+		// A key without a kid of its own verifies tokens whatever kid the
+		// issuer gave them (identity providers put one on every token);
+		// a kid that names another key is held to that key.
+		{"ec with a kid no key has", sign(t, jwt.SigningMethodES256, k.p256, claims(nil), map[string]any{"kid": "ec"}), true},
+		{"second rsa with a kid no key has", sign(t, jwt.SigningMethodRS256, k.rsa2, claims(nil), map[string]any{"kid": "idp-2024"}), true},
 		{"hmac", sign(t, jwt.SigningMethodHS256, testSecret, claims(nil), nil), true},
+		{"hmac with a kid no key has", sign(t, jwt.SigningMethodHS256, testSecret, claims(nil), map[string]any{"kid": "k1"}), true},
+		{"hmac by another secret with a kid", sign(t, jwt.SigningMethodHS256, []byte("another-secret-0123456789abcdef0123"), claims(nil), map[string]any{"kid": "k1"}), false},
 		{"hmac naming the rsa kid", sign(t, jwt.SigningMethodHS256, testSecret, claims(nil), map[string]any{"kid": "rsa-one"}), false},
 	}
 	for _, tt := range tests {

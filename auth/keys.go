@@ -114,6 +114,7 @@ type kidAlg struct{ kid, alg string }
 type keySet struct {
 	byAlg map[string]any       // every key compatible with alg (tokens without kid)
 	byKid map[kidAlg]any       // keys with that kid compatible with alg
+	noKid map[string]any       // keys without a kid compatible with alg
 	kids  map[string]struct{}  // every kid present, whatever its algorithms
 	count int                  // number of keys
 	kinds map[keyKind]struct{} // families present
@@ -123,9 +124,11 @@ type keySet struct {
 func newKeySet(keys []*key, algs []string) *keySet {
 	byAlg := map[string][]jwt.VerificationKey{}
 	byKid := map[kidAlg][]jwt.VerificationKey{}
+	noKid := map[string][]jwt.VerificationKey{}
 	ks := &keySet{
 		byAlg: map[string]any{},
 		byKid: map[kidAlg]any{},
+		noKid: map[string]any{},
 		kids:  map[string]struct{}{},
 		kinds: map[keyKind]struct{}{},
 		count: len(keys),
@@ -143,8 +146,13 @@ func newKeySet(keys []*key, algs []string) *keySet {
 			if k.kid != "" {
 				ka := kidAlg{k.kid, alg}
 				byKid[ka] = append(byKid[ka], k.pub)
+			} else {
+				noKid[alg] = append(noKid[alg], k.pub)
 			}
 		}
+	}
+	for alg, ks2 := range noKid {
+		ks.noKid[alg] = boxKeys(ks2)
 	}
 	for alg, ks2 := range byAlg {
 		ks.byAlg[alg] = boxKeys(ks2)
