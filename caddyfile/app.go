@@ -48,9 +48,13 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 
 	var cfg gate.Config
 	var defaultPlan *caddyfile.Token // checked once every plan is known
+	single := once{}
 	for d.NextBlock(0) {
 		switch word := d.Val(); word {
 		case "db":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			db, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -58,6 +62,9 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			cfg.DB = db
 
 		case "flush_interval":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			dur, err := durationArg(d)
 			if err != nil {
 				return nil, err
@@ -65,6 +72,9 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			cfg.FlushInterval = &dur
 
 		case "retention":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			dur, err := durationArg(d)
 			if err != nil {
 				return nil, err
@@ -72,6 +82,9 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			cfg.Retention = &dur
 
 		case "tokenizer":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			name, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -83,6 +96,9 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			cfg.Tokenizer = name
 
 		case "metrics_per_user":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			if err := noMore(d, word); err != nil {
 				return nil, err
 			}
@@ -109,6 +125,9 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			cfg.Plans[name] = plan
 
 		case "default_plan":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			name, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -137,6 +156,7 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 // A plan without a block has no limits.
 func parsePlan(d *caddyfile.Dispenser, name string) (*gate.PlanConfig, error) {
 	plan := new(gate.PlanConfig)
+	single := once{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch word := d.Val(); word {
 		case "tokens", "requests":
@@ -151,6 +171,9 @@ func parsePlan(d *caddyfile.Dispenser, name string) (*gate.PlanConfig, error) {
 			*limits = append(*limits, limit)
 
 		case "max_parallel":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			n, err := countArg(d)
 			if err != nil {
 				return nil, err

@@ -181,3 +181,16 @@ func hasPlaceholder(s string) bool {
 	open := strings.IndexByte(s, '{')
 	return open >= 0 && strings.IndexByte(s[open+1:], '}') > 0
 }
+
+// once remembers, within a block, the settings that take one value and the
+// line each was first given on: a second one is refused, where one of the
+// two would silently win.
+type once map[string]int
+
+func (o once) check(d *caddyfile.Dispenser, word string) error {
+	if line, ok := o[word]; ok {
+		return d.Errf("%s is given twice (first on line %d); give it once", word, line)
+	}
+	o[word] = d.Line()
+	return nil
+}

@@ -68,6 +68,14 @@ func TestGlobalErrors(t *testing.T) {
 		{"bad glob", "plan a {\nmodels llama-* qwen-[ " + mark + "\n}", `models: bad glob "qwen-["`},
 		{"unknown default_plan", "default_plan gold " + mark + "\nplan free\nplan pro", `default_plan "gold" is not defined; defined plans: free, pro`},
 		{"default_plan without plans", "default_plan gold " + mark, "no plans are defined"},
+		// A setting that takes one value, given twice: one would silently win.
+		{"db twice", "db /a\ndb /b " + mark, "db is given twice (first on line 3); give it once"},
+		{"flush_interval twice", "flush_interval 1s\nflush_interval 0 " + mark, "flush_interval is given twice"},
+		{"retention twice", "retention 1h\nretention 2h " + mark, "retention is given twice"},
+		{"tokenizer twice", "tokenizer cl100k_base\ntokenizer o200k_base " + mark, "tokenizer is given twice"},
+		{"metrics_per_user twice", "metrics_per_user\nmetrics_per_user " + mark, "metrics_per_user is given twice"},
+		{"default_plan twice", "plan a\nplan b\ndefault_plan a\ndefault_plan b " + mark, "default_plan is given twice"},
+		{"max_parallel twice", "plan a {\nmax_parallel 2\nmax_parallel 3 " + mark + "\n}", "max_parallel is given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +122,15 @@ func TestHandlerErrors(t *testing.T) {
 		{"bad jwks URL", "", "jwt {\njwks ftp://idp/jwks " + mark + "\n}", `jwks: "ftp://idp/jwks" is neither an http(s) URL nor a file path`},
 		{"bad leeway", "", "jwt {\njwks /j\nleeway 5 " + mark + "\n}", `leeway: bad duration "5"`},
 		{"directive argument", "", "", `llm_gate: unexpected argument "now"`},
+		{"api_keys twice", "", "api_keys\napi_keys off " + mark, "api_keys is given twice"},
+		{"plan twice", "plan free\nplan pro", "plan free\nplan pro " + mark, "plan is given twice"},
+		{"usage_chunk twice", "", "usage_chunk hide\nusage_chunk forward " + mark, "usage_chunk is given twice"},
+		{"prompt_count twice", "", "prompt_count estimate\nprompt_count tokenize " + mark, "prompt_count is given twice"},
+		{"reserve_output twice", "", "reserve_output 10\nreserve_output 20 " + mark, "reserve_output is given twice"},
+		{"self_service twice", "", "self_service /a\nself_service /b " + mark, "self_service is given twice"},
+		{"max_body_size twice", "", "max_body_size 1MB\nmax_body_size 2MB " + mark, "max_body_size is given twice"},
+		{"leeway twice", "", "jwt {\njwks /j\nleeway 5s\nleeway 10s " + mark + "\n}", "leeway is given twice"},
+		{"user_claim in two jwt blocks", "", "jwt {\njwks /j\nuser_claim sub\n}\njwt {\njwks /k\nuser_claim email " + mark + "\n}", "user_claim is given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -89,17 +89,21 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 	}
 
 	h := new(handler.Handler)
+	single, jwtSingle := once{}, once{} // jwtSingle spans the site's jwt blocks
 	for d.NextBlock(0) {
 		switch word := d.Val(); word {
 		case "jwt":
 			if h.JWT == nil {
 				h.JWT = new(handler.JWTConfig)
 			}
-			if err := parseJWT(d, h.JWT); err != nil {
+			if err := parseJWT(d, h.JWT, jwtSingle); err != nil {
 				return nil, err
 			}
 
 		case "api_keys":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			on := true // the bare word turns keys on
 			if d.NextArg() {
 				switch v := d.Val(); v {
@@ -116,6 +120,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			h.APIKeys = &on
 
 		case "plan":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			name, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -126,6 +133,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			h.Plan = name
 
 		case "usage_chunk":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			v, err := oneOf(d, "hide", "forward")
 			if err != nil {
 				return nil, err
@@ -133,6 +143,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			h.UsageChunk = v
 
 		case "prompt_count":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			v, err := oneOf(d, "estimate", "tokenize")
 			if err != nil {
 				return nil, err
@@ -140,6 +153,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			h.PromptCount = v
 
 		case "reserve_output":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			n, err := countArg(d)
 			if err != nil {
 				return nil, err
@@ -147,6 +163,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			h.ReserveOutput = n
 
 		case "self_service":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			p, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -157,6 +176,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			h.SelfService = p
 
 		case "max_body_size":
+			if err := single.check(d, word); err != nil {
+				return nil, err
+			}
 			s, err := oneArg(d)
 			if err != nil {
 				return nil, err
@@ -175,8 +197,8 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 }
 
 // parseJWT reads a `jwt { ... }` block into cfg; the cursor is on `jwt`.
-// A site may hold several jwt blocks: they add up.
-func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig) error {
+// A site may hold several jwt blocks: they add up. Settings that take one value may be given in one of them only.
+func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig, single once) error {
 	start := d.Token()
 	if d.NextArg() {
 		return d.Errf("jwt: unexpected argument %q; settings go in a block", d.Val())
@@ -250,6 +272,9 @@ func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig) error {
 			cfg.Audiences = append(cfg.Audiences, aud)
 
 		case "leeway":
+			if err := single.check(d, word); err != nil {
+				return err
+			}
 			dur, err := durationArg(d)
 			if err != nil {
 				return err
@@ -257,6 +282,9 @@ func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig) error {
 			cfg.Leeway = dur
 
 		case "user_claim", "plan_claim", "limit_claim":
+			if err := single.check(d, word); err != nil {
+				return err
+			}
 			claim, err := oneArg(d)
 			if err != nil {
 				return err
