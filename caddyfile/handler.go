@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -183,6 +184,12 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			if err != nil {
 				return nil, err
 			}
+			// humanize drops commas and cuts fractions of a byte: 1,5MB
+			// would read 15 MB and 1.5 one byte.
+			m := sizeSyntax.FindStringSubmatch(s)
+			if m == nil || m[2] != "" && (m[3] == "" || strings.EqualFold(m[3], "b")) {
+				return nil, d.Errf("max_body_size: bad size %q (examples: 16MB, 1MiB, 512KiB, 1.5MB)", s)
+			}
 			size, err := humanize.ParseBytes(s)
 			if err != nil || size == 0 || size > math.MaxInt64 {
 				return nil, d.Errf("max_body_size: bad size %q (examples: 16MB, 1MiB, 512KiB)", s)
@@ -195,6 +202,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 	}
 	return h, nil
 }
+
+// sizeSyntax is a size: a number, its fraction, and a unit.
+var sizeSyntax = regexp.MustCompile(`^(\d+)(\.\d+)?\s*([A-Za-z]*)$`)
 
 // parseJWT reads a `jwt { ... }` block into cfg; the cursor is on `jwt`.
 // A site may hold several jwt blocks: they add up. Settings that take one value may be given in one of them only.

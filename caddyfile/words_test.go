@@ -110,6 +110,8 @@ func TestHandlerWords(t *testing.T) {
 		{"max_body_size MB", "", `max_body_size 16MB`, `{"max_body_size":16000000}`},
 		{"max_body_size MiB", "", `max_body_size 1MiB`, `{"max_body_size":1048576}`},
 		{"max_body_size bytes", "", `max_body_size 4096`, `{"max_body_size":4096}`},
+		{"max_body_size fraction of MB", "", `max_body_size 1.5MB`, `{"max_body_size":1500000}`},
+		{"max_body_size with a space", "", `"max_body_size" "2 KiB"`, `{"max_body_size":2048}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
