@@ -112,7 +112,7 @@ func FuzzHandlerBlock(f *testing.F) {
 		"",
 		"jwt {\nsecret " + secret32 + "\nalgorithms HS256\n}",
 		"jwt {\nsecret short\n}",
-		"jwt {\njwks /j\nalgorithms none\n}",
+		"jwt {\njwks https://i/j\nalgorithms none\n}",
 		"api_keys off\nusage_chunk forward\nreserve_output 2k\nmax_body_size 1MiB",
 		"jwt {\n}",
 		"jwt {\nsecret {env.S}\n}\njwt {\nsecret x\n}",

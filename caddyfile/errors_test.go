@@ -123,17 +123,22 @@ func TestHandlerErrors(t *testing.T) {
 		{"missing public_key", "", "jwt {\npublic_key " + missing + " " + mark + "\n}", "jwt public_key: open " + missing + ": no such file or directory"},
 		{"public_key not PEM", "", "jwt {\npublic_key " + notPEM + " " + mark + "\n}", "jwt public_key: read " + notPEM + ": no PEM block found"},
 		{"bad jwks URL", "", "jwt {\njwks ftp://idp/jwks " + mark + "\n}", `jwks: "ftp://idp/jwks" is neither an http(s) URL nor a file path`},
-		{"bad leeway", "", "jwt {\njwks /j\nleeway 5 " + mark + "\n}", `leeway: bad duration "5"`},
+		{"bad leeway", "", "jwt {\njwks https://i/j\nleeway 5 " + mark + "\n}", `leeway: bad duration "5"`},
 		{"directive argument", "", "", `llm_gate: unexpected argument "now"`},
 		{"api_keys twice", "", "api_keys\napi_keys off " + mark, "api_keys is given twice"},
+		// What provisioning would refuse without a line, caught here with it.
+		{"api_keys off without jwt", "", "api_keys off " + mark, "no credential can be accepted: configure jwt, or leave api_keys on"},
+		{"algorithm without its key", "", "jwt {\nsecret {env.S}\nalgorithms HS256 RS256 " + mark + "\n}", "jwt algorithms: RS256 needs a public_key or jwks"},
+		{"hmac algorithm without a secret", "", "jwt {\njwks https://i/j\nalgorithms HS512 " + mark + "\n}", "jwt algorithms: HS512 needs a secret"},
+		{"missing jwks file", "", "jwt {\njwks " + missing + " " + mark + "\n}", "jwt jwks: stat " + missing + ": no such file or directory"},
 		{"plan twice", "plan free\nplan pro", "plan free\nplan pro " + mark, "plan is given twice"},
 		{"usage_chunk twice", "", "usage_chunk hide\nusage_chunk forward " + mark, "usage_chunk is given twice"},
 		{"prompt_count twice", "", "prompt_count estimate\nprompt_count tokenize " + mark, "prompt_count is given twice"},
 		{"reserve_output twice", "", "reserve_output 10\nreserve_output 20 " + mark, "reserve_output is given twice"},
 		{"self_service twice", "", "self_service /a\nself_service /b " + mark, "self_service is given twice"},
 		{"max_body_size twice", "", "max_body_size 1MB\nmax_body_size 2MB " + mark, "max_body_size is given twice"},
-		{"leeway twice", "", "jwt {\njwks /j\nleeway 5s\nleeway 10s " + mark + "\n}", "leeway is given twice"},
-		{"user_claim in two jwt blocks", "", "jwt {\njwks /j\nuser_claim sub\n}\njwt {\njwks /k\nuser_claim email " + mark + "\n}", "user_claim is given twice"},
+		{"leeway twice", "", "jwt {\njwks https://i/j\nleeway 5s\nleeway 10s " + mark + "\n}", "leeway is given twice"},
+		{"user_claim in two jwt blocks", "", "jwt {\njwks https://i/j\nuser_claim sub\n}\njwt {\njwks https://i/k\nuser_claim email " + mark + "\n}", "user_claim is given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -85,19 +85,21 @@ func globalPlans(h httpcaddyfile.Helper) (map[string]*gate.PlanConfig, error) {
 // plans are those of the global option: `plan` must name one of them.
 func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig) (*handler.Handler, error) {
 	d.Next() // consume directive name
+	directive := d.Token()
 	if d.NextArg() {
 		return nil, d.Errf("llm_gate: unexpected argument %q; settings go in a block", d.Val())
 	}
 
 	h := new(handler.Handler)
-	single, jwtSingle := once{}, once{} // jwtSingle spans the site's jwt blocks
+	single, jwtSingle := once{}, once{}     // jwtSingle spans the site's jwt blocks
+	var apiKeysTok, algTok *caddyfile.Token // checked once every block is read
 	for d.NextBlock(0) {
 		switch word := d.Val(); word {
 		case "jwt":
 			if h.JWT == nil {
 				h.JWT = new(handler.JWTConfig)
 			}
-			if err := parseJWT(d, h.JWT, jwtSingle); err != nil {
+			if err := parseJWT(d, h.JWT, jwtSingle, &algTok); err != nil {
 				return nil, err
 			}
 
@@ -119,6 +121,8 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 				return nil, err
 			}
 			h.APIKeys = &on
+			tok := d.Token()
+			apiKeysTok = &tok
 
 		case "plan":
 			if err := single.check(d, word); err != nil {
@@ -200,6 +204,25 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			return nil, d.Errf("unrecognized llm_gate subdirective %q (known: jwt, api_keys, plan, usage_chunk, prompt_count, reserve_output, self_service, max_body_size)", word)
 		}
 	}
+	if h.JWT == nil && h.APIKeys != nil && !*h.APIKeys {
+		at := directive
+		if apiKeysTok != nil {
+			at = *apiKeysTok
+		}
+		return nil, errAt(at, "llm_gate: no credential can be accepted: configure jwt, or leave api_keys on")
+	}
+	if h.JWT != nil && algTok != nil {
+		hasSecret, hasPublic := len(h.JWT.Secrets) > 0, len(h.JWT.PublicKeys)+len(h.JWT.JWKS) > 0
+		for _, a := range h.JWT.Algorithms {
+			if hmac := strings.HasPrefix(a, "HS"); hmac && !hasSecret || !hmac && !hasPublic {
+				need := "a public_key or jwks"
+				if hmac {
+					need = "a secret"
+				}
+				return nil, errAt(*algTok, "jwt algorithms: %s needs %s, and the site's jwt blocks give none", a, need)
+			}
+		}
+	}
 	return h, nil
 }
 
@@ -208,7 +231,7 @@ var sizeSyntax = regexp.MustCompile(`^(\d+)(\.\d+)?\s*([A-Za-z]*)$`)
 
 // parseJWT reads a `jwt { ... }` block into cfg; the cursor is on `jwt`.
 // A site may hold several jwt blocks: they add up. Settings that take one value may be given in one of them only.
-func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig, single once) error {
+func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig, single once, algTok **caddyfile.Token) error {
 	start := d.Token()
 	if d.NextArg() {
 		return d.Errf("jwt: unexpected argument %q; settings go in a block", d.Val())
@@ -249,10 +272,16 @@ func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig, single once) error
 				if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 					return d.Errf("jwks: %q is neither an http(s) URL nor a file path", src)
 				}
+			} else if !hasPlaceholder(src) {
+				if _, err := os.Stat(src); err != nil {
+					return d.Errf("jwt jwks: %v", err) // *PathError: the path and the reason
+				}
 			}
 			cfg.JWKS = append(cfg.JWKS, src)
 
 		case "algorithms":
+			tok := d.Token()
+			*algTok = &tok
 			algs, err := someArgs(d)
 			if err != nil {
 				return err

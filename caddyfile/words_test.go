@@ -85,20 +85,20 @@ func TestHandlerWords(t *testing.T) {
 		{"public_key", "", "jwt {\npublic_key " + pub + "\n}", `{"jwt":{"public_keys":["` + pub + `"]}}`},
 		{"public_key placeholder", "", "jwt {\npublic_key {env.KEY_FILE}\n}", `{"jwt":{"public_keys":["{env.KEY_FILE}"]}}`},
 		{"jwks url", "", "jwt {\njwks https://idp.example.com/jwks.json\n}", `{"jwt":{"jwks":["https://idp.example.com/jwks.json"]}}`},
-		{"jwks file", "", "jwt {\njwks /etc/caddy/jwks.json\n}", `{"jwt":{"jwks":["/etc/caddy/jwks.json"]}}`},
-		{"algorithms", "", "jwt {\nsecret {env.S}\nalgorithms HS256 HS512\nalgorithms EdDSA\n}", `{"jwt":{"secrets":["{env.S}"],"algorithms":["HS256","HS512","EdDSA"]}}`},
-		{"issuer", "", "jwt {\njwks /j\nissuer https://a\nissuer https://b\n}", `{"jwt":{"jwks":["/j"],"issuers":["https://a","https://b"]}}`},
-		{"audience", "", "jwt {\njwks /j\naudience vllm\naudience chat\n}", `{"jwt":{"jwks":["/j"],"audiences":["vllm","chat"]}}`},
-		{"leeway", "", "jwt {\njwks /j\nleeway 1m30s\n}", `{"jwt":{"jwks":["/j"],"leeway":90000000000}}`},
-		{"user_claim", "", "jwt {\njwks /j\nuser_claim email\n}", `{"jwt":{"jwks":["/j"],"user_claim":"email"}}`},
-		{"plan_claim", "", "jwt {\njwks /j\nplan_claim tier\n}", `{"jwt":{"jwks":["/j"],"plan_claim":"tier"}}`},
-		{"limit_claim", "", "jwt {\njwks /j\nlimit_claim quota\n}", `{"jwt":{"jwks":["/j"],"limit_claim":"quota"}}`},
-		{"two jwt blocks add up", "", "jwt {\njwks /a\n}\njwt {\njwks /b\n}", `{"jwt":{"jwks":["/a","/b"]}}`},
+		{"jwks file", "", "jwt {\njwks " + pub + "\n}", `{"jwt":{"jwks":["` + pub + `"]}}`},
+		{"algorithms", "", "jwt {\nsecret {env.S}\njwks https://i/j\nalgorithms HS256 HS512\nalgorithms EdDSA\n}", `{"jwt":{"secrets":["{env.S}"],"jwks":["https://i/j"],"algorithms":["HS256","HS512","EdDSA"]}}`},
+		{"issuer", "", "jwt {\njwks https://i/j\nissuer https://a\nissuer https://b\n}", `{"jwt":{"jwks":["https://i/j"],"issuers":["https://a","https://b"]}}`},
+		{"audience", "", "jwt {\njwks https://i/j\naudience vllm\naudience chat\n}", `{"jwt":{"jwks":["https://i/j"],"audiences":["vllm","chat"]}}`},
+		{"leeway", "", "jwt {\njwks https://i/j\nleeway 1m30s\n}", `{"jwt":{"jwks":["https://i/j"],"leeway":90000000000}}`},
+		{"user_claim", "", "jwt {\njwks https://i/j\nuser_claim email\n}", `{"jwt":{"jwks":["https://i/j"],"user_claim":"email"}}`},
+		{"plan_claim", "", "jwt {\njwks https://i/j\nplan_claim tier\n}", `{"jwt":{"jwks":["https://i/j"],"plan_claim":"tier"}}`},
+		{"limit_claim", "", "jwt {\njwks https://i/j\nlimit_claim quota\n}", `{"jwt":{"jwks":["https://i/j"],"limit_claim":"quota"}}`},
+		{"two jwt blocks add up", "", "jwt {\njwks https://i/a\n}\njwt {\njwks https://i/b\n}", `{"jwt":{"jwks":["https://i/a","https://i/b"]}}`},
 		{"api_keys bare", "", `api_keys`, `{"api_keys":true}`},
 		{"api_keys on", "", `api_keys on`, `{"api_keys":true}`},
 		{"api_keys true", "", `api_keys true`, `{"api_keys":true}`},
-		{"api_keys off", "", `api_keys off`, `{"api_keys":false}`},
-		{"api_keys false", "", `api_keys false`, `{"api_keys":false}`},
+		{"api_keys off", "", "jwt {\njwks https://i/j\n}\napi_keys off", `{"jwt":{"jwks":["https://i/j"]},"api_keys":false}`},
+		{"api_keys false", "", "api_keys false\njwt {\njwks https://i/j\n}", `{"jwt":{"jwks":["https://i/j"]},"api_keys":false}`},
 		{"plan", "plan free", `plan free`, `{"plan":"free"}`},
 		{"usage_chunk hide", "", `usage_chunk hide`, `{"usage_chunk":"hide"}`},
 		{"usage_chunk forward", "", `usage_chunk forward`, `{"usage_chunk":"forward"}`},
@@ -211,7 +211,7 @@ func TestRoundTrip(t *testing.T) {
 // TestRoundTripZero checks that a written 0 survives as a set pointer,
 // distinct from an absent word, and that api_keys off survives as false.
 func TestRoundTripZero(t *testing.T) {
-	a, err := adapt(site("flush_interval 0", "api_keys off"))
+	a, err := adapt(site("flush_interval 0", "api_keys off\njwt {\njwks https://i/j\n}"))
 	if err != nil {
 		t.Fatal(err)
 	}
