@@ -129,8 +129,11 @@ type shard struct {
 	mu    sync.Mutex
 	users map[string]*userState
 	dirty []*userState
-	held  int64                     // reservations held by the shard's users
-	_     [64 - 8 - 8 - 24 - 8]byte // keep shards on separate cache lines
+	held  int64 // reservations held by the shard's users
+	// forgets counts Forget calls: a state loaded from the store across one
+	// may be the forgotten user's, read before the store deleted it.
+	forgets uint64
+	_       [64 - 8 - 8 - 24 - 8 - 8]byte // keep shards on separate cache lines
 }
 
 func (sh *shard) markDirty(u *userState) {
@@ -193,22 +196,29 @@ func (e *Engine) loadState(user string) (*userState, error) {
 func (e *Engine) lockUser(user string) (*shard, *userState, error) {
 	sh := e.shardFor(user)
 	sh.mu.Lock()
-	if u := sh.users[user]; u != nil {
-		return sh, u, nil
+	for {
+		if u := sh.users[user]; u != nil {
+			return sh, u, nil
+		}
+		forgets := sh.forgets
+		sh.mu.Unlock()
+		// Load without the lock: it may read the disk, and other users of
+		// the shard must not wait for it.
+		u, err := e.loadState(user)
+		if err != nil {
+			return nil, nil, err
+		}
+		sh.mu.Lock()
+		if prev := sh.users[user]; prev != nil {
+			return sh, prev, nil // another goroutine loaded it meanwhile
+		}
+		if sh.forgets == forgets {
+			sh.users[user] = u
+			return sh, u, nil
+		}
+		// A user was forgotten meanwhile: the read may predate its
+		// deletion from the store, so read again.
 	}
-	sh.mu.Unlock()
-	// Load without the lock: it may read the disk, and other users of the
-	// shard must not wait for it.
-	u, err := e.loadState(user)
-	if err != nil {
-		return nil, nil, err
-	}
-	sh.mu.Lock()
-	if prev := sh.users[user]; prev != nil {
-		return sh, prev, nil // another goroutine loaded it meanwhile
-	}
-	sh.users[user] = u
-	return sh, u, nil
 }
 
 // view runs fn on the user's state rolled to now, without keeping a user that
@@ -530,6 +540,7 @@ func (e *Engine) Forget(user string) {
 		u.gone = true
 		delete(sh.users, user)
 	}
+	sh.forgets++
 	sh.mu.Unlock()
 }
 

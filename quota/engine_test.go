@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -740,5 +741,45 @@ func TestAdmitTo(t *testing.T) {
 	}
 	if tok, _, err := e.Usage("u"); err != nil || tok[Day] != 15 {
 		t.Fatalf("charged %d, want 15", tok[Day])
+	}
+}
+
+// TestForgetDuringLoad: a user deleted while its state is being read from
+// the store is not brought back by that read (taken before the deletion,
+// it would hold the deleted user's usage for the next user of that id).
+func TestForgetDuringLoad(t *testing.T) {
+	src, _ := newTestEngine(t0)
+	mustAdmit(t, src, Request{User: "u", Prompt: 10, Output: 10}).Settle(300, 200)
+	before := src.Dirty()["u"] // the deleted user's counters, as the store held them
+	var stored atomic.Pointer[[]byte]
+	stored.Store(&before)
+	inLoad, release := make(chan struct{}), make(chan struct{})
+	var loads atomic.Int32
+	clk := &fakeClock{t: t0}
+	e := NewEngine(Options{Now: clk.Now, Load: func(string) ([]byte, error) {
+		b := *stored.Load()
+		if loads.Add(1) == 1 {
+			inLoad <- struct{}{}
+			<-release
+		}
+		return b, nil
+	}})
+	admitted := make(chan error)
+	go func() {
+		r, err := e.Admit(Request{User: "u", Prompt: 1, Output: 1})
+		if err == nil {
+			r.Cancel()
+		}
+		admitted <- err
+	}()
+	<-inLoad
+	stored.Store(new([]byte)) // the store deletes the user…
+	e.Forget("u")             // …and the engine forgets it
+	close(release)
+	if err := <-admitted; err != nil {
+		t.Fatal(err)
+	}
+	if tok, _ := usage(t, e, "u"); tok[Total] != 0 {
+		t.Fatalf("the deleted user's %d tokens came back (%d loads)", tok[Total], loads.Load())
 	}
 }
