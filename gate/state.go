@@ -29,6 +29,10 @@ type State struct {
 
 	openMu sync.Mutex
 	db     *store.Store
+	// closed is set once Destruct has closed the file: a request that
+	// outlived the config (a reload to another file) must not open it
+	// again, which would keep it locked for good.
+	closed atomic.Bool
 
 	// Engine holds every user's windows and reservations.
 	Engine *quota.Engine
@@ -78,6 +82,9 @@ func (s *State) DB() (*store.Store, error) {
 	defer s.openMu.Unlock()
 	if s.db != nil {
 		return s.db, nil
+	}
+	if s.closed.Load() {
+		return nil, fmt.Errorf("llm_gate store %s was closed when the config using it was replaced", s.path)
 	}
 	db, err := store.Open(s.path, store.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -175,6 +182,10 @@ func (s *State) Record(rec store.Record) error {
 	if err := rec.Validate(); err != nil {
 		return err
 	}
+	if s.closed.Load() {
+		// Requests still running when a reload moved to another file.
+		return fmt.Errorf("llm_gate store %s was closed when the config using it was replaced: the usage of %s's request is lost", s.path, rec.User)
+	}
 	s.pendMu.Lock()
 	s.pending.Records = append(s.pending.Records, rec)
 	if rec.KeyID != "" {
@@ -270,6 +281,7 @@ func (s *State) Destruct() error {
 	err := s.Flush()
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
+	s.closed.Store(true)
 	if s.db != nil {
 		err = errors.Join(err, s.db.Close())
 		s.db = nil

@@ -3,6 +3,7 @@ package gate
 import (
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,16 @@ func TestRecordAndDestruct(t *testing.T) {
 	}
 	if err := s.Destruct(); err != nil {
 		t.Fatal(err)
+	}
+	// A request that outlived the config (a reload to another file): its
+	// record is refused, said so, and the file is not opened again, which
+	// would keep it locked for the next config that uses it.
+	late := store.Record{Time: time.Now(), User: "late", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1}
+	if err := s.Record(late); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("a record after Destruct: %v", err)
+	}
+	if _, err := s.DB(); err == nil {
+		t.Fatal("the store opened again after Destruct")
 	}
 	db, err := store.Open(path, store.Options{Timeout: time.Second})
 	if err != nil {
