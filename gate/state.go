@@ -20,7 +20,7 @@ import (
 var statePool = caddy.NewUsagePool()
 
 // State is what must exist once per process and DB file: the store (opened
-// lazily, so `caddy validate` never touches the file), the quota engine with
+// by the app's Start, so `caddy validate` never touches the file), the quota engine with
 // its reservations, caches of users and keys, and the usage waiting to be
 // committed.
 type State struct {
@@ -76,7 +76,7 @@ func newState(path string, logger *zap.Logger) *State {
 // Path is the bbolt file's path.
 func (s *State) Path() string { return s.path }
 
-// DB returns the store, opening the file on first use.
+// DB returns the store, opening the file on first use (the app's Start).
 func (s *State) DB() (*store.Store, error) {
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
