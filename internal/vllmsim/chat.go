@@ -63,7 +63,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, req *apiRequ
 	if !addGen && len(msgs) > 0 {
 		role = msgs[len(msgs)-1].Role
 	}
-	pb := promptBuilder{tok: s.tok}
+	pb := promptBuilder{tok: s.tok, bos: s.cfg.ChatBOS}
 	if err := renderChat(&pb, msgs, req.Tools, addGen, req.ContinueFinalMessage, s.cfg.ResponseRole); err != nil {
 		s.writeError(w, badRequest(err.Error(), "messages"))
 		return

@@ -70,6 +70,10 @@ type Config struct {
 	// EnableRequestIDHeaders emulates --enable-request-id-headers: every
 	// answer carries X-Request-Id (the client's, or a fresh one).
 	EnableRequestIDHeaders bool
+	// ChatBOS starts the chat template with a BOS token, as Llama's and
+	// Mistral's do: chat prompts then count one token more than the
+	// client-side estimate the rest of the template follows.
+	ChatBOS bool
 	// ResponseRole is the role of generated chat messages (--response-role).
 	// Default "assistant".
 	ResponseRole string

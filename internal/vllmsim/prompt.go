@@ -33,6 +33,7 @@ import (
 // promptBuilder accumulates a rendered prompt as ids, or only its length.
 type promptBuilder struct {
 	tok     *tokenizer.Tokenizer
+	bos     bool // the template starts with a BOS (Config.ChatBOS)
 	wantIDs bool
 	ids     []int
 	n       int
@@ -109,6 +110,9 @@ func contentText(raw json.RawMessage) (string, error) {
 // continueFinal leaves the last message open, as vLLM's
 // continue_final_message does, and then no generation prompt follows.
 func renderChat(p *promptBuilder, msgs []chatMessage, tools json.RawMessage, addGenerationPrompt, continueFinal bool, role string) error {
+	if p.bos {
+		p.special(tokEndOfText) // cl100k's BOS stand-in
+	}
 	if t := bytes.TrimSpace(tools); len(t) > 0 && string(t) != "null" {
 		var compact bytes.Buffer
 		if err := json.Compact(&compact, t); err != nil {

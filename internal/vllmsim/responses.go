@@ -34,7 +34,7 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request, req *ap
 		s.writeError(w, *aerr)
 		return
 	}
-	pb := promptBuilder{tok: s.tok}
+	pb := promptBuilder{tok: s.tok, bos: s.cfg.ChatBOS}
 	if err := renderChat(&pb, msgs, req.Tools, true, false, s.cfg.ResponseRole); err != nil {
 		s.writeError(w, badRequest(err.Error(), "input"))
 		return

@@ -1015,6 +1015,37 @@ func TestEmbeddings(t *testing.T) {
 	}
 }
 
+// TestChatBOS: a template that starts with a BOS counts one token more in
+// chat prompts and their /tokenize, and nothing more in completions.
+func TestChatBOS(t *testing.T) {
+	_, plain := start(t, Config{})
+	_, bos := start(t, Config{ChatBOS: true})
+	const msgs = `{"messages":[{"role":"user","content":"Hello"}]}`
+	for _, path := range []string{"/v1/chat/completions", "/tokenize"} {
+		_, a := post(t, plain, path, msgs)
+		_, b := post(t, bos, path, msgs)
+		pa, pb := countOf(t, path, a), countOf(t, path, b)
+		if pb != pa+1 {
+			t.Errorf("%s: %d with a BOS, %d without; want one more", path, pb, pa)
+		}
+	}
+	_, a := post(t, plain, "/v1/completions", `{"prompt":"Hello"}`)
+	_, b := post(t, bos, "/v1/completions", `{"prompt":"Hello"}`)
+	if pa, pb := countOf(t, "", a), countOf(t, "", b); pa != pb {
+		t.Errorf("completions: %d with a BOS, %d without; want the same", pb, pa)
+	}
+}
+
+// countOf is a /tokenize answer's count, or an answer's prompt_tokens.
+func countOf(t *testing.T, path, body string) int {
+	t.Helper()
+	if path == "/tokenize" {
+		return int(decode(t, body)["count"].(float64))
+	}
+	prompt, _ := usageOf(t, decode(t, body)["usage"])
+	return prompt
+}
+
 func TestTokenize(t *testing.T) {
 	tok := cl100k(t)
 	_, ts := start(t, Config{MaxModelLen: 4096})

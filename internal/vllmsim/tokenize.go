@@ -27,6 +27,7 @@ func (s *Server) handleTokenize(w http.ResponseWriter, _ *http.Request, req *api
 			s.writeError(w, s.validationError("Invalid messages: "+err.Error()))
 			return
 		}
+		pb.bos = s.cfg.ChatBOS
 		if err := renderChat(&pb, msgs, req.Tools, addGen, req.ContinueFinalMessage, s.cfg.ResponseRole); err != nil {
 			s.writeError(w, badRequest(err.Error(), "messages"))
 			return
