@@ -45,10 +45,10 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	prompt := h.countPrompt(r, next, &req)
 	// Without a client cap, reserve what the model can still produce, at
 	// most reserve_output.
-	defaultOutput := h.ReserveOutput
+	defaultOutput, modelBound := h.ReserveOutput, false
 	if req.Uncapped() && ep != meter.EndpointEmbeddings && hasTokenLimit(c.eff.Limits) {
 		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-prompt > 0 && n-prompt < defaultOutput {
-			defaultOutput = n - prompt
+			defaultOutput, modelBound = n-prompt, true
 		}
 	}
 	output := req.MaxTokens
@@ -79,6 +79,9 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		return nil
 	}
 	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
+	if modelBound {
+		x.modelCap = defaultOutput
+	}
 	x.forward(next, body, &req, &res)
 	return nil
 }
@@ -98,7 +101,13 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	opts := meter.RewriteOptions{
 		InjectUsage: req.Stream && (!req.IncludeUsage || req.IncludeUsageImplied) && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions),
 	}
-	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 {
+	// The reservation's cap is set upstream, unless it is what the model
+	// can still produce anyway: vLLM then stops there by itself, counting
+	// the prompt exactly, where a cap from the estimate (max_model_len −
+	// estimated prompt) would be refused as too large whenever the real
+	// prompt (template, BOS) is longer than the estimate.
+	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 &&
+		(x.modelCap == 0 || res.OutputCap < x.modelCap) {
 		opts.MaxTokens = res.OutputCap
 	}
 	body, err := meter.Rewrite(body, req, opts)
@@ -148,7 +157,11 @@ type exchange struct {
 	ep     meter.Endpoint
 	mw     *meteredWriter
 	prompt int64
-	start  time.Time
+	// modelCap is the output the model can still produce after the prompt
+	// (estimated), when it set the reservation of a request without a cap;
+	// else 0.
+	modelCap int64
+	start    time.Time
 }
 
 // settle charges what the response shows to the reservation, keeps the

@@ -148,24 +148,47 @@ func TestUpstreamDown(t *testing.T) {
 // TestReserveFollowsModelLength: a request without max_tokens reserves, and
 // is capped at, what the model can still produce (max_model_len − prompt)
 // when that is less than reserve_output.
+//
+// The cap is left to vLLM, which stops at the end of the context by itself
+// counting the prompt exactly: the emulator's template here starts with a
+// BOS the gate's estimate does not count, so a cap of max_model_len −
+// estimate would be one token too many and refused with a 400. The
+// reservation covers what can be produced all the same; with a budget
+// tighter than that, the budget's cap is set.
 func TestReserveFollowsModelLength(t *testing.T) {
 	e := newEnv(t, envOpts{
-		sim:    vllmsim.Config{MaxModelLen: 300},
-		global: "plan p {\n\t\t\ttokens 100000 per day\n\t\t}",
+		sim:    vllmsim.Config{MaxModelLen: 300, DefaultLength: 1000, ChatBOS: true},
+		global: "plan p {\n\t\t\ttokens 100000 per day\n\t\t}\n\t\tplan tight {\n\t\t\ttokens 150 per day\n\t\t}",
 		site:   "plan p\n\t\treserve_output 4096",
 	})
 	resp := e.post("/v1/chat/completions", token(t, "quinn", nil), chatBody("sim-model", false, nil))
+	remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
 	b := mustStatus(t, resp, 200)
 	var out struct {
 		Usage struct {
-			PromptTokens int64 `json:"prompt_tokens"`
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
 		} `json:"usage"`
 	}
-	json.Unmarshal(b, &out)
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
 	reqs := e.sim.Requests()
-	last := reqs[len(reqs)-1]
-	if last.MaxTokens == nil || int64(*last.MaxTokens) > 300-out.Usage.PromptTokens+5 || *last.MaxTokens < 200 {
-		t.Fatalf("upstream max_tokens %v, want about %d", last.MaxTokens, 300-out.Usage.PromptTokens)
+	if last := reqs[len(reqs)-1]; last.MaxTokens != nil {
+		t.Fatalf("upstream max_tokens %d; want none (the model's length binds)", *last.MaxTokens)
+	}
+	if out.Usage.PromptTokens+out.Usage.CompletionTokens != 300 {
+		t.Fatalf("usage %+v; want the whole context used", out.Usage)
+	}
+	if held := 100000 - remaining; held < 295 || held > 300 {
+		t.Fatalf("%d tokens held; want the context, 300, less the estimate's error", held)
+	}
+
+	resp = e.post("/v1/chat/completions", token(t, "rita", map[string]any{"plan": "tight"}), chatBody("sim-model", false, nil))
+	mustStatus(t, resp, 200)
+	reqs = e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens == nil || *last.MaxTokens >= 150 {
+		t.Fatalf("upstream max_tokens %v; want the budget's cap, under 150", last.MaxTokens)
 	}
 }
 
