@@ -35,7 +35,11 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, req *
 	for pi, p := range prompts {
 		count := p.count(s.tok)
 		total += count
-		length, finish, aerr := s.outputBudget(count, req.MaxTokens, completionsDefaultMaxTokens, ov)
+		def := completionsDefaultMaxTokens
+		if req.MaxTokensNull {
+			def = 0 // None: the rest of the context
+		}
+		length, finish, aerr := s.outputBudget(count, req.MaxTokens, def, ov)
 		if aerr != nil {
 			s.writeError(w, *aerr)
 			return

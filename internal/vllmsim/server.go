@@ -227,6 +227,7 @@ type apiRequest struct {
 	Stream               *bool           `json:"stream"`
 	StreamOptionsRaw     json.RawMessage `json:"stream_options"`
 	MaxTokens            *int            `json:"max_tokens"`
+	MaxTokensNull        bool            `json:"-"` // given as null: None to pydantic, unlike absence
 	MaxCompletionTokens  *int            `json:"max_completion_tokens"`
 	MaxOutputTokens      *int            `json:"max_output_tokens"`
 	N                    *int            `json:"n"`
@@ -253,6 +254,15 @@ func (q *apiRequest) streamOptions() (*StreamOptions, error) {
 	}
 	if err := json.Unmarshal(raw, &so); err != nil {
 		return nil, err
+	}
+	// An explicit null is None to pydantic, which is falsy, where an
+	// absent include_usage takes the default.
+	var nulls struct {
+		IncludeUsage json.RawMessage `json:"include_usage"`
+	}
+	if json.Unmarshal(raw, &nulls) == nil && string(nulls.IncludeUsage) == "null" {
+		no := false
+		so.IncludeUsage = &no
 	}
 	return &so, nil
 }
@@ -311,6 +321,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req = new(apiRequest)
 		if parseErr = json.Unmarshal(body, req); parseErr != nil {
 			req = nil
+		} else {
+			var nulls struct {
+				MaxTokens json.RawMessage `json:"max_tokens"`
+			}
+			if json.Unmarshal(body, &nulls) == nil {
+				req.MaxTokensNull = string(nulls.MaxTokens) == "null"
+			}
 		}
 	}
 	s.record(r, body, req)

@@ -1135,3 +1135,28 @@ func TestRecording(t *testing.T) {
 		t.Error("recording disabled but recorded")
 	}
 }
+
+// TestExplicitNulls: pydantic reads an explicit null as None, unlike an
+// absent member: a completions max_tokens of null leaves the rest of the
+// context (absent: 16), and an include_usage of null asks for no usage
+// (absent, in a present stream_options: usage).
+func TestExplicitNulls(t *testing.T) {
+	_, ts := start(t, Config{MaxModelLen: 200, DefaultLength: 1000})
+	_, b := post(t, ts, "/v1/completions", `{"prompt":"hi","max_tokens":null}`)
+	prompt, completion := usageOf(t, decode(t, b)["usage"])
+	if prompt+completion != 200 {
+		t.Errorf("max_tokens null: %d + %d tokens; want the context, 200", prompt, completion)
+	}
+	_, b = post(t, ts, "/v1/completions", `{"prompt":"hi"}`)
+	if _, completion := usageOf(t, decode(t, b)["usage"]); completion != 16 {
+		t.Errorf("max_tokens absent: %d tokens; want 16", completion)
+	}
+	_, b = post(t, ts, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true,"stream_options":{"include_usage":null}}`)
+	if strings.Contains(b, `"usage":{`) {
+		t.Errorf("include_usage null sent usage: %s", b)
+	}
+	_, b = post(t, ts, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true,"stream_options":{}}`)
+	if !strings.Contains(b, `"usage":{`) {
+		t.Errorf("include_usage absent sent no usage: %s", b)
+	}
+}
