@@ -114,6 +114,8 @@ func TestUsageMatchesEmulator(t *testing.T) {
 		{"chat stream n=3", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"n": 3, "max_tokens": 7}), nil},
 		{"chat stream 4 tokens per chunk", "/v1/chat/completions", chatBody("sim-model", true, nil), []string{"X-Sim-Chunk", "4"}},
 		{"chat stream client usage", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true}}), nil},
+		{"chat stream include_usage null", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": nil}}), nil},
+		{"completions max_tokens null", "/v1/completions", map[string]any{"model": "sim-model", "prompt": "Once upon a time", "max_tokens": nil}, nil},
 		{"chat stream continuous", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true}}), nil},
 		{"completions stream 2 prompts", "/v1/completions", map[string]any{"model": "sim-model", "prompt": []string{"Once upon a time", "In a galaxy"}, "stream": true, "max_tokens": 9}, nil},
 		// No final usage chunk: the usage comes from the continuous usage
