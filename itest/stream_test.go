@@ -103,7 +103,7 @@ func mustJSON(t testing.TB, v any) string {
 // TestUsageMatchesEmulator: what the gate records equals what the emulator
 // counted, exactly, for every endpoint, streaming or not.
 func TestUsageMatchesEmulator(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{sim: vllmsim.Config{VaryLengths: true}}) // choices of one request differ in length
 	cases := []struct {
 		name, path string
 		body       map[string]any
@@ -112,6 +112,9 @@ func TestUsageMatchesEmulator(t *testing.T) {
 		{"chat stream", "/v1/chat/completions", chatBody("sim-model", true, nil), nil},
 		{"chat", "/v1/chat/completions", chatBody("sim-model", false, nil), nil},
 		{"chat stream n=3", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"n": 3, "max_tokens": 7}), nil},
+		{"chat n=3 of different lengths", "/v1/chat/completions", chatBody("sim-model", false, map[string]any{"n": 3}), nil},
+		{"chat stream n=3 of different lengths, continuous, cut", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"n": 3,
+			"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true}}), []string{"X-Sim-Error-After", "15"}},
 		{"chat stream 4 tokens per chunk", "/v1/chat/completions", chatBody("sim-model", true, nil), []string{"X-Sim-Chunk", "4"}},
 		{"chat stream client usage", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true}}), nil},
 		{"chat stream include_usage null", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": nil}}), nil},

@@ -26,6 +26,11 @@ type Config struct {
 	// request's own cap does not stop it first (its natural answer length,
 	// ending with an EOS token). Default 16.
 	DefaultLength int
+	// VaryLengths makes choice i of a request end i tokens sooner than
+	// DefaultLength (at least 1), when its cap does not stop it first: real
+	// choices differ in length, and a count that takes one choice's for all
+	// of them must show.
+	VaryLengths bool
 	// ForceIncludeUsage emulates --enable-force-include-usage: every stream
 	// ends with a usage chunk and, unless LegacyForceIncludeUsage is set,
 	// carries continuous usage on every chunk (vLLM PR #37923).

@@ -70,6 +70,9 @@ func (s *Server) outputBudget(prompt int, limit *int, defaultLimit int, ov simOv
 
 // newChoice builds choice index of a prompt with the computed budget.
 func (s *Server) newChoice(index, prompt, length int, finish string) choice {
+	if s.cfg.VaryLengths && finish == "stop" {
+		length = max(length-index, 1)
+	}
 	return choice{
 		index:  index,
 		prompt: prompt,

@@ -1160,3 +1160,17 @@ func TestExplicitNulls(t *testing.T) {
 		t.Errorf("include_usage absent sent no usage: %s", b)
 	}
 }
+
+// TestVaryLengths: with VaryLengths, choice i ends i tokens before the
+// natural length; a cap that stops them first stops them all alike.
+func TestVaryLengths(t *testing.T) {
+	_, ts := start(t, Config{VaryLengths: true, DefaultLength: 10})
+	_, b := post(t, ts, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"n":3}`)
+	if _, completion := usageOf(t, decode(t, b)["usage"]); completion != 10+9+8 {
+		t.Errorf("n=3: %d tokens; want 10+9+8", completion)
+	}
+	_, b = post(t, ts, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"n":3,"max_tokens":5}`)
+	if _, completion := usageOf(t, decode(t, b)["usage"]); completion != 15 {
+		t.Errorf("n=3 capped at 5: %d tokens; want 15", completion)
+	}
+}
