@@ -106,7 +106,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	// the prompt exactly, where a cap from the estimate (max_model_len −
 	// estimated prompt) would be refused as too large whenever the real
 	// prompt (template, BOS) is longer than the estimate.
-	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens) && res.OutputCap > 0 &&
+	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens || req.OtherCap) && res.OutputCap > 0 &&
 		(x.modelCap == 0 || res.OutputCap < x.modelCap) {
 		opts.MaxTokens = res.OutputCap
 	}

@@ -288,6 +288,24 @@ func TestCapsAsTheUpstreamAppliesThem(t *testing.T) {
 		t.Fatalf("upstream max_tokens %v; want the reserve, 4096", last.MaxTokens)
 	}
 
+	// vLLM's get_max_tokens reads `max_completion_tokens or max_tokens`:
+	// a 0 in the first leaves the second to bind, so the gate caps it to
+	// the budget. (The emulator follows VLLM.md's "the first unless null"
+	// and refuses the 0; what matters is what reached it.)
+	resp = e.post("/v1/chat/completions", tk, chatBody("sim-model", false, map[string]any{"max_completion_tokens": 0, "max_tokens": 1000000}))
+	resp.Body.Close()
+	reqs = e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens == nil || *last.MaxTokens >= 100000 {
+		t.Fatalf("upstream max_tokens %v; want the budget's cap", last.MaxTokens)
+	}
+	// A cap member completions do not read is lowered too, in case the
+	// upstream does read it.
+	mustStatus(t, e.post("/v1/completions", tk, map[string]any{"model": "sim-model", "prompt": "Once", "max_completion_tokens": 1000000}), 200)
+	reqs = e.sim.Requests()
+	if last := reqs[len(reqs)-1]; !strings.Contains(string(last.Body), `"max_completion_tokens":16`) {
+		t.Fatalf("upstream body %s; want max_completion_tokens lowered to 16", last.Body)
+	}
+
 	resp = e.post("/v1/chat/completions", tk, chatBody("sim-model", false, map[string]any{"max_tokens": 0}))
 	resp.Body.Close()
 	reqs = e.sim.Requests()

@@ -96,6 +96,10 @@ type Request struct {
 	MaxTokens int64
 	// MaxTokensField is the member MaxTokens came from, "" if none.
 	MaxTokensField string
+	// OtherCap reports a cap member MaxTokens does not read, which a
+	// server might (max_completion_tokens on completions): the gate then
+	// sets the caps itself.
+	OtherCap bool
 	// StreamOptions reports that the request carries a stream_options object.
 	StreamOptions bool
 	// IncludeUsage reports that the client asked for the stream's usage
@@ -251,12 +255,15 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 		}
 		r.setCap(maxTokens, "max_tokens")
 		r.Prompts = promptCount(r.prompt)
+		r.OtherCap = maxCompletion.set
 	case EndpointEmbeddings:
 		r.Prompts = promptCount(r.input)
 	case EndpointResponses:
 		r.setCap(maxOutput, "max_output_tokens")
 	default:
-		if maxCompletion.set {
+		// vLLM takes `max_completion_tokens or max_tokens`: a 0 in the
+		// first is Python's false, and the second then binds.
+		if maxCompletion.set && maxCompletion.v != 0 {
 			r.setCap(maxCompletion, "max_completion_tokens")
 		} else {
 			r.setCap(maxTokens, "max_tokens")

@@ -69,7 +69,7 @@ func TestParseRequest(t *testing.T) {
 			name: "completions ignore max_completion_tokens",
 			ep:   EndpointCompletions,
 			body: `{"prompt":["a","b","c"],"max_completion_tokens":5,"n":2}`,
-			want: Request{Endpoint: EndpointCompletions, N: 2, Prompts: 3, MaxTokens: DefaultCompletionsMaxTokens}, // vLLM's default binds
+			want: Request{Endpoint: EndpointCompletions, N: 2, Prompts: 3, MaxTokens: DefaultCompletionsMaxTokens, OtherCap: true}, // vLLM's default binds
 		},
 		{
 			name: "completions token arrays",
@@ -82,6 +82,18 @@ func TestParseRequest(t *testing.T) {
 			ep:   EndpointCompletions,
 			body: `{"prompt":[1,2,3]}`,
 			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1, MaxTokens: DefaultCompletionsMaxTokens},
+		},
+		{
+			name: "chat max_completion_tokens 0 is false to vLLM: max_tokens binds",
+			ep:   EndpointChat,
+			body: `{"max_completion_tokens":0,"max_tokens":100000}`,
+			want: Request{Endpoint: EndpointChat, N: 1, Prompts: 1, MaxTokens: 100000, MaxTokensField: "max_tokens"},
+		},
+		{
+			name: "chat max_completion_tokens 0 alone: no cap",
+			ep:   EndpointChat,
+			body: `{"max_completion_tokens":0}`,
+			want: Request{Endpoint: EndpointChat, N: 1, Prompts: 1},
 		},
 		{
 			name: "completions max_tokens null is no cap (None), not the default",
