@@ -180,7 +180,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.Method == http.MethodGet && r.URL.Path == "/v1/models" && len(c.eff.Models) > 0 {
 		return h.serveModels(w, r, next, c)
 	}
-	return next.ServeHTTP(w, r)
+	return h.passThrough(w, r, next)
+}
+
+// passThrough hands on a request the gate does not meter. An upstream that
+// does not answer gets the metered paths' OpenAI-shaped error rather than
+// Caddy's empty 502: SDKs show its message (GET /v1/models is the first
+// thing many of them ask).
+func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	err := next.ServeHTTP(sw, r)
+	if err != nil && !sw.wrote {
+		h.logger.Warn("upstream failed", zap.Error(err))
+		upstreamFailure(err).write(w)
+		return nil
+	}
+	return err
+}
+
+// statusWriter notes whether a response was started.
+type statusWriter struct {
+	*caddyhttp.ResponseWriterWrapper
+	wrote bool
+}
+
+func (sw *statusWriter) WriteHeader(status int) {
+	sw.wrote = true
+	sw.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (sw *statusWriter) Write(p []byte) (int, error) {
+	sw.wrote = true
+	return sw.ResponseWriterWrapper.Write(p)
 }
 
 // Interface guards.

@@ -133,6 +133,10 @@ func TestUpstreamDown(t *testing.T) {
 	if decodeError(t, b).Error.Code != "upstream_error" {
 		t.Fatalf("%s", b)
 	}
+	// The paths handed on unmetered answer the same way, not an empty 502.
+	if b := mustStatus(t, e.get("/v1/models", tk), 502); decodeError(t, b).Error.Code != "upstream_error" {
+		t.Fatalf("GET /v1/models: %s", b)
+	}
 	var me struct {
 		Windows []struct {
 			Used     int64 `json:"used"`
