@@ -127,6 +127,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	mw := getWriter(w, h, x.ep, opts.InjectUsage && !req.IncludeUsage && h.hide, x.start)
 	defer putWriter(mw)
 	mw.rate = res.Rate
+	mw.slot = res.Slot()
 	if x.ep == meter.EndpointCompletions && req.Prompts > 1 {
 		mw.perPrompt = req.N // continuous usage reports each choice's own prompt
 	}
@@ -170,6 +171,9 @@ type exchange struct {
 func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	h, mw := x.h, x.mw
 	mw.finish(x.r.ProtoMajor == 1 && h.state.FlushInterval() > 0 && gate.InFlight() == 1) // alone: see finish
+	if mw.slotFreed {
+		res.SlotFreed()
+	}
 	rec := store.Record{
 		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.model,
 		Endpoint: x.ep.String(), Plan: x.c.eff.Plan, Status: mw.status,
@@ -360,6 +364,8 @@ type meteredWriter struct {
 	ep          meter.Endpoint
 	hideUsage   bool
 	perPrompt   int // choices per prompt of a completions request with several prompts, else 0
+	slot        quota.Slot
+	slotFreed   bool
 	start       time.Time
 	status      int
 	wroteHeader bool
@@ -458,6 +464,9 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 		mw.WriteHeader(http.StatusOK)
 	}
 	if mw.stream != nil && mw.status < 300 {
+		if !mw.slotFreed && mw.endsStream(p) {
+			mw.freeSlot() // before the end reaches the client: see quota.Slot
+		}
 		err := mw.stream.Write(p, mw.emit)
 		if mw.ttft == 0 && mw.stream.FirstToken() {
 			mw.ttft = time.Since(mw.start)
@@ -512,8 +521,36 @@ func (mw *meteredWriter) finish(early bool) {
 			_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
 		}
 	case early && mw.json != nil && mw.jsonLen > 0:
+		mw.freeSlot() // the answer is complete and about to leave: see quota.Slot
 		_ = http.NewResponseController(mw.ResponseWriterWrapper.ResponseWriter).Flush()
 	}
+}
+
+// freeSlot gives the request's place in max_parallel back, once.
+func (mw *meteredWriter) freeSlot() {
+	if !mw.slotFreed {
+		mw.slotFreed = true
+		mw.slot.Free()
+	}
+}
+
+// Markers of a stream's last event, which the client may answer with its
+// next request as soon as it reads it.
+var (
+	markDone      = []byte("data: [DONE]")
+	markCompleted = []byte(`"response.completed"`)
+	markEnded     = []byte(`"response.incomplete"`)
+	markFailed    = []byte(`"response.failed"`)
+)
+
+// endsStream reports whether p holds the stream's last event. A marker cut
+// across two writes is missed, and the place is then given back when the
+// request settles, as for any other end.
+func (mw *meteredWriter) endsStream(p []byte) bool {
+	if mw.ep == meter.EndpointResponses {
+		return bytes.Contains(p, markCompleted) || bytes.Contains(p, markEnded) || bytes.Contains(p, markFailed)
+	}
+	return bytes.Contains(p, markDone)
 }
 
 func (mw *meteredWriter) usage() (meter.Usage, bool) {

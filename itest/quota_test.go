@@ -3,16 +3,20 @@ package itest
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/llmgate/llmgate/gate"
 	"github.com/llmgate/llmgate/internal/vllmsim"
 	"github.com/llmgate/llmgate/meter"
 	"github.com/llmgate/llmgate/tokenizer"
@@ -224,5 +228,48 @@ func TestPatchUnderTraffic(t *testing.T) {
 	}
 	if seen != 2 || ok != 120 {
 		t.Fatalf("%d token windows, %d of 120 requests ok", seen, ok)
+	}
+}
+
+// TestParallelSlotFreedAtTheEnd: a client that sends its next request as
+// soon as it has read [DONE] must not be refused by max_parallel 1 because
+// the gate had not yet settled the first. The stand-in upstream sends
+// [DONE] and then keeps its answer open until the gate no longer counts the
+// request in flight: before the fix the gate freed the place only once the
+// upstream's answer had ended, and the wait timed out.
+func TestParallelSlotFreedAtTheEnd(t *testing.T) {
+	inFlight := func() int {
+		app, err := caddy.ActiveContext().App("llm_gate")
+		if err != nil {
+			t.Error(err)
+			return -1
+		}
+		return app.(*gate.App).State().Engine.InFlight("serial")
+	}
+	freed := make(chan bool, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}`+"\n\n")
+		fmt.Fprint(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`+"\n\n")
+		fmt.Fprint(w, "data: [DONE]\n\n")
+		w.(http.Flusher).Flush()
+		deadline := time.Now().Add(5 * time.Second)
+		for inFlight() != 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		freed <- inFlight() == 0
+	}))
+	defer up.Close()
+	file := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy "+up.URL, 1)
+	e := newEnv(t, envOpts{file: file, global: "plan one {\n\t\t\tmax_parallel 1\n\t\t\ttokens 100000 per day\n\t\t}", site: "plan one"})
+	b := mustStatus(t, e.post("/v1/chat/completions", token(t, "serial", nil), chatBody("sim-model", true, map[string]any{"max_tokens": 5})), 200)
+	if !<-freed {
+		t.Fatalf("the request was still in flight after [DONE] reached the client: %s", b)
+	}
+	if r := e.waitRecords("serial", 1)[0]; r.PromptTokens != 5 || r.CompletionTokens != 1 {
+		t.Fatalf("record %+v", r)
+	}
+	if n := inFlight(); n != 0 {
+		t.Fatalf("%d in flight after the request settled", n)
 	}
 }

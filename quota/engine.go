@@ -71,7 +71,38 @@ type Reservation struct {
 	sh   *shard
 	u    *userState
 	done bool // guarded by sh.mu
+	// slotFreed: the request's place in max_parallel was given back early
+	// (see Slot); release leaves the in-flight count alone.
+	slotFreed bool
 }
+
+// Slot is a request's place among the user's requests in flight, which
+// max_parallel bounds, apart from its tokens. A handler frees it the moment
+// the response's end is on its way to the client, before the request is
+// settled: a client that sends its next request as soon as it has read the
+// answer must not find this one still in flight. Then it calls SlotFreed on
+// the reservation, before Settle or Cancel.
+type Slot struct {
+	sh *shard
+	u  *userState
+}
+
+// Slot returns the request's place in flight.
+func (r *Reservation) Slot() Slot { return Slot{r.sh, r.u} }
+
+// Free gives the place back. Call it once, before the reservation is
+// settled or cancelled.
+func (s Slot) Free() {
+	if s.u == nil {
+		return
+	}
+	s.sh.mu.Lock()
+	s.u.inFlight--
+	s.sh.mu.Unlock()
+}
+
+// SlotFreed records that the request's Slot was freed.
+func (r *Reservation) SlotFreed() { r.slotFreed = true }
 
 // Settle ends the request: it releases the reservation and charges the actual
 // tokens to every window's current period and to the minute bucket of now.
@@ -100,7 +131,9 @@ func (r *Reservation) release(charge bool, tokens int64) {
 	r.done = true
 	u := r.u
 	u.reserved -= r.Reserved
-	u.inFlight--
+	if !r.slotFreed {
+		u.inFlight--
+	}
 	r.sh.held--
 	if charge && tokens > 0 {
 		u.roll(&c)

@@ -783,3 +783,25 @@ func TestForgetDuringLoad(t *testing.T) {
 		t.Fatalf("the deleted user's %d tokens came back (%d loads)", tok[Total], loads.Load())
 	}
 }
+
+// TestSlotFreedBeforeSettle: a place in max_parallel given back before the
+// request settles lets the next request in, and settling then does not give
+// it back twice.
+func TestSlotFreedBeforeSettle(t *testing.T) {
+	e, _ := newTestEngine(t0)
+	l := Limits{MaxParallel: 1}
+	r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 1, Output: 1})
+	mustDeny(t, e, Request{User: "u", Limits: l, Prompt: 1, Output: 1})
+	r.Slot().Free()
+	r.SlotFreed()
+	next := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 1, Output: 1})
+	r.Settle(1, 1)
+	if n := e.InFlight("u"); n != 1 {
+		t.Fatalf("%d in flight with the next request running, want 1", n)
+	}
+	next.Cancel()
+	if n := e.InFlight("u"); n != 0 {
+		t.Fatalf("%d in flight after both ended, want 0", n)
+	}
+	Slot{}.Free() // a request without a reservation: nothing to give back
+}
