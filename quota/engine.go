@@ -350,6 +350,13 @@ func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 		r.Reserved = prompt + want*n
 	default:
 		fit := (minRemaining - prompt) / n // >= 1: checked above
+		if want > fit {
+			// The budget, not the request, binds: the request gets half of
+			// what remains after its prompt, so that one request cannot
+			// hold the whole remaining budget while it runs (SPEC §3) and
+			// the next request finds room.
+			fit = max(fit/2, 1)
+		}
 		r.OutputCap = min(want, fit)
 		// Anything but a client cap within the reservation must be enforced
 		// upstream (this includes a client cap beyond maxOutput).

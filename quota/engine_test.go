@@ -83,8 +83,8 @@ func TestBudgetDenial(t *testing.T) {
 	}
 	r.Settle(100, 200)
 	r = mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 100, DefaultOutput: 4096})
-	if !r.Clamped || r.OutputCap != 600 {
-		t.Fatalf("reservation %+v; want clamped to 600", r)
+	if !r.Clamped || r.OutputCap != 300 { // half of the 600 that remain: one request does not hold them all
+		t.Fatalf("reservation %+v; want clamped to 300", r)
 	}
 	r.Settle(100, 600)
 	d := mustDeny(t, e, Request{User: "u", Limits: l, Prompt: 1, Output: 1})
@@ -112,17 +112,19 @@ func TestClamping(t *testing.T) {
 		reserved int64
 	}{
 		{"no cap: default output", Request{Limits: tokens(Day, 10000), Prompt: 50, DefaultOutput: 4096}, false, 4096, true, 4146},
-		{"no cap: lowered to fit", Request{Limits: tokens(Day, 1000), Prompt: 50, DefaultOutput: 4096}, false, 950, true, 1000},
+		// Where the budget binds, a request gets half of what remains after
+		// its prompt, so that it cannot hold all of it while it runs.
+		{"no cap: half of what remains", Request{Limits: tokens(Day, 1000), Prompt: 50, DefaultOutput: 4096}, false, 475, true, 525},
 		{"client cap fits", Request{Limits: tokens(Day, 1000), Prompt: 50, Output: 100}, false, 100, false, 150},
 		{"client cap exactly fits", Request{Limits: tokens(Day, 1000), Prompt: 50, Output: 950}, false, 950, false, 1000},
-		{"client cap too large", Request{Limits: tokens(Day, 1000), Prompt: 50, Output: 2000}, false, 950, true, 1000},
-		{"n=3 shares what remains", Request{Limits: tokens(Day, 1000), Prompt: 100, Choices: 3, DefaultOutput: 4096}, false, 300, true, 1000},
-		{"n=3 rounds down", Request{Limits: tokens(Day, 1000), Prompt: 100, Choices: 3, Output: 500}, false, 300, true, 1000},
+		{"client cap too large", Request{Limits: tokens(Day, 1000), Prompt: 50, Output: 2000}, false, 475, true, 525},
+		{"n=3 shares half of what remains", Request{Limits: tokens(Day, 1000), Prompt: 100, Choices: 3, DefaultOutput: 4096}, false, 150, true, 550},
+		{"n=3 rounds down", Request{Limits: tokens(Day, 1000), Prompt: 100, Choices: 3, Output: 500}, false, 150, true, 550},
 		{"n=3 client cap fits", Request{Limits: tokens(Day, 1000), Prompt: 100, Choices: 3, Output: 200}, false, 200, false, 700},
 		{"one token per choice does not fit", Request{Limits: tokens(Day, 1000), Prompt: 998, Choices: 3}, true, 0, false, 0},
 		{"prompt plus one token fits", Request{Limits: tokens(Day, 1000), Prompt: 999}, false, 1, true, 1000},
 		{"prompt fills the budget", Request{Limits: tokens(Day, 1000), Prompt: 1000}, true, 0, false, 0},
-		{"smallest window decides", Request{Limits: minuteAndDay, Prompt: 50}, false, 450, true, 500},
+		{"smallest window decides", Request{Limits: minuteAndDay, Prompt: 50}, false, 225, true, 275},
 		{"no token limit: not clamped", Request{Prompt: 50, DefaultOutput: 100}, false, 100, false, 150},
 		{"no token limit: huge cap bounded", Request{Prompt: 50, Output: 1 << 60, Choices: 2}, false, maxOutput, false, 50 + 2*maxOutput},
 		{"client cap beyond any model is clamped", Request{Limits: tokens(Day, 1<<50), Prompt: 50, Output: 1 << 40}, false, maxOutput, true, 50 + maxOutput},
@@ -176,12 +178,13 @@ func TestClampCountsUsedAndReserved(t *testing.T) {
 	a.Settle(80, 300)                                                             // uses 380
 	b := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 100, Output: 500}) // holds 600
 	c := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 20, Choices: 2})
-	// 2000 − 380 − 600 = 1020 remain; (1020 − 20) / 2 = 500 per choice.
-	if !c.Clamped || c.OutputCap != 500 || c.Reserved != 1020 {
+	// 2000 − 380 − 600 = 1020 remain; (1020 − 20) / 2 = 500 per choice,
+	// of which half: 250.
+	if !c.Clamped || c.OutputCap != 250 || c.Reserved != 520 {
 		t.Fatalf("got %+v", c)
 	}
 	st, _ := e.Status("u", l)
-	if len(st) != 1 || st[0].Used != 380 || st[0].Reserved != 1620 || st[0].Remaining != 0 {
+	if len(st) != 1 || st[0].Used != 380 || st[0].Reserved != 1120 || st[0].Remaining != 500 {
 		t.Fatalf("status %+v", st)
 	}
 	b.Cancel()
@@ -510,8 +513,8 @@ func TestReservationSpansRollover(t *testing.T) {
 	held := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 100, Output: 800})
 	clk.Add(2 * time.Second)
 	r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 50})
-	if r.OutputCap != 50 { // 1000 − 0 used − 900 held − 50 prompt
-		t.Fatalf("cap %d, want 50", r.OutputCap)
+	if r.OutputCap != 25 { // half of 1000 − 0 used − 900 held − 50 prompt
+		t.Fatalf("cap %d, want 25", r.OutputCap)
 	}
 	held.Cancel()
 	r.Cancel()
@@ -804,4 +807,19 @@ func TestSlotFreedBeforeSettle(t *testing.T) {
 		t.Fatalf("%d in flight after both ended, want 0", n)
 	}
 	Slot{}.Free() // a request without a reservation: nothing to give back
+}
+
+// TestOneRequestDoesNotHoldTheBudget: while a request without a cap runs on
+// a budget smaller than its default output, a small request still fits
+// (SPEC §3: one request cannot pin the whole remaining budget).
+func TestOneRequestDoesNotHoldTheBudget(t *testing.T) {
+	e, _ := newTestEngine(t0)
+	l := tokens(Day, 2000)
+	long := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 20, DefaultOutput: 4096})
+	short := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 20, Output: 10})
+	if short.Clamped || short.OutputCap != 10 {
+		t.Fatalf("the short request %+v; want its own cap", short)
+	}
+	short.Settle(20, 10)
+	long.Settle(20, 58)
 }
