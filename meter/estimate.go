@@ -63,8 +63,8 @@ const MediaPartTokens = 512
 //   - completions: the prompt (a string, a list of strings, or token arrays,
 //     which count their length);
 //   - embeddings: the input, in the same forms (or chat messages);
-//   - responses: instructions, the input (a string or items with text) and
-//     tools.
+//   - responses: instructions and a string input as the system and user
+//     messages vLLM makes of them, or the input's items, and tools.
 //
 // Each string is decoded once and counted as it is met.
 func (r *Request) EstimatePrompt(c Counter) int64 {
@@ -80,7 +80,15 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 		e.inputs(r.input)
 		e.messages(r.messages)
 	case EndpointResponses:
-		e.str(r.instructions)
+		// vLLM renders instructions as a system message and a string
+		// input as a user message, through the chat template.
+		if isString(r.instructions) {
+			e.n += tokensPerMessage + countText(e.c, "system")
+			e.str(r.instructions)
+		}
+		if isString(r.input) {
+			e.n += tokensPerMessage + countText(e.c, "user") + replyPriming
+		}
 		e.inputs(r.input)
 		e.json(r.tools)
 	default:

@@ -390,7 +390,7 @@ func TestEstimatePrompt(t *testing.T) {
 			name: "responses string input and instructions",
 			ep:   EndpointResponses,
 			body: `{"instructions":"Be terse.","input":"Tell me a joke."}`,
-			want: n("Be terse.") + n("Tell me a joke."),
+			want: 3 + n("system") + n("Be terse.") + 3 + n("user") + n("Tell me a joke.") + 3, // two messages and the reply's priming
 		},
 		{
 			name: "responses items",
