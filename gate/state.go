@@ -31,8 +31,11 @@ type State struct {
 	db     *store.Store
 	// closed is set once Destruct has closed the file: a request that
 	// outlived the config (a reload to another file) must not open it
-	// again, which would keep it locked for good.
-	closed atomic.Bool
+	// again, which would keep it locked for good. Guarded by openMu.
+	closed bool
+	// closing refuses records from the start of Destruct on, so that none
+	// lands after its last commit and is left uncommitted.
+	closing atomic.Bool
 
 	// Engine holds every user's windows and reservations.
 	Engine *quota.Engine
@@ -83,7 +86,7 @@ func (s *State) DB() (*store.Store, error) {
 	if s.db != nil {
 		return s.db, nil
 	}
-	if s.closed.Load() {
+	if s.closed {
 		return nil, fmt.Errorf("llm_gate store %s was closed when the config using it was replaced", s.path)
 	}
 	db, err := store.Open(s.path, store.Options{Timeout: 5 * time.Second})
@@ -182,7 +185,7 @@ func (s *State) Record(rec store.Record) error {
 	if err := rec.Validate(); err != nil {
 		return err
 	}
-	if s.closed.Load() {
+	if s.closing.Load() {
 		// Requests still running when a reload moved to another file.
 		return fmt.Errorf("llm_gate store %s was closed when the config using it was replaced: the usage of %s's request is lost", s.path, rec.User)
 	}
@@ -278,10 +281,11 @@ func (s *State) Destruct() error {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.startOnce.Do(func() { close(s.done) }) // never started: nothing to wait for
 	<-s.done
+	s.closing.Store(true) // later records are refused, not left pending unseen
 	err := s.Flush()
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
-	s.closed.Store(true)
+	s.closed = true
 	if s.db != nil {
 		err = errors.Join(err, s.db.Close())
 		s.db = nil
