@@ -87,12 +87,12 @@ func (a *Admin) CreateKey(ctx context.Context, id string) (string, error) {
 // UsageRequests returns how many requests of user the store has committed
 // (the usage report, grouped by user, over the last day and the next).
 func (a *Admin) UsageRequests(ctx context.Context, user string) (int64, error) {
-	now := time.Now().UTC()
+	hour := time.Now().UTC().Truncate(time.Hour) // the gate takes usage bounds on the hour
 	q := url.Values{
 		"user":     {user},
 		"group_by": {"user"},
-		"since":    {now.Add(-24 * time.Hour).Format(time.RFC3339)},
-		"until":    {now.Add(24 * time.Hour).Format(time.RFC3339)},
+		"since":    {hour.Add(-24 * time.Hour).Format(time.RFC3339)},
+		"until":    {hour.Add(25 * time.Hour).Format(time.RFC3339)},
 	}
 	var out struct {
 		Rows []struct {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestMetricValue(t *testing.T) {
@@ -92,6 +93,12 @@ func fakeAdmin(t *testing.T, fail bool) (*Admin, *atomic.Int64) {
 		if q.Get("group_by") != "user" || q.Get("since") == "" || q.Get("until") == "" {
 			http.Error(w, `{"error":"bad query"}`, http.StatusBadRequest)
 			return
+		}
+		for _, b := range []string{"since", "until"} { // as the gate: usage is kept per hour
+			if t, err := time.Parse(time.RFC3339, q.Get(b)); err != nil || !t.Equal(t.Truncate(time.Hour)) {
+				http.Error(w, `{"error":"not on the hour"}`, http.StatusBadRequest)
+				return
+			}
 		}
 		w.WriteHeader(status(http.StatusOK))
 		fmt.Fprintf(w, `{"rows":[{"user":%q,"requests":40},{"user":"other","requests":1000}]}`, q.Get("user"))
