@@ -230,7 +230,8 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 var sizeSyntax = regexp.MustCompile(`^(\d+)(\.\d+)?\s*([A-Za-z]*)$`)
 
 // parseJWT reads a `jwt { ... }` block into cfg; the cursor is on `jwt`.
-// A site may hold several jwt blocks: they add up. Settings that take one value may be given in one of them only.
+// A site may hold several jwt blocks: they add up. A setting that takes one
+// value may be given in one of them only (single spans them).
 func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig, single once, algTok **caddyfile.Token) error {
 	start := d.Token()
 	if d.NextArg() {
