@@ -188,30 +188,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // Caddy's empty 502: SDKs show its message (GET /v1/models is the first
 // thing many of them ask).
 func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
-	err := next.ServeHTTP(sw, r)
-	if err != nil && !sw.wrote {
+	rec := caddyhttp.NewResponseRecorder(w, nil, nil) // passes everything on, notes the status
+	err := next.ServeHTTP(rec, r)
+	if err != nil && rec.Status() == 0 {
 		h.logger.Warn("upstream failed", zap.Error(err))
 		upstreamFailure(err).write(w)
 		return nil
 	}
 	return err
-}
-
-// statusWriter notes whether a response was started.
-type statusWriter struct {
-	*caddyhttp.ResponseWriterWrapper
-	wrote bool
-}
-
-func (sw *statusWriter) WriteHeader(status int) {
-	sw.wrote = true
-	sw.ResponseWriterWrapper.WriteHeader(status)
-}
-
-func (sw *statusWriter) Write(p []byte) (int, error) {
-	sw.wrote = true
-	return sw.ResponseWriterWrapper.Write(p)
 }
 
 // Interface guards.
