@@ -34,8 +34,9 @@ type State struct {
 	// again, which would keep it locked for good. Guarded by openMu.
 	closed bool
 	// closing refuses records from the start of Destruct on, so that none
-	// lands after its last commit and is left uncommitted.
-	closing atomic.Bool
+	// lands after its last commit and is left uncommitted. Guarded by
+	// pendMu, which a record holds from the check to its append.
+	closing bool
 
 	// Engine holds every user's windows and reservations.
 	Engine *quota.Engine
@@ -185,11 +186,12 @@ func (s *State) Record(rec store.Record) error {
 	if err := rec.Validate(); err != nil {
 		return err
 	}
-	if s.closing.Load() {
+	s.pendMu.Lock()
+	if s.closing {
 		// Requests still running when a reload moved to another file.
+		s.pendMu.Unlock()
 		return fmt.Errorf("llm_gate store %s was closed when the config using it was replaced: the usage of %s's request is lost", s.path, rec.User)
 	}
-	s.pendMu.Lock()
 	s.pending.Records = append(s.pending.Records, rec)
 	if rec.KeyID != "" {
 		if last, ok := s.keyQueued[rec.KeyID]; !ok || rec.Time.Sub(last) >= keyUsedGrain {
@@ -281,7 +283,9 @@ func (s *State) Destruct() error {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.startOnce.Do(func() { close(s.done) }) // never started: nothing to wait for
 	<-s.done
-	s.closing.Store(true) // later records are refused, not left pending unseen
+	s.pendMu.Lock()
+	s.closing = true // later records are refused, not left pending unseen
+	s.pendMu.Unlock()
 	err := s.Flush()
 	s.openMu.Lock()
 	defer s.openMu.Unlock()

@@ -2,8 +2,11 @@ package gate
 
 import (
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -353,4 +356,55 @@ func TestDeletedUsersUsageStaysDeleted(t *testing.T) {
 			t.Errorf("%d of 200 re-created users started with the deleted one's usage", inherited)
 		}
 	})
+}
+
+// TestRecordDuringDestruct: a record accepted while the store closes is in
+// the file; one that comes too late is refused, never silently dropped.
+func TestRecordDuringDestruct(t *testing.T) {
+	for run := range 50 {
+		path := filepath.Join(t.TempDir(), "g.db")
+		s := newState(path, zap.NewNop())
+		s.configure(time.Hour, 0)
+		if _, err := s.DB(); err != nil {
+			t.Fatal(err)
+		}
+		var accepted atomic.Int64
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if s.Record(store.Record{Time: time.Now(), User: "a", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1}) == nil {
+						accepted.Add(1)
+					}
+					runtime.Gosched()
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		if err := s.Destruct(); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		wg.Wait()
+		db, err := store.Open(path, store.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.Usage(store.UsageQuery{})
+		db.Close()
+		if err != nil || len(rows) != 1 {
+			t.Fatal(rows, err)
+		}
+		if rows[0].Requests != accepted.Load() {
+			t.Fatalf("run %d: %d records accepted, %d in the file", run, accepted.Load(), rows[0].Requests)
+		}
+	}
 }
