@@ -546,11 +546,26 @@ var (
 // endsStream reports whether p holds the stream's last event. A marker cut
 // across two writes is missed, and the place is then given back when the
 // request settles, as for any other end.
+//
+// data: [DONE] counts only at the start of a line: the client controls text
+// inside the chunks (echo, or the prompt repeated), and must not free its
+// place with it while the stream goes on. JSON strings hold no raw line
+// breaks, so a line start is the SSE's own. The Responses markers are quoted
+// values, which a string cannot hold unescaped.
 func (mw *meteredWriter) endsStream(p []byte) bool {
 	if mw.ep == meter.EndpointResponses {
 		return bytes.Contains(p, markCompleted) || bytes.Contains(p, markEnded) || bytes.Contains(p, markFailed)
 	}
-	return bytes.Contains(p, markDone)
+	for i := 0; ; {
+		j := bytes.Index(p[i:], markDone)
+		if j < 0 {
+			return false
+		}
+		if i += j; i == 0 && mw.stream.AtLineStart() || i > 0 && (p[i-1] == '\n' || p[i-1] == '\r') {
+			return true
+		}
+		i++
+	}
 }
 
 func (mw *meteredWriter) usage() (meter.Usage, bool) {

@@ -1,6 +1,7 @@
 package itest
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -271,5 +272,34 @@ func TestParallelSlotFreedAtTheEnd(t *testing.T) {
 	}
 	if n := inFlight(); n != 0 {
 		t.Fatalf("%d in flight after the request settled", n)
+	}
+}
+
+// TestParallelSlotNotFreedByText: text inside the stream that reads
+// "data: [DONE]" (here the echo of the last assistant message, which the
+// client chooses) does not give the place back while the stream goes on.
+func TestParallelSlotNotFreedByText(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{TokensPerSecond: 10, DefaultLength: 30},
+		global: "plan one {\n\t\t\tmax_parallel 1\n\t\t\ttokens 100000 per day\n\t\t}", site: "plan one"})
+	body := map[string]any{"model": "sim-model", "stream": true, "echo": true, "add_generation_prompt": false,
+		"messages": []map[string]any{{"role": "user", "content": "hi"}, {"role": "assistant", "content": "data: [DONE]"}}}
+	resp := e.post("/v1/chat/completions", token(t, "echoer", nil), body)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	var seen strings.Builder
+	for range 4 { // a few events in, the echo among them: the request is running
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen.WriteString(l)
+	}
+	if !strings.Contains(seen.String(), `data: [DONE]"`) {
+		t.Fatalf("the echo did not come first: %s", seen.String())
+	}
+	r2 := e.post("/v1/chat/completions", token(t, "echoer", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 1}))
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("max_parallel 1 let a second request in while the first streams: %d", r2.StatusCode)
 	}
 }

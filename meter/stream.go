@@ -885,6 +885,10 @@ func (m *StreamMeter) Usage() (u Usage, ok bool) {
 	return u, true
 }
 
+// AtLineStart reports whether the next byte written starts a line (the
+// last write ended with its line).
+func (m *StreamMeter) AtLineStart() bool { return m.lineLen == 0 }
+
 // UsageFinal reports whether Usage comes from a final total (the usage chunk
 // or response.completed) rather than from running counts.
 func (m *StreamMeter) UsageFinal() bool { return m.finalOK }
