@@ -358,6 +358,16 @@ func TestDeletedUsersUsageStaysDeleted(t *testing.T) {
 	})
 }
 
+// closed reports whether c is closed, without waiting.
+func closed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // TestRecordDuringDestruct: a record accepted while the store closes is in
 // the file; one that comes too late is refused, never silently dropped.
 func TestRecordDuringDestruct(t *testing.T) {
@@ -372,21 +382,14 @@ func TestRecordDuringDestruct(t *testing.T) {
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
+			wg.Go(func() {
+				for !closed(stop) {
 					if s.Record(store.Record{Time: time.Now(), User: "a", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1}) == nil {
 						accepted.Add(1)
 					}
 					runtime.Gosched()
 				}
-			}()
+			})
 		}
 		time.Sleep(time.Millisecond)
 		if err := s.Destruct(); err != nil {
