@@ -64,7 +64,9 @@ const MediaPartTokens = 512
 //     which count their length);
 //   - embeddings: the input, in the same forms (or chat messages);
 //   - responses: instructions and a string input as the system and user
-//     messages vLLM makes of them, or the input's items, and tools.
+//     messages vLLM makes of them, or the input's items, and tools;
+//   - messages (Anthropic): system, the messages' content blocks (text,
+//     thinking, tool use and results; media at MediaPartTokens), and tools.
 //
 // Each string is decoded once and counted as it is met.
 func (r *Request) EstimatePrompt(c Counter) int64 {
@@ -90,6 +92,16 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 			e.n += tokensPerMessage + countText(e.c, "user") + replyPriming
 		}
 		e.inputs(r.input)
+		e.json(r.tools)
+	case EndpointMessages:
+		// vLLM renders an Anthropic request as the chat it converts it to:
+		// system as a system message, tool results as tool messages.
+		if r.system != nil {
+			e.n += tokensPerMessage
+			e.role(systemRole)
+			e.blocks(r.system)
+		}
+		e.anthropicMessages(r.messages)
 		e.json(r.tools)
 	default:
 		e.messages(r.messages)
@@ -335,6 +347,76 @@ func (e *estimator) item(v []byte) {
 			e.str(val)
 		case "content", "output", "summary":
 			e.content(val)
+		}
+	}
+}
+
+var systemRole = []byte(`"system"`)
+
+// anthropicMessages counts an Anthropic messages array: each message's role
+// and content, a tool result as the tool message vLLM makes of it.
+func (e *estimator) anthropicMessages(v []byte) {
+	n := 0
+	for msg := range elements(v) {
+		if !isObject(msg) {
+			continue
+		}
+		n++
+		e.n += tokensPerMessage
+		for key, val := range members(msg, nil) {
+			switch string(key) {
+			case "role":
+				e.role(val)
+			case "content":
+				e.blocks(val)
+			}
+		}
+	}
+	if n > 0 {
+		e.n += replyPriming
+	}
+}
+
+// blocks counts Anthropic content: a string, or a list of blocks.
+func (e *estimator) blocks(v []byte) {
+	if isString(v) {
+		e.str(v)
+		return
+	}
+	for b := range elements(v) {
+		if !isObject(b) {
+			continue
+		}
+		var typ, text, name, input, content []byte
+		for key, val := range members(b, nil) {
+			switch string(key) {
+			case "type":
+				typ = val
+			case "text", "thinking":
+				text = val
+			case "name":
+				name = val
+			case "input":
+				input = val
+			case "content":
+				content = val
+			}
+		}
+		switch {
+		case stringEq(typ, "tool_use"):
+			e.str(name)
+			e.json(input)
+		case stringEq(typ, "tool_result"):
+			e.n += tokensPerMessage // a message of its own
+			if isString(content) {
+				e.str(content)
+			} else {
+				e.json(content)
+			}
+		case stringEq(typ, "image"):
+			e.n += MediaPartTokens
+		default:
+			e.str(text)
 		}
 	}
 }

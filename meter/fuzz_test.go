@@ -21,6 +21,7 @@ type meterResult struct {
 	done     bool
 	first    bool
 	estimate int64
+	prompt   int64 // PromptReported, -1 if none
 	// templated counts the chunks read through the template; sameResult
 	// leaves it out, since the point is that it changes nothing else.
 	templated int
@@ -43,13 +44,17 @@ func runMeterWith(t testing.TB, ep Endpoint, hide bool, chunks [][]byte, noTempl
 	}
 	r.done, r.first, r.estimate = m.Done(), m.FirstToken(), m.EstimateCompletion()
 	r.templated = m.templated
+	r.prompt = -1
+	if n, ok := m.PromptReported(); ok {
+		r.prompt = n
+	}
 	return r
 }
 
 func sameResult(a, b meterResult) bool {
 	return bytes.Equal(a.out, b.out) && a.usage == b.usage && a.usageOK == b.usageOK &&
 		a.final == b.final && a.err == b.err && a.hasErr == b.hasErr && a.done == b.done &&
-		a.first == b.first && a.estimate == b.estimate
+		a.first == b.first && a.estimate == b.estimate && a.prompt == b.prompt
 }
 
 // FuzzStreamMeter feeds any stream in one write and in a random split of it:
@@ -63,9 +68,10 @@ func FuzzStreamMeter(f *testing.F) {
 		f.Add(bytes.ReplaceAll(in, []byte("\n"), []byte("\r")), uint64(i)*13, true, uint8(c.ep))
 	}
 	f.Add([]byte("data: x\r"), uint64(1), true, uint8(0))
+	f.Add([]byte("event: content_block_delta\ndata: {\"delta\":{\"text\":\"x\"}}\n\ndata: {\"delta\":{\"text\":\"y\"}}\n\n"), uint64(3), false, uint8(EndpointMessages))
 	f.Add([]byte("\r\n\r\n:\r\r\ndata"), uint64(2), true, uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64, hide bool, ep uint8) {
-		e := Endpoint(ep % 5)
+		e := Endpoint(ep % (uint8(EndpointMessages) + 1))
 		whole := runMeter(t, e, hide, [][]byte{in})
 		if walked := runMeterWith(t, e, hide, [][]byte{in}, true); !sameResult(whole, walked) {
 			t.Fatalf("the chunk template changed the result:\ntemplate %+v\nwalk     %+v", whole, walked)
@@ -411,6 +417,7 @@ func FuzzParseUsage(f *testing.F) {
 	for _, s := range []string{
 		`{"prompt_tokens":27,"total_tokens":43,"completion_tokens":16,"prompt_tokens_details":null,"completion_tokens_details":null}`,
 		`{"input_tokens":5,"output_tokens":7}`,
+		`{"input_tokens":5,"cache_read_input_tokens":9223372036854775807,"cache_creation_input_tokens":3,"output_tokens":7}`,
 		` { "prompt_tokens" : 1 , "prompt_tokens" : 2 } `,
 		`{}`, `{"prompt_tokens":null}`, `{"prompt_tokens":012}`, `{"prompt_tokens":-1}`,
 		`{"prompt_tokens":1.5}`, `{"prompt\u005ftokens":3}`, `{"prompt_tokens_details":{"cached_tokens":4}}`,
@@ -424,9 +431,9 @@ func FuzzParseUsage(f *testing.F) {
 			return
 		}
 		got := fl.usage()
-		want, ok := walkUsage(v)
-		if !ok || got != want {
-			t.Fatalf("usage %q: fast %+v, walk %+v %v", v, got, want, ok)
+		wf, ok := walkUsage(v)
+		if want := wf.usage(); !ok || got != want {
+			t.Fatalf("usage %q: fast %+v, walk %+v %v", v, got, wf.usage(), ok)
 		}
 	})
 }

@@ -42,6 +42,21 @@ var jsonBodies = []struct {
 		usage: Usage{20, 5, 25, 4}, usageOK: true,
 	},
 	{
+		name:  "messages API (vLLM)",
+		body:  `{"id":"chatcmpl-1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"model":"m","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":3}}`,
+		usage: Usage{12, 3, 15, 0}, usageOK: true,
+	},
+	{
+		name:  "messages API (Anthropic's cache counts)",
+		body:  `{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":2,"cache_creation_input_tokens":10,"cache_read_input_tokens":30,"output_tokens":5}}`,
+		usage: Usage{42, 5, 47, 30}, usageOK: true,
+	},
+	{
+		name: "messages API error",
+		body: `{"type":"error","error":{"type":"BadRequestError","message":"max_tokens must be positive"}}`,
+		err:  &UpstreamError{Message: "max_tokens must be positive", Type: "BadRequestError"},
+	},
+	{
 		name: "nested error (v0.10.1+)",
 		body: `{"error":{"message":"The model ` + "`x`" + ` does not exist.","type":"NotFoundError","param":"model","code":404}}`,
 		err:  &UpstreamError{Message: "The model `x` does not exist.", Type: "NotFoundError", Code: "404", Status: 404},

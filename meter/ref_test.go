@@ -75,7 +75,14 @@ func refUsage(raw []byte) (Usage, bool) {
 	if v, ok := m["prompt_tokens"]; ok {
 		u.PromptTokens = refCount(v)
 	} else {
-		u.PromptTokens = refCount(m["input_tokens"])
+		// Anthropic's shape counts the cache's part of the prompt apart.
+		for _, k := range []string{"input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"} {
+			if n := refCount(m[k]); u.PromptTokens > math.MaxInt64-n {
+				u.PromptTokens = math.MaxInt64
+			} else {
+				u.PromptTokens += n
+			}
+		}
 	}
 	if v, ok := m["completion_tokens"]; ok {
 		u.CompletionTokens = refCount(v)
@@ -85,9 +92,16 @@ func refUsage(raw []byte) (Usage, bool) {
 	if v, ok := m["total_tokens"]; ok {
 		u.TotalTokens = refCount(v)
 	} else {
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		u.TotalTokens = min(u.PromptTokens+u.CompletionTokens, math.MaxInt64)
+		if u.TotalTokens < u.PromptTokens {
+			u.TotalTokens = math.MaxInt64
+		}
 	}
 	details, ok := m["prompt_tokens_details"]
+	if read, isRead := m["cache_read_input_tokens"]; !ok && isRead {
+		u.CachedTokens = refCount(read)
+		return u, true
+	}
 	if !ok {
 		details = m["input_tokens_details"]
 	}

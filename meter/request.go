@@ -18,6 +18,8 @@ const (
 	EndpointCompletions
 	EndpointEmbeddings
 	EndpointResponses
+	// EndpointMessages is vLLM's Anthropic Messages API (/v1/messages).
+	EndpointMessages
 )
 
 // EndpointFor maps a request path to its endpoint. Only the exact paths are
@@ -33,6 +35,8 @@ func EndpointFor(path string) Endpoint {
 		return EndpointEmbeddings
 	case "/v1/responses":
 		return EndpointResponses
+	case "/v1/messages":
+		return EndpointMessages
 	}
 	return EndpointOther
 }
@@ -48,6 +52,8 @@ func (e Endpoint) String() string {
 		return "embeddings"
 	case EndpointResponses:
 		return "responses"
+	case EndpointMessages:
+		return "messages"
 	}
 	return "other"
 }
@@ -91,7 +97,8 @@ type Request struct {
 	// so a cap given only there would not bind), and vLLM's default of
 	// DefaultCompletionsMaxTokens when the client left it out (not when it
 	// sent null, which vLLM reads as no cap);
-	// max_output_tokens for responses. 0 when there is none (see
+	// max_output_tokens for responses; max_tokens for messages (which
+	// Anthropic's API requires). 0 when there is none (see
 	// Uncapped). An explicit 0 reads as 0, with MaxTokensField set.
 	MaxTokens int64
 	// MaxTokensField is the member MaxTokens came from, "" if none.
@@ -115,7 +122,7 @@ type Request struct {
 	ContinuousUsage bool
 
 	// Raw values of the prompt parts, referencing the body; nil if absent.
-	messages, prompt, input, instructions, tools, functions []byte
+	messages, prompt, input, instructions, tools, functions, system []byte
 	// model's raw value, and the chat members that change how vLLM renders
 	// the prompt, for TokenizeBody.
 	model      []byte
@@ -188,7 +195,11 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 	for _, m := range ms {
 		key, val := keyName(body[m.ks:m.ke], &kb), body[m.vs:m.ve]
 		var err error
-		switch name := requestField(key); name {
+		name := requestField(key)
+		if ep == EndpointMessages && !messagesField(name) {
+			continue // vLLM's Anthropic request ignores it
+		}
+		switch name {
 		case "model":
 			r.Model, err = stringField(name, val)
 			r.model = nonNull(val)
@@ -243,6 +254,14 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 				err = invalid("instructions must be a string")
 			}
 			r.instructions = nonNull(val)
+		case "system":
+			if ep != EndpointMessages {
+				break // not a member of the OpenAI requests
+			}
+			if !isNull(val) && val[0] != '"' && val[0] != '[' {
+				err = invalid("system must be a string or an array")
+			}
+			r.system = nonNull(val)
 		}
 		if err != nil {
 			return err
@@ -260,6 +279,9 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 		r.Prompts = promptCount(r.input)
 	case EndpointResponses:
 		r.setCap(maxOutput, "max_output_tokens")
+	case EndpointMessages:
+		// vLLM sets both of the chat caps from max_tokens.
+		r.setCap(maxTokens, "max_tokens")
 	default:
 		// vLLM takes `max_completion_tokens or max_tokens`: a 0 in the
 		// first is Python's false, and the second then binds.
@@ -278,7 +300,7 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 // requestFields are the members ParseRequest reads.
 var requestFields = [...]string{
 	"model", "messages", "max_tokens", "stream", "stream_options", "max_completion_tokens",
-	"n", "prompt", "input", "tools", "functions", "instructions", "max_output_tokens",
+	"n", "prompt", "input", "tools", "functions", "instructions", "max_output_tokens", "system",
 	"add_generation_prompt", "continue_final_message", "add_special_tokens",
 	"chat_template", "chat_template_kwargs", "mm_processor_kwargs",
 }
@@ -292,6 +314,16 @@ func requestField(key []byte) string {
 		}
 	}
 	return ""
+}
+
+// messagesField reports whether vLLM's Anthropic request reads the member
+// (of those the gate reads).
+func messagesField(name string) bool {
+	switch name {
+	case "model", "messages", "max_tokens", "stream", "system", "tools":
+		return true
+	}
+	return false
 }
 
 // optInt is an integer member that may be absent or null.

@@ -22,6 +22,8 @@ func TestEndpoint(t *testing.T) {
 		{"/v1/completions", EndpointCompletions, "completions"},
 		{"/v1/embeddings", EndpointEmbeddings, "embeddings"},
 		{"/v1/responses", EndpointResponses, "responses"},
+		{"/v1/messages", EndpointMessages, "messages"},
+		{"/v1/messages/count_tokens", EndpointOther, "other"},
 		{"/v1/models", EndpointOther, "other"},
 		{"/v1/chat/completions/", EndpointOther, "other"},
 		{"/v1/chat/completions/batch", EndpointOther, "other"},
@@ -52,6 +54,14 @@ func TestParseRequest(t *testing.T) {
 			body: `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":256,"n":3,"messages":[]}`,
 			want: Request{Endpoint: EndpointChat, Model: "m", Stream: true, N: 3, Prompts: 1, MaxTokens: 256,
 				MaxTokensField: "max_tokens", StreamOptions: true, IncludeUsage: true},
+		},
+		{
+			// vLLM's Anthropic request reads max_tokens only, and has no n
+			// nor stream_options: what it ignores, the gate does too.
+			name: "messages",
+			ep:   EndpointMessages,
+			body: `{"model":"m","max_tokens":300,"max_completion_tokens":5,"n":"x","stream":true,"stream_options":7,"system":"Be brief.","messages":[]}`,
+			want: Request{Endpoint: EndpointMessages, Model: "m", Stream: true, N: 1, Prompts: 1, MaxTokens: 300, MaxTokensField: "max_tokens"},
 		},
 		{
 			name: "max_completion_tokens wins over max_tokens",
@@ -169,7 +179,7 @@ func TestParseRequest(t *testing.T) {
 			}
 			got := *r
 			got.messages, got.prompt, got.input, got.instructions, got.tools, got.functions = nil, nil, nil, nil, nil, nil
-			got.model, got.renderOpts = nil, nil
+			got.model, got.renderOpts, got.system = nil, nil, nil
 			if !reflect.DeepEqual(got, c.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, c.want)
 			}
@@ -213,6 +223,12 @@ func TestParseRequestErrors(t *testing.T) {
 		if !errors.Is(err, ErrInvalidJSON) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("ParseRequest(%s) = %v, want an ErrInvalidJSON with %q", c.body, err, c.msg)
 		}
+	}
+	if _, err := ParseRequest(EndpointChat, []byte(`{"system":7}`)); err != nil {
+		t.Errorf("a chat request's system member (not OpenAI's) was read: %v", err)
+	}
+	if _, err := ParseRequest(EndpointMessages, []byte(`{"system":7}`)); err == nil || !strings.Contains(err.Error(), "system must be a string or an array") {
+		t.Errorf("a messages request's system 7: %v", err)
 	}
 	// n within bounds, but n times the prompts is more completions than a
 	// reservation counts: refused, where the engine would otherwise reserve
@@ -404,6 +420,26 @@ func TestEstimatePrompt(t *testing.T) {
 				3 + n("thought") + 3 + n(`[{"type":"function","name":"lookup"}]`),
 		},
 		{
+			// vLLM makes a chat of it: system as a system message, a tool
+			// result as a tool message; tool use counts its name and input.
+			name: "messages: system blocks, content blocks, tools",
+			ep:   EndpointMessages,
+			body: `{"system":[{"type":"text","text":"Be brief."}],"tools":` + tools + `,"messages":[` +
+				`{"role":"user","content":"What is the weather?"},` +
+				`{"role":"assistant","content":[{"type":"thinking","thinking":"look it up","signature":"x"},{"type":"tool_use","id":"t1","name":"get_weather","input":{"city": "Paris"}}]},` +
+				`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"sunny"},{"type":"image","source":{"type":"base64","data":"AAAA"}},{"type":"text","text":"And?"}]}]}`,
+			want: 3 + n("system") + n("Be brief.") +
+				3 + n("user") + n("What is the weather?") +
+				3 + n("assistant") + n("look it up") + n("get_weather") + n(`{"city":"Paris"}`) +
+				3 + n("user") + 3 + n("sunny") + MediaPartTokens + n("And?") + 3 + n(compact(tools)),
+		},
+		{
+			name: "messages: system string",
+			ep:   EndpointMessages,
+			body: `{"system":"Be brief.","messages":[{"role":"user","content":"Hi"}]}`,
+			want: 3 + n("system") + n("Be brief.") + 3 + n("user") + n("Hi") + 3,
+		},
+		{
 			name: "other endpoint counts what it finds",
 			ep:   EndpointOther,
 			body: `{"prompt":"abc def","messages":[{"role":"user","content":"x"}]}`,
@@ -546,6 +582,13 @@ func TestRewrite(t *testing.T) {
 			body: `{"input":"x","max_output_tokens":100000,"max_tokens":3}`,
 			opt:  RewriteOptions{MaxTokens: 1000},
 			want: `{"input":"x","max_output_tokens":1000,"max_tokens":3}`,
+		},
+		{
+			name: "messages: max_tokens only",
+			ep:   EndpointMessages,
+			body: `{"stream":true,"max_tokens":100000,"max_completion_tokens":7,"messages":[]}`,
+			opt:  RewriteOptions{MaxTokens: 1000},
+			want: `{"stream":true,"max_tokens":1000,"max_completion_tokens":7,"messages":[]}`,
 		},
 		{
 			name: "embeddings: nothing to cap",

@@ -36,7 +36,7 @@ type edit struct {
 //
 // MaxTokens sets the output cap: max_completion_tokens if the client used it,
 // else max_tokens, for chat and completions; max_output_tokens for
-// responses. Any other cap member present (chat and completions carry two
+// responses; max_tokens for messages. Any other cap member present (chat and completions carry two
 // spellings, and servers differ on which one wins) is lowered to MaxTokens
 // too; a cap the client set lower is never raised.
 //
@@ -58,6 +58,8 @@ func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
 			primary, others = "max_tokens", []string{"max_completion_tokens"}
 		case EndpointResponses:
 			primary = "max_output_tokens"
+		case EndpointMessages:
+			primary = "max_tokens"
 		}
 	}
 	if !inject && primary == "" {

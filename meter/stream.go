@@ -92,9 +92,12 @@ type StreamMeter struct {
 	contOK    bool
 	perPrompt int
 	err       *UpstreamError
-	done      bool
-	first     bool
-	finished  bool
+	// The prompt's count a Messages stream gave in message_start.
+	msgPrompt   int64
+	msgPromptOK bool
+	done        bool
+	first       bool
+	finished    bool
 
 	typ []byte // scratch: an event's unescaped "type"
 
@@ -449,6 +452,10 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 		m.done = true
 		return false
 	}
+	if m.ep == EndpointMessages {
+		m.messagesEvent(typ, data)
+		return false
+	}
 	if len(typ) == 0 && m.tmplPre > 0 {
 		if v, ok := m.fromTemplate(data); ok {
 			m.templated++
@@ -548,6 +555,94 @@ func (m *StreamMeter) event(typ, data []byte) (usageOnly bool) {
 	// event (beam search answered as a stream): authoritative totals.
 	m.final, m.finalOK = u, true
 	return n == 0
+}
+
+// messagesEvent reads an Anthropic Messages API event (vLLM's /v1/messages):
+// the prompt's count in message_start (in its message, or beside it in
+// later versions), the totals in message_delta, the generated text of
+// content_block_start and content_block_delta (text, thinking, a tool's
+// name and its input's JSON), message_stop, and error.
+func (m *StreamMeter) messagesEvent(typ, data []byte) {
+	deltaEvent := len(typ) == 0 || string(typ) == "content_block_delta"
+	if deltaEvent && m.tmplPre > 0 {
+		if v, ok := m.fromTemplate(data); ok {
+			m.templated++
+			m.addText(v)
+			return
+		}
+	}
+	var typeV, usageV, msgV, deltaV, blockV, errV []byte
+	bad := false
+	for key, val := range members(data, &bad) {
+		switch string(key) {
+		case "type":
+			typeV = val
+		case "usage":
+			usageV = val
+		case "message":
+			msgV = val
+		case "delta":
+			deltaV = val
+		case "content_block":
+			blockV = val
+		case "error":
+			errV = val
+		}
+	}
+	if bad {
+		return // not an object, truncated or malformed: nothing in it is trusted
+	}
+	if len(typ) == 0 {
+		if body, ok := stringBody(typeV); ok {
+			m.typ = appendUnescaped(m.typ[:0], body)
+			typ = m.typ
+		}
+	}
+	switch string(typ) {
+	case "message_start":
+		if isNull(usageV) {
+			usageV = member(msgV, "usage")
+		}
+		if f, ok := readUsage(usageV); ok && (f.haveIn || f.havePT) {
+			m.msgPrompt, m.msgPromptOK = f.usage().PromptTokens, true
+		}
+	case "message_delta":
+		if f, ok := readUsage(usageV); ok {
+			u := f.usage()
+			if !f.haveIn && !f.havePT { // Anthropic's own API gives it in message_start only
+				u.PromptTokens = satAdd(m.msgPrompt, u.PromptTokens)
+				u.TotalTokens = satAdd(u.PromptTokens, u.CompletionTokens)
+			}
+			m.final, m.finalOK = u, true
+		}
+	case "content_block_start":
+		for key, val := range members(blockV, nil) {
+			switch string(key) {
+			case "text", "thinking", "name":
+				m.addText(val)
+			}
+		}
+	case "content_block_delta":
+		m.adds, m.added = 0, nil
+		dbad := false
+		for key, val := range members(deltaV, &dbad) {
+			switch string(key) {
+			case "text", "thinking", "partial_json":
+				m.addText(val)
+			}
+		}
+		// A chunk that names its own type is learnt: one that matches it
+		// then names the same type, whether an event: line does or not.
+		if deltaEvent && !dbad && stringEq(typeV, "content_block_delta") {
+			m.learn(data)
+		}
+	case "message_stop":
+		m.done = true
+	case "error":
+		if m.err = parseErrorValue(errV); m.err == nil {
+			m.err = &UpstreamError{Message: "error event"}
+		}
+	}
 }
 
 // responsesEvent reads a Responses API event.
@@ -850,8 +945,12 @@ func lastSpace(b []byte) int {
 	return -1
 }
 
+// PromptReported returns the prompt's count the stream gave before its
+// totals (a Messages stream's message_start), when it did.
+func (m *StreamMeter) PromptReported() (int64, bool) { return m.msgPrompt, m.msgPromptOK }
+
 // Usage returns the usage vLLM reported: the final usage chunk, the usage of
-// response.completed, or else the latest running (continuous) usage, per
+// response.completed, a Messages stream's message_delta, or else the latest running (continuous) usage, per
 // choice index, with the prompt counted once and the completions summed. ok
 // is false if vLLM reported none.
 func (m *StreamMeter) Usage() (u Usage, ok bool) {
@@ -896,8 +995,8 @@ func (m *StreamMeter) UsageFinal() bool { return m.finalOK }
 // Err returns the error event seen in the stream, nil if none.
 func (m *StreamMeter) Err() *UpstreamError { return m.err }
 
-// Done reports whether the stream's end was seen: data: [DONE], or a
-// response.completed (or response.incomplete) event.
+// Done reports whether the stream's end was seen: data: [DONE], a
+// response.completed (or response.incomplete) event, or message_stop.
 func (m *StreamMeter) Done() bool { return m.done }
 
 // FirstToken reports whether an event with generated text (content,

@@ -277,6 +277,64 @@ var streamCases = []streamCase{
 		usage: Usage{2, 1, 3, 0}, usageOK: true, final: true, first: true, text: "x",
 	},
 	{
+		name: "messages API (vLLM: usage in message_start's message, then in message_delta)",
+		ep:   EndpointMessages,
+		events: []ev{
+			respEv("message_start", `{"type":"message_start","message":{"id":"chatcmpl-1","content":[],"model":"m","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":0}}}`),
+			respEv("content_block_start", `{"type":"content_block_start","content_block":{"type":"text","text":""},"index":0}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hel"},"index":0}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"lo \"you\""},"index":0}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"!"},"index":0}`),
+			respEv("content_block_stop", `{"type":"content_block_stop","index":0}`),
+			respEv("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":12,"output_tokens":4}}`),
+			respEv("message_stop", `{"type":"message_stop"}`),
+			{raw: done},
+		},
+		usage: Usage{12, 4, 16, 0}, usageOK: true, final: true, done: true, first: true, text: `Hello "you"!`,
+	},
+	{
+		name: "messages API (Anthropic's shape: the prompt only in message_start, cache counts, thinking and a tool)",
+		ep:   EndpointMessages,
+		events: []ev{
+			respEv("message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","usage":{"input_tokens":20,"cache_read_input_tokens":100,"output_tokens":1}}}`),
+			respEv("ping", `{"type":"ping"}`),
+			respEv("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm "}}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"c2lnbmF0dXJl"}}`),
+			respEv("content_block_stop", `{"type":"content_block_stop","index":0}`),
+			respEv("content_block_start", `{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"Paris\"}"}}`),
+			respEv("content_block_stop", `{"type":"content_block_stop","index":1}`),
+			respEv("message_delta", `{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":15}}`),
+			respEv("message_stop", `{"type":"message_stop"}`),
+		},
+		usage: Usage{120, 15, 135, 0}, usageOK: true, final: true, done: true, first: true, text: `hmm get_weather{"city": "Paris"}`,
+	},
+	{
+		name: "messages API, later vLLM (usage beside message_start's message), cut before the totals",
+		ep:   EndpointMessages,
+		events: []ev{
+			respEv("message_start", `{"type":"message_start","message":{"id":"chatcmpl-2","content":[],"model":"m"},"usage":{"input_tokens":9,"output_tokens":0}}`),
+			respEv("content_block_start", `{"type":"content_block_start","content_block":{"type":"text","text":""},"index":0}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"par"},"index":0}`),
+			respEv("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"tial"},"index":0}`),
+		},
+		first: true, text: "partial",
+	},
+	{
+		name: "messages API error event, type only in the JSON",
+		ep:   EndpointMessages,
+		events: []ev{
+			data(`{"type":"message_start","message":{"id":"chatcmpl-3","content":[],"model":"m","usage":{"input_tokens":5,"output_tokens":0}}}`),
+			data(`{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"},"index":0}`),
+			respEv("error", `{"type":"error","error":{"type":"internal_error","message":"Invalid data format received"}}`),
+			{raw: done},
+		},
+		err:  &UpstreamError{Message: "Invalid data format received", Type: "internal_error"},
+		done: true, first: true, text: "x",
+	},
+	{
 		name: "comments, ids, multi-line data, blank runs",
 		ep:   EndpointChat,
 		events: []ev{
@@ -806,6 +864,50 @@ func templateStream(shape [2]string, values []string) []byte {
 	}
 	b = append(b, "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\ndata: [DONE]\n\n"...)
 	return b
+}
+
+// TestStreamMeterMessagesPrompt: a Messages stream gives the prompt's
+// count at its start, which a stream cut before its totals still has.
+func TestStreamMeterMessagesPrompt(t *testing.T) {
+	for _, start := range []string{
+		`{"type":"message_start","message":{"id":"a","content":[],"model":"m","usage":{"input_tokens":9,"output_tokens":0}}}`,
+		`{"type":"message_start","message":{"id":"a","content":[],"model":"m"},"usage":{"input_tokens":9,"output_tokens":0}}`,
+		`{"type":"message_start","message":{"usage":{"input_tokens":4,"cache_creation_input_tokens":5}}}`,
+	} {
+		m := NewStreamMeter(EndpointMessages, false, nil)
+		feedChunks(t, m, [][]byte{[]byte("event: message_start\ndata: " + start + "\n\n")})
+		if n, ok := m.PromptReported(); n != 9 || !ok {
+			t.Errorf("%s: PromptReported() = %d, %v; want 9, true", start, n, ok)
+		}
+		if _, ok := m.Usage(); ok {
+			t.Errorf("%s: the prompt alone was taken as the usage", start)
+		}
+	}
+	// Other endpoints' streams never report a prompt of their own.
+	m := NewStreamMeter(EndpointChat, false, nil)
+	feedChunks(t, m, [][]byte{[]byte("event: message_start\ndata: " + `{"type":"message_start","usage":{"input_tokens":9}}` + "\n\n")})
+	if _, ok := m.PromptReported(); ok {
+		t.Error("a chat stream reported a prompt from a message_start event")
+	}
+}
+
+// TestStreamTemplateMessages: a Messages stream's deltas go through the
+// template too, with the walk's result.
+func TestStreamTemplateMessages(t *testing.T) {
+	var in []byte
+	for _, v := range []string{`"Hello"`, `" world"`, `""`, `"a \"quoted\" word"`, `"x","extra":"y"`, `17`, `"two" "strings"`, `"a"`} {
+		in = append(in, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":"+v+"},\"index\":0}\n\n"...)
+	}
+	in = append(in, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}\n\n"...)
+	got := runMeter(t, EndpointMessages, false, [][]byte{in})
+	want := runMeterWith(t, EndpointMessages, false, [][]byte{in}, true)
+	if got.templated == 0 || want.templated != 0 {
+		t.Errorf("templated: %d with the template, %d without", got.templated, want.templated)
+	}
+	if !sameResult(got, want) {
+		got.out, want.out = nil, nil
+		t.Errorf("template %+v\nwalk     %+v", got, want)
+	}
 }
 
 // TestStreamTemplate: chunks shaped like the last one read in full go

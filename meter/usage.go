@@ -2,6 +2,7 @@ package meter
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 )
 
@@ -10,7 +11,10 @@ import (
 // Chat, completions and embeddings report prompt_tokens, completion_tokens,
 // total_tokens and prompt_tokens_details.cached_tokens; the Responses API
 // reports input_tokens, output_tokens, total_tokens and
-// input_tokens_details.cached_tokens, which map to the same fields.
+// input_tokens_details.cached_tokens, which map to the same fields; the
+// Anthropic Messages API reports input_tokens and output_tokens, and (not
+// from vLLM) the prompt read from and written to the cache apart from
+// input_tokens, which the prompt includes here.
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
@@ -90,30 +94,38 @@ func count(v []byte) int64 {
 // present the chat one wins; a repeated key takes its last value, as Python's
 // and Go's JSON decoders do.
 func parseUsage(v []byte) (u Usage, ok bool) {
-	var f usageFields
-	if f.readFast(v) {
-		return f.usage(), true
-	}
-	return walkUsage(v)
-}
-
-// walkUsage is parseUsage through the general object walk.
-func walkUsage(v []byte) (u Usage, ok bool) {
-	var f usageFields
-	bad := false
-	for key, val := range members(v, &bad) {
-		f.set(key, val)
-	}
-	if bad {
+	f, ok := readUsage(v)
+	if !ok {
 		return Usage{}, false
 	}
 	return f.usage(), true
 }
 
+// readUsage reads the members of a usage object; ok is false if v is not
+// an object (or is malformed).
+func readUsage(v []byte) (f usageFields, ok bool) {
+	if f.readFast(v) {
+		return f, true
+	}
+	return walkUsage(v)
+}
+
+// walkUsage is readUsage through the general object walk.
+func walkUsage(v []byte) (f usageFields, ok bool) {
+	bad := false
+	for key, val := range members(v, &bad) {
+		f.set(key, val)
+	}
+	if bad {
+		return usageFields{}, false
+	}
+	return f, true
+}
+
 // usageFields collects the members of a usage object.
 type usageFields struct {
-	pt, inT, ct, outT, tt, cachedP, cachedI int64
-	havePT, haveCT, haveTT, haveCachedP     bool
+	pt, inT, ct, outT, tt, cachedP, cachedI, cacheRead, cacheWrite int64
+	havePT, haveIn, haveCT, haveTT, haveCachedP, haveCacheRead     bool
 }
 
 // set reads one member: key unescaped, val its raw value.
@@ -122,7 +134,7 @@ func (f *usageFields) set(key, val []byte) {
 	case "prompt_tokens":
 		f.pt, f.havePT = count(val), true
 	case "input_tokens":
-		f.inT = count(val)
+		f.inT, f.haveIn = count(val), true
 	case "completion_tokens":
 		f.ct, f.haveCT = count(val), true
 	case "output_tokens":
@@ -133,6 +145,10 @@ func (f *usageFields) set(key, val []byte) {
 		f.cachedP, f.haveCachedP = cachedTokens(val), true
 	case "input_tokens_details":
 		f.cachedI = cachedTokens(val)
+	case "cache_read_input_tokens":
+		f.cacheRead, f.haveCacheRead = count(val), true
+	case "cache_creation_input_tokens":
+		f.cacheWrite = count(val)
 	}
 }
 
@@ -196,7 +212,7 @@ func (f *usageFields) usage() (u Usage) {
 	if f.havePT {
 		u.PromptTokens = f.pt
 	} else {
-		u.PromptTokens = f.inT
+		u.PromptTokens = satAdd(f.inT, satAdd(f.cacheRead, f.cacheWrite))
 	}
 	if f.haveCT {
 		u.CompletionTokens = f.ct
@@ -206,14 +222,25 @@ func (f *usageFields) usage() (u Usage) {
 	if f.haveTT {
 		u.TotalTokens = f.tt
 	} else {
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		u.TotalTokens = satAdd(u.PromptTokens, u.CompletionTokens)
 	}
-	if f.haveCachedP {
+	switch {
+	case f.haveCachedP:
 		u.CachedTokens = f.cachedP
-	} else {
+	case f.haveCacheRead:
+		u.CachedTokens = f.cacheRead
+	default:
 		u.CachedTokens = f.cachedI
 	}
 	return u
+}
+
+// satAdd adds two counts (never negative), stopping at the largest int64.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // cachedTokens reads cached_tokens from a *_tokens_details object (or null).
