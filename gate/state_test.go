@@ -391,7 +391,9 @@ func TestRecordDuringDestruct(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Millisecond)
+		for accepted.Load() == 0 { // the writers are running: Destruct meets them
+			runtime.Gosched()
+		}
 		if err := s.Destruct(); err != nil {
 			t.Fatal(err)
 		}
