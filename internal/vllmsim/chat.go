@@ -54,46 +54,27 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, req *apiRequ
 		s.writeError(w, s.validationError("Invalid messages: "+err.Error()))
 		return
 	}
-	m, aerr := s.lookupModel(req.Model)
-	if aerr != nil {
-		s.writeError(w, *aerr)
-		return
-	}
-	role := s.cfg.ResponseRole
-	if !addGen && len(msgs) > 0 {
-		role = msgs[len(msgs)-1].Role
-	}
-	pb := promptBuilder{tok: s.tok, bos: s.cfg.ChatBOS}
-	if err := renderChat(&pb, msgs, req.Tools, addGen, req.ContinueFinalMessage, s.cfg.ResponseRole); err != nil {
-		s.writeError(w, badRequest(err.Error(), "messages"))
-		return
-	}
-	n, aerr := checkN(req.N)
-	if aerr != nil {
-		s.writeError(w, *aerr)
-		return
-	}
 	limit := req.MaxCompletionTokens
 	if limit == nil {
 		limit = req.MaxTokens
 	}
-	length, finish, aerr := s.outputBudget(pb.n, limit, 0, ov)
+	g, aerr := s.startChat(req.Model, msgs, req.Tools, addGen, req.ContinueFinalMessage, req.N, limit, ov)
 	if aerr != nil {
 		s.writeError(w, *aerr)
 		return
+	}
+	m := g.model
+	role := s.cfg.ResponseRole
+	if !addGen && len(msgs) > 0 {
+		role = msgs[len(msgs)-1].Role
 	}
 	// echo repeats the last message when it has the answer's role.
 	var echo string
 	if req.Echo && len(msgs) > 0 && msgs[len(msgs)-1].Role == role {
 		echo, _ = contentText(msgs[len(msgs)-1].Content)
 	}
-	choices := make([]choice, n)
-	for i := range choices {
-		choices[i] = s.newChoice(i, pb.n, length, finish)
-	}
 	id := s.requestID("chatcmpl-", r)
 	created := time.Now().Unix()
-	g := s.newGeneration(m, choices, pb.n, ov)
 
 	if !req.stream() {
 		o := g.run(r.Context(), discard{})
@@ -112,6 +93,35 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, req *apiRequ
 	}
 	cs.sw = sw
 	s.endStream(sw, g, g.run(r.Context(), cs), cs.prefix, include)
+}
+
+// startChat is the chat path from the parsed messages to a started
+// generation, shared with the APIs vLLM builds on chat (Anthropic
+// Messages): it resolves the model, renders the prompt, sizes the n
+// answers against limit (nil: the context left) and counts the request.
+func (s *Server) startChat(model string, msgs []chatMessage, tools json.RawMessage, addGen, continueFinal bool, n, limit *int, ov simOverrides) (*generation, *apiError) {
+	m, aerr := s.lookupModel(model)
+	if aerr != nil {
+		return nil, aerr
+	}
+	pb := promptBuilder{tok: s.tok, bos: s.cfg.ChatBOS}
+	if err := renderChat(&pb, msgs, tools, addGen, continueFinal, s.cfg.ResponseRole); err != nil {
+		e := badRequest(err.Error(), "messages")
+		return nil, &e
+	}
+	count, aerr := checkN(n)
+	if aerr != nil {
+		return nil, aerr
+	}
+	length, finish, aerr := s.outputBudget(pb.n, limit, 0, ov)
+	if aerr != nil {
+		return nil, aerr
+	}
+	choices := make([]choice, count)
+	for i := range choices {
+		choices[i] = s.newChoice(i, pb.n, length, finish)
+	}
+	return s.newGeneration(m, choices, pb.n, ov), nil
 }
 
 // chatStream writes chat.completion.chunk events (VLLM.md §3.3–3.4).

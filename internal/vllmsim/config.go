@@ -61,6 +61,13 @@ type Config struct {
 	// "logprobs":null, …) from /v1/completions stream chunks, as servers
 	// after PR #40537 may do.
 	CompletionsOmitNulls bool
+	// AnthropicValidationErrors answers request-validation failures on
+	// /v1/messages (max_tokens missing, a bad content block, a body that is
+	// not JSON) in the Anthropic envelope with type "invalid_request_error",
+	// as the open vLLM PR #58023 proposes. By default they keep the OpenAI
+	// envelope of vLLM's app-wide validation handler (issue #57997), while
+	// the route's other errors use the Anthropic one.
+	AnthropicValidationErrors bool
 	// LongRequestIDs makes generated ids 32 hex digits (2025) instead of 16
 	// (2026).
 	LongRequestIDs bool

@@ -12,6 +12,10 @@
 //	POST /v1/completions        completions; several prompts, n, echo
 //	POST /v1/responses          Responses API, JSON or typed SSE events ending
 //	                            with response.completed
+//	POST /v1/messages           Anthropic Messages, converted to chat as vLLM
+//	                            does: JSON, or SSE events message_start …
+//	                            message_stop, then data: [DONE]
+//	POST /v1/messages/count_tokens  {"input_tokens": N}, as /v1/messages counts
 //	POST /v1/embeddings         deterministic unit vectors, float or base64
 //	GET  /v1/models             model cards with max_model_len
 //	POST /tokenize, /detokenize tokenizer routes (not guarded by the API key)
@@ -54,8 +58,10 @@
 //	X-Sim-Length: N        natural answer length in tokens (>= 1)
 //	X-Sim-Error-After: N   after N tokens per choice, end the stream with a
 //	                       mid-stream error event (json.dumps spacing, VLLM.md
-//	                       §3.7) and [DONE], no usage chunk; a JSON request
-//	                       gets a 500 InternalServerError envelope instead
+//	                       §3.7) and [DONE], no usage chunk (/v1/messages:
+//	                       an "event: error" with pydantic's complaint about
+//	                       that event, and [DONE]); a JSON request gets a
+//	                       500 InternalServerError envelope instead
 //	X-Sim-Crash-After: N   after N tokens per choice, cut the connection
 //	                       (panic(http.ErrAbortHandler)): the client sees an
 //	                       unexpected EOF, and no [DONE]
@@ -67,8 +73,8 @@
 //	X-Sim-Chunk: N         tokens per streamed chunk after the first
 //	X-Request-Id: ID       as in vLLM, the response id becomes prefix + ID
 //
-// These headers apply to the POST routes (the four /v1 endpoints, /tokenize
-// and /detokenize; the timing and failure ones only to generation). A
+// These headers apply to the POST routes (the /v1 endpoints, /tokenize and
+// /detokenize; the timing and failure ones only to generation). A
 // malformed X-Sim-* header is answered with 400, so a typo cannot go
 // unnoticed.
 //

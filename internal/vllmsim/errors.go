@@ -11,6 +11,9 @@ type apiError struct {
 	typ    string
 	msg    string
 	param  string // "" is null
+	// validation marks a request-validation failure, which vLLM answers
+	// from its app-wide handler rather than from the route's own code.
+	validation bool
 }
 
 // validationError is a request-validation failure: "Bad Request" as the type
@@ -20,7 +23,7 @@ func (s *Server) validationError(msg string) apiError {
 	if s.cfg.LegacyErrors {
 		typ = "BadRequestError"
 	}
-	return apiError{status: http.StatusBadRequest, typ: typ, msg: msg}
+	return apiError{status: http.StatusBadRequest, typ: typ, msg: msg, validation: true}
 }
 
 // badRequest is a BadRequestError raised by the serving code (context
@@ -67,6 +70,27 @@ func (s *Server) appendErrorBody(b []byte, e apiError) []byte {
 
 func (s *Server) writeError(w http.ResponseWriter, e apiError) {
 	writeJSON(w, e.status, s.appendErrorBody(make([]byte, 0, 128+len(e.msg)), e))
+}
+
+// writeMessagesError answers an error on the Anthropic routes. The route's
+// own errors (unknown model, context length, a failed generation) come in
+// the Anthropic envelope, {"type":"error","error":{type, message}}, with
+// the OpenAI error's type (translate_error_response). Request-validation
+// failures are answered by vLLM's app-wide handler in the OpenAI envelope
+// (issue #57997) unless Config.AnthropicValidationErrors is set.
+func (s *Server) writeMessagesError(w http.ResponseWriter, e apiError) {
+	if e.validation && !s.cfg.AnthropicValidationErrors {
+		s.writeError(w, e)
+		return
+	}
+	if e.validation {
+		e.typ = "invalid_request_error"
+	}
+	b := append(make([]byte, 0, 64+len(e.msg)), `{"type":"error","error":{"type":`...)
+	b = appendString(b, e.typ)
+	b = append(b, `,"message":`...)
+	b = appendString(b, e.msg)
+	writeJSON(w, e.status, append(b, "}}"...))
 }
 
 // appendStreamError appends a mid-stream error event. vLLM builds it with

@@ -1,7 +1,12 @@
 package vllmsim
 
 import (
+	"bytes"
+	"encoding/json"
+	"math"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -108,4 +113,136 @@ func appendNullableString(b []byte, s string) []byte {
 		return append(b, "null"...)
 	}
 	return appendString(b, s)
+}
+
+// appendPython appends the JSON value raw as Python prints it once
+// json.loads has read it: in json.dumps's default form (dumps: ", " and
+// ": " separators, ASCII only), or as str() prints a dict or list (repr).
+// vLLM's Anthropic conversion writes tool arguments with json.dumps and
+// tool results with str(), and both are counted in the prompt.
+func appendPython(b []byte, raw []byte, dumps bool) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	return appendPyValue(b, dec, dumps)
+}
+
+func appendPyValue(b []byte, dec *json.Decoder, dumps bool) ([]byte, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return b, err
+	}
+	switch v := tok.(type) {
+	case json.Delim:
+		b = append(b, byte(v))
+		for i := 0; dec.More(); i++ {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			if v == '{' {
+				key, err := dec.Token()
+				if err != nil {
+					return b, err
+				}
+				b = appendPyString(b, key.(string), dumps)
+				b = append(b, ": "...)
+			}
+			if b, err = appendPyValue(b, dec, dumps); err != nil {
+				return b, err
+			}
+		}
+		end, err := dec.Token()
+		if err != nil {
+			return b, err
+		}
+		return append(b, byte(end.(json.Delim))), nil
+	case string:
+		return appendPyString(b, v, dumps), nil
+	case json.Number:
+		return appendPyNumber(b, string(v), dumps), nil
+	case bool:
+		switch {
+		case dumps:
+			return strconv.AppendBool(b, v), nil
+		case v:
+			return append(b, "True"...), nil
+		}
+		return append(b, "False"...), nil
+	}
+	if dumps {
+		return append(b, "null"...), nil
+	}
+	return append(b, "None"...), nil
+}
+
+func appendPyString(b []byte, s string, dumps bool) []byte {
+	if dumps {
+		return appendStringASCII(b, s)
+	}
+	return appendPyRepr(b, s)
+}
+
+// appendPyRepr appends s as Python's repr does: single quotes unless s
+// holds a single quote and no double quote, non-printable runes escaped.
+func appendPyRepr(b []byte, s string) []byte {
+	q := byte('\'')
+	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
+		q = '"'
+	}
+	b = append(b, q)
+	for _, r := range s {
+		switch {
+		case r == rune(q) || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r == '\n':
+			b = append(b, `\n`...)
+		case r == '\r':
+			b = append(b, `\r`...)
+		case r == '\t':
+			b = append(b, `\t`...)
+		case unicode.IsPrint(r):
+			b = utf8.AppendRune(b, r)
+		case r < 0x100:
+			b = append(b, '\\', 'x', hexDigits[r>>4], hexDigits[r&0xF])
+		case r < 0x10000:
+			b = appendU4(b, r)
+		default:
+			b = append(b, '\\', 'U')
+			for shift := 28; shift >= 0; shift -= 4 {
+				b = append(b, hexDigits[r>>shift&0xF])
+			}
+		}
+	}
+	return append(b, q)
+}
+
+// appendPyNumber appends a JSON number as Python prints what json.loads
+// made of it: an int as is, a float as repr does (shortest digits, exponent
+// form below 1e-4 and from 1e16 on, else at least one decimal).
+func appendPyNumber(b []byte, n string, dumps bool) []byte {
+	if !strings.ContainsAny(n, ".eE") {
+		if n == "-0" {
+			n = "0"
+		}
+		return append(b, n...)
+	}
+	f, _ := strconv.ParseFloat(n, 64) // ±Inf when out of range, as in Python
+	if math.IsInf(f, 0) {
+		if f < 0 {
+			b = append(b, '-')
+		}
+		if dumps {
+			return append(b, "Infinity"...)
+		}
+		return append(b, "inf"...)
+	}
+	e := strconv.FormatFloat(f, 'e', -1, 64)
+	if exp, _ := strconv.Atoi(e[strings.IndexByte(e, 'e')+1:]); exp < -4 || exp >= 16 {
+		return append(b, e...)
+	}
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	b = append(b, s...)
+	if !strings.Contains(s, ".") {
+		b = append(b, ".0"...)
+	}
+	return b
 }

@@ -64,12 +64,16 @@ type chatMessage struct {
 	Role      string          `json:"role"`
 	Content   json.RawMessage `json:"content"`
 	Name      string          `json:"name"`
-	ToolCalls []struct {
-		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
-		} `json:"function"`
-	} `json:"tool_calls"`
+	ToolCalls []toolCall      `json:"tool_calls"`
+}
+
+// toolCall is one of an assistant message's tool calls; the template counts
+// its function's name and arguments.
+type toolCall struct {
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
 }
 
 var errBadContent = errors.New("message content must be a string or a list of content parts")

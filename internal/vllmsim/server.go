@@ -235,6 +235,8 @@ type apiRequest struct {
 	AddGenerationPrompt  *bool           `json:"add_generation_prompt"`
 	ContinueFinalMessage bool            `json:"continue_final_message"`
 	Tools                json.RawMessage `json:"tools"`
+	System               json.RawMessage `json:"system"`      // Anthropic Messages
+	ToolChoice           json.RawMessage `json:"tool_choice"` // Anthropic Messages
 	EncodingFormat       string          `json:"encoding_format"`
 	ReturnTokenStrs      bool            `json:"return_token_strs"`
 	Tokens               []int           `json:"tokens"`
@@ -339,9 +341,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var handle func(http.ResponseWriter, *http.Request, *apiRequest, simOverrides)
 	method := http.MethodPost
+	fail := s.writeError
 	switch path {
 	case "/v1/chat/completions":
 		handle = s.handleChat
+	case "/v1/messages":
+		handle, fail = s.handleMessages, s.writeMessagesError
+	case "/v1/messages/count_tokens":
+		handle, fail = s.handleCountTokens, s.writeMessagesError
 	case "/v1/completions":
 		handle = s.handleCompletions
 	case "/v1/responses":
@@ -392,16 +399,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// vLLM's validate_json_request dependency.
 	ct := strings.ToLower(r.Header.Get("Content-Type"))
 	if mt, _, _ := strings.Cut(ct, ";"); strings.TrimSpace(mt) != "application/json" {
-		s.writeError(w, s.validationError("Unsupported Media Type: Only 'application/json' is allowed"))
+		fail(w, s.validationError("Unsupported Media Type: Only 'application/json' is allowed"))
 		return
 	}
 	ov, err := parseOverrides(r.Header)
 	if err != nil {
-		s.writeError(w, s.validationError(err.Error()))
+		fail(w, s.validationError(err.Error()))
 		return
 	}
 	if ov.status != 0 {
-		s.writeError(w, apiError{status: ov.status, typ: errorTypeForStatus(ov.status), msg: "Simulated error (X-Sim-Status)"})
+		fail(w, apiError{status: ov.status, typ: errorTypeForStatus(ov.status), msg: "Simulated error (X-Sim-Status)"})
 		return
 	}
 	if req == nil {
@@ -409,7 +416,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if parseErr != nil {
 			msg += ": " + parseErr.Error()
 		}
-		s.writeError(w, s.validationError(msg))
+		fail(w, s.validationError(msg))
 		return
 	}
 	handle(w, r, req, ov)
