@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -83,21 +84,68 @@ func errInternal() *apiError {
 		Message: "The gate failed to handle the request; you were not charged."}
 }
 
-// write answers the error. Headers already set on w (x-ratelimit-*) stay.
-func (e *apiError) write(w http.ResponseWriter) {
+// write answers the error to r. Headers already set on w (x-ratelimit-*)
+// stay. The body has OpenAI's shape, or Anthropic's on the Messages API's
+// paths, where clients use Anthropic's SDKs.
+func (e *apiError) write(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	for k, v := range e.header {
 		h[k] = v
 	}
 	h.Set("Content-Type", "application/json")
 	h.Del("Content-Length")
-	var param *string
-	if e.Param != "" {
-		param = &e.Param
+	var body []byte
+	if isMessagesPath(r.URL.Path) {
+		body, _ = json.Marshal(anthropicErrorBody{Type: "error",
+			Error: anthropicError{Type: anthropicType(e.Status), Message: e.Message, Code: e.Code}})
+	} else {
+		var param *string
+		if e.Param != "" {
+			param = &e.Param
+		}
+		body, _ = json.Marshal(errorBody{Error: errorInner{Message: e.Message, Type: e.Type, Param: param, Code: e.Code}})
 	}
-	body, _ := json.Marshal(errorBody{Error: errorInner{Message: e.Message, Type: e.Type, Param: param, Code: e.Code}})
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// isMessagesPath reports whether path belongs to the Anthropic Messages API
+// vLLM serves (/v1/messages and /v1/messages/count_tokens).
+func isMessagesPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/v1/messages")
+	return ok && (rest == "" || rest[0] == '/')
+}
+
+// anthropicType is the error type Anthropic's API gives a status.
+func anthropicType(status int) string {
+	switch status {
+	case 400, 405:
+		return "invalid_request_error"
+	case 401:
+		return "authentication_error"
+	case 403:
+		return "permission_error"
+	case 404:
+		return "not_found_error"
+	case 413:
+		return "request_too_large"
+	case 429:
+		return "rate_limit_error"
+	}
+	return "api_error"
+}
+
+// anthropicErrorBody is Anthropic's error envelope; code keeps the gate's
+// own code (insufficient_quota, model_not_allowed, …) for programs.
+type anthropicErrorBody struct {
+	Type  string         `json:"type"`
+	Error anthropicError `json:"error"`
+}
+
+type anthropicError struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+	Code    string `json:"code"`
 }
 
 type errorBody struct {

@@ -151,7 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	c, aerr := h.identify(r)
 	if aerr != nil {
 		h.countOutcome(outcomeFor(aerr))
-		aerr.write(w)
+		aerr.write(w, r)
 		return nil
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -174,7 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	if !strings.HasPrefix(r.URL.Path, "/v1/") {
-		errNotFound(r.URL.Path).write(w)
+		errNotFound(r.URL.Path).write(w, r)
 		return nil
 	}
 	if r.Method == http.MethodGet && r.URL.Path == "/v1/models" && len(c.eff.Models) > 0 {
@@ -192,7 +192,7 @@ func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddy
 	err := next.ServeHTTP(rec, r)
 	if err != nil && rec.Status() == 0 {
 		h.logger.Warn("upstream failed", zap.Error(err))
-		upstreamFailure(err).write(w)
+		upstreamFailure(err).write(w, r)
 		return nil
 	}
 	return err

@@ -27,19 +27,19 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	body, aerr := readBody(r, h.MaxBodySize)
 	if aerr != nil {
 		h.countOutcome(outcomeBadRequest)
-		aerr.write(w)
+		aerr.write(w, r)
 		return nil
 	}
 	var req meter.Request // on the stack, as is the reservation below
 	if err := req.Parse(ep, body); err != nil {
 		h.countOutcome(outcomeBadRequest)
-		errBadRequest("invalid_json", err.Error()).write(w)
+		errBadRequest("invalid_json", err.Error()).write(w, r)
 		return nil
 	}
 	c.model = req.Model
 	if !gate.ModelAllowed(c.eff.Models, req.Model) {
 		h.countOutcome(outcomeForbidden)
-		errModelNotAllowed(req.Model).write(w)
+		errModelNotAllowed(req.Model).write(w, r)
 		return nil
 	}
 	prompt := h.countPrompt(r, next, &req)
@@ -71,11 +71,11 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		var d *quota.Denial
 		if errors.As(err, &d) {
 			h.countOutcome(outcomeForDenial(d))
-			h.writeDenial(w, c, d)
+			h.writeDenial(w, r, c, d)
 			return nil
 		}
 		h.logger.Error("admitting a request", zap.Error(err))
-		errInternal().write(w)
+		errInternal().write(w, r)
 		return nil
 	}
 	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
@@ -113,7 +113,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	body, err := meter.Rewrite(body, req, opts)
 	if err != nil {
 		h.countOutcome(outcomeBadRequest)
-		errBadRequest("invalid_json", err.Error()).write(w)
+		errBadRequest("invalid_json", err.Error()).write(w, r)
 		return
 	}
 	if int64(len(body)) != r.ContentLength {
@@ -189,12 +189,12 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	case reported:
 		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = usage.PromptTokens, usage.CompletionTokens, usage.CachedTokens
 	case mw.generated():
-		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = x.prompt, mw.estimateCompletion(), true
+		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.prompt), mw.estimateCompletion(), true
 	case upErr == nil && (accepted && nextErr == nil || clientGone):
 		// Accepted but cut before the first token, or the client gone
 		// before the answer (a non-streaming request that vLLM was
 		// generating): vLLM processed the prompt.
-		rec.PromptTokens, rec.Estimated = x.prompt, true
+		rec.PromptTokens, rec.Estimated = mw.prompt(x.prompt), true
 	}
 	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
 		res.Cancel()
@@ -204,7 +204,7 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	if !mw.wroteHeader && nextErr != nil {
 		h.logger.Warn("upstream failed", zap.Error(nextErr))
 		e := upstreamFailure(nextErr)
-		e.write(x.w)
+		e.write(x.w, x.r)
 		rec.Status = e.Status
 	}
 	rec.Duration = time.Since(x.start)
@@ -335,7 +335,7 @@ func appendSeconds(b []byte, d time.Duration) []byte {
 	return append(b, 's')
 }
 
-func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial) {
+func (h *Handler) writeDenial(w http.ResponseWriter, r *http.Request, c *caller, d *quota.Denial) {
 	writeRate(w.Header(), h.state.Engine.Tightest(c.user.ID, c.eff.Limits))
 	// RetryAfter 0: waiting will not help (a total budget, a request larger
 	// than the limit), so no retry-after.
@@ -352,7 +352,7 @@ func (h *Handler) writeDenial(w http.ResponseWriter, c *caller, d *quota.Denial)
 	default:
 		e.Type = "requests"
 	}
-	e.write(w)
+	e.write(w, r)
 }
 
 // meteredWriter relays the response to the client while the meter reads
@@ -541,6 +541,7 @@ var (
 	markCompleted = []byte(`"response.completed"`)
 	markEnded     = []byte(`"response.incomplete"`)
 	markFailed    = []byte(`"response.failed"`)
+	markStop      = []byte(`"message_stop"`)
 )
 
 // endsStream reports whether p holds the stream's last event. A marker cut
@@ -550,11 +551,16 @@ var (
 // data: [DONE] counts only at the start of a line: the client controls text
 // inside the chunks (echo, or the prompt repeated), and must not free its
 // place with it while the stream goes on. JSON strings hold no raw line
-// breaks, so a line start is the SSE's own. The Responses markers are quoted
-// values, which a string cannot hold unescaped.
+// breaks, so a line start is the SSE's own. The Responses and Messages
+// markers are quoted values, which a string cannot hold unescaped.
 func (mw *meteredWriter) endsStream(p []byte) bool {
-	if mw.ep == meter.EndpointResponses {
+	switch mw.ep {
+	case meter.EndpointResponses:
 		return bytes.Contains(p, markCompleted) || bytes.Contains(p, markEnded) || bytes.Contains(p, markFailed)
+	case meter.EndpointMessages:
+		if bytes.Contains(p, markStop) {
+			return true
+		}
 	}
 	for i := 0; ; {
 		j := bytes.Index(p[i:], markDone)
@@ -591,6 +597,17 @@ func (mw *meteredWriter) upstreamError() *meter.UpstreamError {
 // generated reports whether any generated token reached the client.
 func (mw *meteredWriter) generated() bool {
 	return mw.stream != nil && mw.status < 300 && mw.stream.FirstToken()
+}
+
+// prompt returns the prompt's count a stream gave before it was cut (a
+// Messages stream's message_start), else the gate's own count.
+func (mw *meteredWriter) prompt(counted int64) int64 {
+	if mw.stream != nil && mw.status < 300 {
+		if n, ok := mw.stream.PromptReported(); ok {
+			return n
+		}
+	}
+	return counted
 }
 
 func (mw *meteredWriter) estimateCompletion() int64 {

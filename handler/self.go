@@ -28,12 +28,12 @@ type SelfWindow struct {
 func (h *Handler) serveSelf(w http.ResponseWriter, r *http.Request, c *caller) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		(&apiError{Status: 405, Type: "invalid_request_error", Code: "method_not_allowed", Message: "Use GET."}).write(w)
+		(&apiError{Status: 405, Type: "invalid_request_error", Code: "method_not_allowed", Message: "Use GET."}).write(w, r)
 		return nil
 	}
 	st, err := h.state.Engine.Status(c.user.ID, c.eff.Limits)
 	if err != nil {
-		errInternal().write(w)
+		errInternal().write(w, r)
 		return nil
 	}
 	out := struct {
@@ -68,7 +68,7 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, next caddy
 	if err := next.ServeHTTP(rec, r); err != nil {
 		if rec.Status() == 0 { // no answer at all: say so as the metered paths do
 			h.logger.Warn("upstream failed", zap.Error(err))
-			upstreamFailure(err).write(w)
+			upstreamFailure(err).write(w, r)
 			return nil
 		}
 		return err
@@ -82,7 +82,7 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	if err := json.Unmarshal(buf.Bytes(), &list); err != nil {
 		h.logger.Error("the upstream's model list is not JSON; not passed on", zap.Error(err))
-		errUpstream(http.StatusBadGateway).write(w)
+		errUpstream(http.StatusBadGateway).write(w, r)
 		return nil
 	}
 	kept := list.Data[:0]
