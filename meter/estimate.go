@@ -3,6 +3,7 @@ package meter
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"unsafe"
 )
 
@@ -102,7 +103,7 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 			e.blocks(r.system)
 		}
 		e.anthropicMessages(r.messages)
-		e.json(r.tools)
+		e.anthropicTools(r.tools)
 	default:
 		e.messages(r.messages)
 		e.inputs(r.prompt)
@@ -405,7 +406,7 @@ func (e *estimator) blocks(v []byte) {
 		switch {
 		case stringEq(typ, "tool_use"):
 			e.str(name)
-			e.json(input)
+			e.pyJSON(input) // the call's arguments: json.dumps(input)
 		case stringEq(typ, "tool_result"):
 			e.n += tokensPerMessage // a message of its own
 			if isString(content) {
@@ -419,4 +420,64 @@ func (e *estimator) blocks(v []byte) {
 			e.str(text)
 		}
 	}
+}
+
+// anthropicTools counts Anthropic tools as the chat tools vLLM converts them
+// to, [{"type":"function","function":{"name","description","parameters"}}],
+// in compact JSON as chat tools are counted.
+func (e *estimator) anthropicTools(v []byte) {
+	if !isArray(v) {
+		return
+	}
+	b := []byte{'['}
+	for tool := range elements(v) {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"type":"function","function":{`...)
+		mark := len(b)
+		for key, val := range members(tool, nil) {
+			name := string(key)
+			switch name {
+			case "input_schema":
+				name = "parameters"
+			case "name", "description":
+			default:
+				continue
+			}
+			if len(b) > mark {
+				b = append(b, ',')
+			}
+			b = strconv.AppendQuote(b, name)
+			b = append(b, ':')
+			b = append(b, val...)
+		}
+		b = append(b, "}}"...)
+	}
+	e.json(append(b, ']'))
+}
+
+// pyJSON counts a value as Python's json.dumps writes it: compact but for a
+// space after each comma and colon.
+func (e *estimator) pyJSON(v []byte) {
+	var c bytes.Buffer
+	if len(v) == 0 || json.Compact(&c, v) != nil {
+		return
+	}
+	out := make([]byte, 0, c.Len()+c.Len()/4)
+	inStr, esc := false, false
+	for _, ch := range c.Bytes() {
+		out = append(out, ch)
+		switch {
+		case esc:
+			esc = false
+		case inStr && ch == '\\':
+			esc = true
+		case ch == '"':
+			inStr = !inStr
+		case !inStr && (ch == ',' || ch == ':'):
+			out = append(out, ' ')
+		}
+	}
+	e.n += countText(e.c, string(out))
 }

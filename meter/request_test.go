@@ -421,17 +421,25 @@ func TestEstimatePrompt(t *testing.T) {
 		},
 		{
 			// vLLM makes a chat of it: system as a system message, a tool
-			// result as a tool message; tool use counts its name and input.
+			// result as a tool message, tool use a call with json.dumps of
+			// its input, tools chat tools.
 			name: "messages: system blocks, content blocks, tools",
 			ep:   EndpointMessages,
-			body: `{"system":[{"type":"text","text":"Be brief."}],"tools":` + tools + `,"messages":[` +
+			body: `{"system":[{"type":"text","text":"Be brief."}],"tools":[{"name":"get_weather","description":"Weather now.","input_schema":{"type": "object"}}],"messages":[` +
 				`{"role":"user","content":"What is the weather?"},` +
 				`{"role":"assistant","content":[{"type":"thinking","thinking":"look it up","signature":"x"},{"type":"tool_use","id":"t1","name":"get_weather","input":{"city": "Paris"}}]},` +
 				`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"sunny"},{"type":"image","source":{"type":"base64","data":"AAAA"}},{"type":"text","text":"And?"}]}]}`,
 			want: 3 + n("system") + n("Be brief.") +
 				3 + n("user") + n("What is the weather?") +
-				3 + n("assistant") + n("look it up") + n("get_weather") + n(`{"city":"Paris"}`) +
-				3 + n("user") + 3 + n("sunny") + MediaPartTokens + n("And?") + 3 + n(compact(tools)),
+				3 + n("assistant") + n("look it up") + n("get_weather") + n(`{"city": "Paris"}`) +
+				3 + n("user") + 3 + n("sunny") + MediaPartTokens + n("And?") + 3 +
+				n(`[{"type":"function","function":{"name":"get_weather","description":"Weather now.","parameters":{"type":"object"}}}]`),
+		},
+		{
+			name: "messages: tool input as json.dumps writes it, strings left alone",
+			ep:   EndpointMessages,
+			body: `{"messages":[{"role":"assistant","content":[{"type":"tool_use","name":"f","input":{"q":"a,b:\"c\"","n":[1,2]}}]}]}`,
+			want: 3 + n("assistant") + n("f") + n(`{"q": "a,b:\"c\"", "n": [1, 2]}`) + 3,
 		},
 		{
 			name: "messages: system string",
