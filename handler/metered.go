@@ -44,11 +44,17 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	prompt := h.countPrompt(r, next, &req)
 	// Without a client cap, reserve what the model can still produce, at
-	// most reserve_output.
+	// most reserve_output. With several prompts, prompt is their sum and
+	// the shortest may be near empty: each choice is bounded by the whole
+	// context then.
 	defaultOutput, modelBound := h.ReserveOutput, false
 	if req.Uncapped() && ep != meter.EndpointEmbeddings && hasTokenLimit(c.eff.Limits) {
-		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-prompt > 0 && n-prompt < defaultOutput {
-			defaultOutput, modelBound = n-prompt, true
+		shortest := prompt
+		if req.Prompts > 1 {
+			shortest = 0
+		}
+		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-shortest > 0 && n-shortest < defaultOutput {
+			defaultOutput, modelBound = n-shortest, true
 		}
 	}
 	output := req.MaxTokens
