@@ -54,6 +54,13 @@ type State struct {
 	// the next batch to fill without growing a new one from nothing.
 	spare []store.Record
 
+	// streams are the requests in flight whose progress each commit
+	// charges first (quota.Progress).
+	streamsMu sync.Mutex
+	streams   map[*quota.Progress]struct{}
+	// lastCheckpoint is when checkpoint last ran; guarded by flushMu.
+	lastCheckpoint time.Time
+
 	flushMu    sync.Mutex // one commit at a time
 	flushEvery atomic.Int64
 	retention  atomic.Int64
@@ -68,6 +75,7 @@ func newState(path string, logger *zap.Logger) *State {
 		path:      path,
 		logger:    logger,
 		keyQueued: make(map[string]time.Time),
+		streams:   make(map[*quota.Progress]struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -135,7 +143,13 @@ func (s *State) run() {
 		case <-s.stop:
 			return
 		case now := <-wake.C:
-			if every := s.FlushInterval(); every > 0 && now.Sub(lastFlush) >= every-time.Millisecond {
+			every := s.FlushInterval()
+			if every == 0 && s.streaming() {
+				// Requests commit their own records; the streams still
+				// running are checkpointed every second.
+				every = time.Second
+			}
+			if every > 0 && now.Sub(lastFlush) >= every-time.Millisecond {
 				if err := s.Flush(); err != nil {
 					s.logger.Error("committing usage", zap.Error(err))
 				}
@@ -212,12 +226,52 @@ func (s *State) Record(rec store.Record) error {
 	return nil
 }
 
+// Track has every commit charge p's progress until Untrack: the tokens of a
+// stream still running are in the committed counters within a commit of
+// their generation.
+func (s *State) Track(p *quota.Progress) {
+	s.streamsMu.Lock()
+	s.streams[p] = struct{}{}
+	s.streamsMu.Unlock()
+}
+
+// Untrack ends Track.
+func (s *State) Untrack(p *quota.Progress) {
+	s.streamsMu.Lock()
+	delete(s.streams, p)
+	s.streamsMu.Unlock()
+}
+
+func (s *State) streaming() bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	return len(s.streams) > 0
+}
+
+// checkpoint charges the progress of every tracked stream. With a flush
+// interval of 0 every request's record is a commit: the streams are then
+// checkpointed once a second, not by each. The caller holds flushMu.
+func (s *State) checkpoint() {
+	now := time.Now()
+	if s.FlushInterval() == 0 && now.Sub(s.lastCheckpoint) < 900*time.Millisecond { // a second, less the timer's slack
+		return
+	}
+	s.lastCheckpoint = now
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	for p := range s.streams {
+		s.Engine.Checkpoint(p)
+	}
+}
+
 // Flush commits pending records, key last-used times and changed counters
-// in one transaction. On failure the usage stays pending for the next try.
+// (with the progress of the streams in flight) in one transaction. On
+// failure the usage stays pending for the next try.
 func (s *State) Flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 
+	s.checkpoint()
 	s.pendMu.Lock()
 	b := s.pending
 	s.pending = store.Batch{Records: s.spare}

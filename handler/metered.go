@@ -138,6 +138,14 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		mw.perPrompt = req.N // continuous usage reports each choice's own prompt
 	}
 	x.mw = mw
+	if req.Stream {
+		// A stream may run for minutes: each commit charges what it has
+		// produced so far (the prompt and the text counted), so that a
+		// crash does not lose it.
+		mw.prog, mw.promptN = res.Track(), x.prompt
+		h.state.Track(mw.prog)
+		defer h.state.Untrack(mw.prog)
+	}
 	gate.RequestStarted()
 	defer func() {
 		gate.RequestDone()
@@ -383,6 +391,8 @@ type meteredWriter struct {
 	jsonLen     int  // a JSON body's announced length, unencoded; 0 if none
 	wroteBody   bool // a body write went through
 	ttft        time.Duration
+	prog        *quota.Progress // a stream's running count, or nil
+	promptN     int64           // the gate's count of the prompt, for prog
 	emit        func([]byte) error
 	wrapper     caddyhttp.ResponseWriterWrapper
 }
@@ -476,6 +486,9 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 		err := mw.stream.Write(p, mw.emit)
 		if mw.ttft == 0 && mw.stream.FirstToken() {
 			mw.ttft = time.Since(mw.start)
+		}
+		if mw.prog != nil {
+			mw.prog.Report(mw.prompt(mw.promptN) + mw.stream.EstimateSoFar())
 		}
 		if err != nil {
 			return 0, err

@@ -1003,6 +1003,11 @@ func (m *StreamMeter) Done() bool { return m.done }
 // reasoning, tool-call or output-text deltas) has been relayed.
 func (m *StreamMeter) FirstToken() bool { return m.first }
 
+// EstimateSoFar is EstimateCompletion at no cost, for a stream still
+// running: the text counted as it went by, and the last few KiB not yet
+// counted at four bytes a token.
+func (m *StreamMeter) EstimateSoFar() int64 { return m.counted + int64(len(m.text)+3)/4 }
+
 // EstimateCompletion counts the text relayed so far with the meter's
 // Counter: content, reasoning, tool-call names and arguments, completions
 // text and Responses text deltas.

@@ -937,3 +937,27 @@ func TestStreamTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamMeterEstimateSoFar: the running estimate is the text counted as
+// it went by plus the uncounted tail at four bytes a token, and grows with
+// the stream.
+func TestStreamMeterEstimateSoFar(t *testing.T) {
+	m := NewStreamMeter(EndpointChat, false, byteCounter{})
+	var last int64
+	word := strings.Repeat("x", 99) + " "
+	for i := range 100 {
+		ev := chat(0, `{"content":"`+word+`"}`, "", "")
+		if err := m.Write([]byte(ev.raw), func([]byte) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		total := int64(len(word) * (i + 1))
+		want := total - int64(len(m.text)) + int64(len(m.text)+3)/4
+		if got := m.EstimateSoFar(); got != want || got < last {
+			t.Fatalf("after %d bytes: EstimateSoFar() = %d, want %d (last %d)", total, got, want, last)
+		}
+		last = m.EstimateSoFar()
+	}
+	if last < 10000-textKeep {
+		t.Fatalf("EstimateSoFar() = %d after 10,000 bytes counted as they went", last)
+	}
+}

@@ -158,3 +158,81 @@ func TestConcurrentManyUsers(t *testing.T) {
 		t.Fatal("nothing admitted")
 	}
 }
+
+// TestConcurrentCheckpoints: streams report progress while a committer
+// checkpoints them, as the gate's writer does: whatever interleaving, the
+// windows end with exactly what the requests settled (the checkpoints'
+// estimates above or below it corrected) and nothing stays reserved.
+func TestConcurrentCheckpoints(t *testing.T) {
+	e, _ := newTestEngine(t0)
+	l := tokens(Day, 1_000_000)
+	var (
+		mu      sync.Mutex
+		tracked = map[*Progress]bool{}
+		settled atomic.Int64
+		wg      sync.WaitGroup
+		stop    = make(chan struct{})
+	)
+	wg.Go(func() { // the committer
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mu.Lock()
+			for p := range tracked {
+				e.Checkpoint(p)
+			}
+			mu.Unlock()
+			runtime.Gosched()
+		}
+	})
+	var streams sync.WaitGroup
+	for g := range 8 {
+		streams.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for range 300 {
+				res, err := e.Admit(Request{User: "u", Limits: l, Prompt: 20, Output: 100, Choices: 1})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p := res.Track()
+				mu.Lock()
+				tracked[p] = true
+				mu.Unlock()
+				var n int64 = 20
+				for range r.IntN(10) {
+					n += r.Int64N(30)
+					p.Report(n)
+					runtime.Gosched()
+				}
+				final := max(n+r.Int64N(41)-20, 0) // the real count differs from the estimate either way
+				if r.IntN(10) == 0 {
+					res.Cancel()
+					final = 0
+				} else {
+					res.Settle(final, 0)
+				}
+				settled.Add(final)
+				mu.Lock()
+				delete(tracked, p)
+				mu.Unlock()
+			}
+		})
+	}
+	streams.Wait()
+	close(stop)
+	wg.Wait()
+	tok, _ := usage(t, e, "u")
+	if tok[Day] != settled.Load() || tok[Hour] != settled.Load() || e.Reservations() != 0 || e.InFlight("u") != 0 {
+		t.Fatalf("day %d, hour %d, want %d settled; %d reservations, %d in flight", tok[Day], tok[Hour], settled.Load(), e.Reservations(), e.InFlight("u"))
+	}
+	st, _ := e.Status("u", l)
+	for _, s := range st {
+		if s.Reserved != 0 {
+			t.Fatalf("%+v: tokens still reserved", s)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,6 +75,69 @@ type Reservation struct {
 	// slotFreed: the request's place in max_parallel was given back early
 	// (see Slot); release leaves the in-flight count alone.
 	slotFreed bool
+	prog      *Progress // see Track; nil if untracked
+}
+
+// Progress is the running count of the tokens a request has produced, for
+// a response that streams long enough to matter: the request reports it as
+// the stream goes (Report), and whoever commits usage charges it to the
+// windows (Engine.Checkpoint) before the request ends, so that the
+// persisted counters hold a stream's tokens within a commit of their
+// generation, and a crash does not lose them. Settle then charges only the
+// difference between the final count and what was checkpointed.
+type Progress struct {
+	tokens atomic.Int64
+	sh     *shard
+	u      *userState
+	// Guarded by sh.mu.
+	charged    int64 // tokens charged by Checkpoint
+	unreserved int64 // the part of the reservation they replaced
+	reserved   int64
+	done       bool
+}
+
+// Track returns the request's Progress. Call it at most once, before the
+// reservation is settled or cancelled.
+func (r *Reservation) Track() *Progress {
+	p := &Progress{sh: r.sh, u: r.u, reserved: r.Reserved}
+	r.prog = p
+	return p
+}
+
+// Report sets the tokens the request has produced so far, prompt included.
+// A lower count than an earlier one is ignored.
+func (p *Progress) Report(tokens int64) {
+	if tokens > p.tokens.Load() {
+		p.tokens.Store(tokens) // one reporter: the request itself
+	}
+}
+
+// Checkpoint charges the tokens p's request reported beyond those already
+// charged, to every window as Settle would, and releases as much of its
+// reservation, which they use up. It does nothing once the request ended.
+func (e *Engine) Checkpoint(p *Progress) {
+	if p == nil || p.u == nil {
+		return
+	}
+	t := p.tokens.Load()
+	c := newClock(e.now())
+	p.sh.mu.Lock()
+	defer p.sh.mu.Unlock()
+	if p.done || t <= p.charged {
+		return
+	}
+	delta := t - p.charged
+	p.charged = t
+	u := p.u
+	u.roll(&c)
+	for w := Hour; w < NumWindows; w++ {
+		u.tokens[w] = satAdd(u.tokens[w], delta)
+	}
+	u.addMinute(delta, 0)
+	free := min(delta, p.reserved-p.unreserved)
+	p.unreserved += free
+	u.reserved -= free
+	p.sh.markDirty(u)
 }
 
 // Slot is a request's place among the user's requests in flight, which
@@ -120,7 +184,7 @@ func (r *Reservation) release(charge bool, tokens int64) {
 		return
 	}
 	var c clock
-	if charge {
+	if charge || r.prog != nil {
 		c = newClock(r.e.now())
 	}
 	r.sh.mu.Lock()
@@ -130,17 +194,33 @@ func (r *Reservation) release(charge bool, tokens int64) {
 	}
 	r.done = true
 	u := r.u
-	u.reserved -= r.Reserved
+	var charged, unreserved int64
+	if p := r.prog; p != nil {
+		charged, unreserved, p.done = p.charged, p.unreserved, true
+	}
+	u.reserved -= r.Reserved - unreserved
 	if !r.slotFreed {
 		u.inFlight--
 	}
 	r.sh.held--
-	if charge && tokens > 0 {
+	if !charge {
+		tokens = 0 // a cancelled request takes back what was checkpointed
+	}
+	switch delta := tokens - charged; {
+	case delta > 0:
 		u.roll(&c)
 		for w := Hour; w < NumWindows; w++ {
-			u.tokens[w] = satAdd(u.tokens[w], tokens)
+			u.tokens[w] = satAdd(u.tokens[w], delta)
 		}
-		u.addMinute(tokens, 0)
+		u.addMinute(delta, 0)
+		r.sh.markDirty(u)
+	case delta < 0:
+		// The checkpoints counted more than the request used: the windows
+		// give it back (the minute's sum keeps it, for at most a minute).
+		u.roll(&c)
+		for w := Hour; w < NumWindows; w++ {
+			u.tokens[w] = max(u.tokens[w]+delta, 0)
+		}
 		r.sh.markDirty(u)
 	}
 	r.sh.mu.Unlock()

@@ -823,3 +823,77 @@ func TestOneRequestDoesNotHoldTheBudget(t *testing.T) {
 	short.Settle(20, 10)
 	long.Settle(20, 58)
 }
+
+// TestProgressCheckpoints: a tracked request's reported tokens are charged
+// by Checkpoint and release as much of its reservation; Settle charges the
+// rest, or gives back what the checkpoints overcounted; Cancel takes it all
+// back; a checkpoint after the end changes nothing.
+func TestProgressCheckpoints(t *testing.T) {
+	l := tokens(Day, 10000)
+	reserved := func(e *Engine) int64 {
+		t.Helper()
+		st, err := e.Status("u", l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			if s.Window == Day && s.Kind == "tokens" {
+				return s.Reserved
+			}
+		}
+		t.Fatal("no day window")
+		return 0
+	}
+	for _, c := range []struct {
+		name    string
+		end     func(r *Reservation)
+		wantDay int64
+	}{
+		{"settled above the checkpoints", func(r *Reservation) { r.Settle(100, 450) }, 550},
+		{"settled below the checkpoints", func(r *Reservation) { r.Settle(100, 200) }, 300},
+		{"cancelled", func(r *Reservation) { r.Cancel() }, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, clk := newTestEngine(t0)
+			r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 100, Output: 500, Choices: 1})
+			p := r.Track()
+			e.Checkpoint(p) // nothing reported yet
+			if tok, _ := usage(t, e, "u"); tok[Day] != 0 || reserved(e) != 600 {
+				t.Fatalf("before any report: %d used, %d reserved", tok[Day], reserved(e))
+			}
+			p.Report(100)
+			e.Checkpoint(p)
+			clk.Add(time.Second)
+			p.Report(400)
+			p.Report(250) // lower: ignored
+			e.Checkpoint(p)
+			if tok, _ := usage(t, e, "u"); tok[Day] != 400 || tok[Hour] != 400 || reserved(e) != 200 {
+				t.Fatalf("after checkpoints of 400: %d used (hour %d), %d reserved", tok[Day], tok[Hour], reserved(e))
+			}
+			if len(e.Dirty()) != 1 {
+				t.Fatal("a checkpoint left the counters clean: nothing would be committed")
+			}
+			c.end(r)
+			p.Report(5000)
+			e.Checkpoint(p)
+			if tok, _ := usage(t, e, "u"); tok[Day] != c.wantDay || reserved(e) != 0 || e.Reservations() != 0 || e.InFlight("u") != 0 {
+				t.Fatalf("after the end: %d used, want %d; %d reserved, %d reservations, %d in flight",
+					tok[Day], c.wantDay, reserved(e), e.Reservations(), e.InFlight("u"))
+			}
+		})
+	}
+	// Checkpoints beyond the reservation charge all the tokens and release
+	// no more than was reserved.
+	e, _ := newTestEngine(t0)
+	r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 10, Output: 20, Choices: 1})
+	p := r.Track()
+	p.Report(1000)
+	e.Checkpoint(p)
+	if tok, _ := usage(t, e, "u"); tok[Day] != 1000 || reserved(e) != 0 {
+		t.Fatalf("%d used, %d reserved", tok[Day], reserved(e))
+	}
+	r.Settle(10, 990)
+	if tok, _ := usage(t, e, "u"); tok[Day] != 1000 || reserved(e) != 0 {
+		t.Fatalf("after settling: %d used, %d reserved", tok[Day], reserved(e))
+	}
+}
