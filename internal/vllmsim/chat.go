@@ -64,21 +64,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, req *apiRequ
 		return
 	}
 	m := g.model
-	role := s.cfg.ResponseRole
-	if !addGen && len(msgs) > 0 {
-		role = msgs[len(msgs)-1].Role
-	}
-	// echo repeats the last message when it has the answer's role.
-	var echo string
-	if req.Echo && len(msgs) > 0 && msgs[len(msgs)-1].Role == role {
-		echo, _ = contentText(msgs[len(msgs)-1].Content)
-	}
+	role, echo := s.chatRole(msgs, addGen, req.Echo)
 	id := s.requestID("chatcmpl-", r)
 	created := time.Now().Unix()
 
 	if !req.stream() {
+		for i := range g.choices {
+			g.choices[i].echo = echo
+		}
 		o := g.run(r.Context(), discard{})
-		s.endJSON(w, g, o, func() { s.writeChatJSON(w, g, id, created, m.name, role, echo) })
+		s.endJSON(w, g, o, func() { s.writeChatJSON(w, g, id, created, []string{role}) })
 		return
 	}
 	include, continuous := s.usageFlags(so)
@@ -104,24 +99,48 @@ func (s *Server) startChat(model string, msgs []chatMessage, tools json.RawMessa
 	if aerr != nil {
 		return nil, aerr
 	}
-	pb := promptBuilder{tok: s.tok, bos: s.cfg.ChatBOS}
-	if err := renderChat(&pb, msgs, tools, addGen, continueFinal, s.cfg.ResponseRole); err != nil {
-		e := badRequest(err.Error(), "messages")
-		return nil, &e
+	prompt, aerr := s.chatPrompt(msgs, tools, addGen, continueFinal)
+	if aerr != nil {
+		return nil, aerr
 	}
 	count, aerr := checkN(n)
 	if aerr != nil {
 		return nil, aerr
 	}
-	length, finish, aerr := s.outputBudget(pb.n, limit, 0, ov)
+	length, finish, aerr := s.outputBudget(prompt, limit, 0, ov)
 	if aerr != nil {
 		return nil, aerr
 	}
 	choices := make([]choice, count)
 	for i := range choices {
-		choices[i] = s.newChoice(i, pb.n, length, finish)
+		choices[i] = s.newChoice(i, prompt, length, finish)
 	}
-	return s.newGeneration(m, choices, pb.n, ov), nil
+	return s.newGeneration(m, choices, prompt, ov), nil
+}
+
+// chatPrompt is the length of msgs (and tools) rendered with the
+// emulator's chat template.
+func (s *Server) chatPrompt(msgs []chatMessage, tools json.RawMessage, addGen, continueFinal bool) (int, *apiError) {
+	pb := promptBuilder{tok: s.tok, bos: s.cfg.ChatBOS}
+	if err := renderChat(&pb, msgs, tools, addGen, continueFinal, s.cfg.ResponseRole); err != nil {
+		e := badRequest(err.Error(), "messages")
+		return 0, &e
+	}
+	return pb.n, nil
+}
+
+// chatRole is the role of the answer to msgs (the response role, or the
+// last message's without a generation prompt) and, with echo, the text
+// echo repeats: the last message, when it has the answer's role.
+func (s *Server) chatRole(msgs []chatMessage, addGen, echo bool) (role, echoed string) {
+	role = s.cfg.ResponseRole
+	if !addGen && len(msgs) > 0 {
+		role = msgs[len(msgs)-1].Role
+	}
+	if echo && len(msgs) > 0 && msgs[len(msgs)-1].Role == role {
+		echoed, _ = contentText(msgs[len(msgs)-1].Content)
+	}
+	return role, echoed
 }
 
 // chatStream writes chat.completion.chunk events (VLLM.md §3.3–3.4).
@@ -208,15 +227,17 @@ func (cs *chatStream) emit(c *choice, from, to int) error {
 	return cs.sw.send(b)
 }
 
-// writeChatJSON writes a chat.completion body (VLLM.md §4.1).
-func (s *Server) writeChatJSON(w http.ResponseWriter, g *generation, id string, created int64, model, role, echo string) {
-	b := make([]byte, 0, 512+len(g.choices)*(len(echo)+8*g.choices[0].length+256))
+// writeChatJSON writes a chat.completion body (VLLM.md §4.1). roles[i] is
+// the role of choice i, the last one that of the choices after it; a
+// choice's echo precedes its text.
+func (s *Server) writeChatJSON(w http.ResponseWriter, g *generation, id string, created int64, roles []string) {
+	b := make([]byte, 0, 512+len(g.choices)*(len(g.choices[0].echo)+8*g.choices[0].length+256))
 	b = append(b, `{"id":`...)
 	b = appendString(b, id)
 	b = append(b, `,"object":"chat.completion","created":`...)
 	b = strconv.AppendInt(b, created, 10)
 	b = append(b, `,"model":`...)
-	b = appendString(b, model)
+	b = appendString(b, g.model.name)
 	b = append(b, `,"choices":[`...)
 	reasoningKey := `,"reasoning":null}`
 	if s.cfg.LegacyFields {
@@ -230,9 +251,9 @@ func (s *Server) writeChatJSON(w http.ResponseWriter, g *generation, id string, 
 		b = append(b, `{"index":`...)
 		b = appendInt(b, c.index)
 		b = append(b, `,"message":{"role":`...)
-		b = appendString(b, role)
+		b = appendString(b, roles[min(i, len(roles)-1)])
 		b = append(b, `,"content":`...)
-		b = appendJSONText(b, echo, c)
+		b = appendJSONText(b, c.echo, c)
 		b = append(b, `,"refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":[]`...)
 		b = append(b, reasoningKey...)
 		b = append(b, `,"logprobs":null,"finish_reason":"`...)

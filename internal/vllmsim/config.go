@@ -68,6 +68,12 @@ type Config struct {
 	// envelope of vLLM's app-wide validation handler (issue #57997), while
 	// the route's other errors use the Anthropic one.
 	AnthropicValidationErrors bool
+	// BatchRejectsStreamAndTools makes POST /v1/chat/completions/batch
+	// answer 400 to "stream": true (or stream_options) and to "tools", as
+	// the open vLLM PRs #50027 and #50042 propose. By default the route
+	// accepts them as vLLM does (issue #50026): tools are dropped before the
+	// template, and stream makes each choice report only its last step.
+	BatchRejectsStreamAndTools bool
 	// LongRequestIDs makes generated ids 32 hex digits (2025) instead of 16
 	// (2026).
 	LongRequestIDs bool

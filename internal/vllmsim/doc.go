@@ -9,6 +9,14 @@
 //
 //	POST /v1/chat/completions   chat, JSON or SSE (role chunk, content chunks,
 //	                            finishing chunk, optional usage chunk, [DONE])
+//	POST /v1/chat/completions/batch  batched chat (JSON only): "messages" is
+//	                            a list of conversations, each answered as if
+//	                            sent alone to /v1/chat/completions; choice i
+//	                            answers conversation i and usage sums them
+//	                            all. n must be 1. As in vLLM, tools are
+//	                            ignored, and "stream": true still answers
+//	                            JSON, each choice reporting only its last
+//	                            step (Config.BatchRejectsStreamAndTools: 400)
 //	POST /v1/completions        completions; several prompts, n, echo
 //	POST /v1/responses          Responses API, JSON or typed SSE events ending
 //	                            with response.completed

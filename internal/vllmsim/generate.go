@@ -16,6 +16,7 @@ type choice struct {
 	eos     bool   // its last token is an EOS that emits no text
 	emitted int    // tokens generated so far
 	echo    string // text sent before the first token (echo)
+	from    int    // first token the answer reports (see lastDelta)
 }
 
 // appendText appends the text of tokens [from, to) of c.
@@ -228,8 +229,16 @@ func (g *generation) prefill() {
 	g.model.promptTokens.Add(engine)
 }
 
-// completionTokens is usage.completion_tokens: the sum over choices.
-func (g *generation) completionTokens() int { return g.generated }
+// completionTokens is usage.completion_tokens: the sum over choices of
+// the tokens they report, which is every token generated except under
+// lastDelta.
+func (g *generation) completionTokens() int {
+	n := 0
+	for i := range g.choices {
+		n += g.choices[i].emitted - g.choices[i].from
+	}
+	return n
+}
 
 // finish books the generation's end; it runs before the last bytes are
 // written so that a client which has read the whole answer sees counters
@@ -273,3 +282,17 @@ type discard struct{}
 
 func (discard) first() error                 { return nil }
 func (discard) emit(*choice, int, int) error { return nil }
+
+// lastDelta is the sink of a batch chat request with "stream": true.
+// vLLM's batch route forwards stream to each conversation's request, which
+// makes the engine return deltas, and its collector keeps only the last
+// output of each conversation instead of accumulating them: each choice
+// reports only the tokens of its last step, usually the EOS alone (vLLM
+// issue #50026).
+type lastDelta struct{}
+
+func (lastDelta) first() error { return nil }
+func (lastDelta) emit(c *choice, from, _ int) error {
+	c.from = from
+	return nil
+}

@@ -55,10 +55,13 @@ type Counters struct {
 	PromptTokens int64
 	// GenerationTokens is the sum of the usage completion_tokens reported,
 	// plus every token generated for requests that were aborted or failed
-	// and so reported no usage (what vllm:generation_tokens_total shows).
+	// and so reported no usage, or that reported only part of it (a batch
+	// chat request with stream, see lastDelta): what
+	// vllm:generation_tokens_total shows.
 	GenerationTokens int64
 	// Requests counts inference requests that started generating (they
-	// passed validation), whatever their outcome.
+	// passed validation), whatever their outcome; a batch chat request
+	// counts once.
 	Requests int64
 	// Aborted counts requests whose client went away before the end.
 	Aborted int64
@@ -236,7 +239,8 @@ type apiRequest struct {
 	ContinueFinalMessage bool            `json:"continue_final_message"`
 	Tools                json.RawMessage `json:"tools"`
 	System               json.RawMessage `json:"system"`      // Anthropic Messages
-	ToolChoice           json.RawMessage `json:"tool_choice"` // Anthropic Messages
+	ToolChoice           json.RawMessage `json:"tool_choice"` // Anthropic Messages, chat batch
+	UseBeamSearch        json.RawMessage `json:"use_beam_search"`
 	EncodingFormat       string          `json:"encoding_format"`
 	ReturnTokenStrs      bool            `json:"return_token_strs"`
 	Tokens               []int           `json:"tokens"`
@@ -345,6 +349,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch path {
 	case "/v1/chat/completions":
 		handle = s.handleChat
+	case "/v1/chat/completions/batch":
+		handle = s.handleChatBatch
 	case "/v1/messages":
 		handle, fail = s.handleMessages, s.writeMessagesError
 	case "/v1/messages/count_tokens":

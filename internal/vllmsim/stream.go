@@ -156,11 +156,11 @@ func (s *Server) endJSON(w http.ResponseWriter, g *generation, o outcome, write 
 }
 
 // appendJSONText appends a JSON string holding prefix followed by the text
-// of tokens [0, c.emitted) of c; prefix is escaped, the vocabulary needs no
-// escaping.
+// of tokens [c.from, c.emitted) of c; prefix is escaped, the vocabulary
+// needs no escaping.
 func appendJSONText(b []byte, prefix string, c *choice) []byte {
 	b = appendString(b, prefix)
 	b = b[:len(b)-1]
-	b = c.appendText(b, 0, c.emitted)
+	b = c.appendText(b, c.from, c.emitted)
 	return append(b, '"')
 }
