@@ -129,6 +129,8 @@ func TestUsageMatchesEmulator(t *testing.T) {
 		{"embeddings", "/v1/embeddings", map[string]any{"model": "sim-model", "input": []string{"hello world", "good night moon"}}, nil},
 		{"responses", "/v1/responses", map[string]any{"model": "sim-model", "input": "Write a haiku."}, nil},
 		{"responses stream", "/v1/responses", map[string]any{"model": "sim-model", "input": "Write a haiku.", "stream": true}, nil},
+		{"chat batch", "/v1/chat/completions/batch", map[string]any{"model": "sim-model", "messages": [][]map[string]any{
+			{{"role": "user", "content": "Write a haiku."}}, {{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a sea."}}}}, nil},
 		{"messages", "/v1/messages", messagesBody(false, 30), nil},
 		{"messages stream", "/v1/messages", messagesBody(true, 30), nil},
 		{"messages stream 4 tokens per chunk", "/v1/messages", messagesBody(true, 30), []string{"X-Sim-Chunk", "4"}},

@@ -58,8 +58,9 @@ const MediaPartTokens = 512
 
 // EstimatePrompt estimates the request's prompt tokens with c (nil: four
 // bytes per token):
-//   - chat: each message's role, text content (string or text parts; media
-//     parts at MediaPartTokens), name and tool calls, plus the per-message
+//   - chat (and each conversation of a batched chat): each message's
+//     role, text content (string or text parts; media parts at
+//     MediaPartTokens), name and tool calls, plus the per-message
 //     overhead and the reply priming; tools and functions as compact JSON;
 //   - completions: the prompt (a string, a list of strings, or token arrays,
 //     which count their length);
@@ -94,6 +95,10 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 		}
 		e.inputs(r.input)
 		e.json(r.tools)
+	case EndpointChatBatch:
+		for conv := range elements(r.messages) {
+			e.messages(conv)
+		}
 	case EndpointMessages:
 		// vLLM renders an Anthropic request as the chat it converts it to:
 		// system as a system message, tool results as tool messages.

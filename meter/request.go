@@ -20,6 +20,10 @@ const (
 	EndpointResponses
 	// EndpointMessages is vLLM's Anthropic Messages API (/v1/messages).
 	EndpointMessages
+	// EndpointChatBatch is vLLM's batched chat (/v1/chat/completions/batch):
+	// several conversations in one request, answered as one chat
+	// completion with a choice per conversation.
+	EndpointChatBatch
 )
 
 // EndpointFor maps a request path to its endpoint. Only the exact paths are
@@ -37,6 +41,8 @@ func EndpointFor(path string) Endpoint {
 		return EndpointResponses
 	case "/v1/messages":
 		return EndpointMessages
+	case "/v1/chat/completions/batch":
+		return EndpointChatBatch
 	}
 	return EndpointOther
 }
@@ -54,6 +60,8 @@ func (e Endpoint) String() string {
 		return "responses"
 	case EndpointMessages:
 		return "messages"
+	case EndpointChatBatch:
+		return "chat_batch"
 	}
 	return "other"
 }
@@ -88,8 +96,8 @@ type Request struct {
 	// N is the number of choices per prompt (default 1).
 	N int
 	// Prompts is the number of prompts of a completions request (a list of
-	// strings or of token arrays), or of inputs of an embeddings request; 1
-	// otherwise.
+	// strings or of token arrays), of inputs of an embeddings request, or of
+	// conversations of a batched chat; 1 otherwise.
 	Prompts int
 	// MaxTokens is the per-choice output cap the upstream will apply:
 	// max_completion_tokens, else max_tokens for chat; max_tokens for
@@ -141,9 +149,9 @@ type rawMember struct {
 func (r *Request) Uncapped() bool { return r.MaxTokens == 0 && r.MaxTokensField == "" }
 
 // Choices is the number of choices the request generates: n, times the
-// number of prompts for completions.
+// number of prompts for completions and of conversations for a batched chat.
 func (r *Request) Choices() int {
-	if r.Endpoint == EndpointCompletions && r.Prompts > 1 {
+	if (r.Endpoint == EndpointCompletions || r.Endpoint == EndpointChatBatch) && r.Prompts > 1 {
 		return r.N * r.Prompts
 	}
 	return r.N
@@ -282,6 +290,19 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 	case EndpointMessages:
 		// vLLM sets both of the chat caps from max_tokens.
 		r.setCap(maxTokens, "max_tokens")
+	case EndpointChatBatch:
+		// The batch takes max_completion_tokens unless it is null.
+		if maxCompletion.set {
+			r.setCap(maxCompletion, "max_completion_tokens")
+		} else {
+			r.setCap(maxTokens, "max_tokens")
+		}
+		r.Prompts = max(arrayLen(r.messages), 1)
+		if r.Stream {
+			// vLLM (issue #50026) then answers in JSON with each
+			// conversation's last chunk only, and counts only those.
+			return invalid("stream is not supported by the batch endpoint")
+		}
 	default:
 		// vLLM takes `max_completion_tokens or max_tokens`: a 0 in the
 		// first is Python's false, and the second then binds.

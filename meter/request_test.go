@@ -26,7 +26,7 @@ func TestEndpoint(t *testing.T) {
 		{"/v1/messages/count_tokens", EndpointOther, "other"},
 		{"/v1/models", EndpointOther, "other"},
 		{"/v1/chat/completions/", EndpointOther, "other"},
-		{"/v1/chat/completions/batch", EndpointOther, "other"},
+		{"/v1/chat/completions/batch", EndpointChatBatch, "chat_batch"},
 		{"/invocations", EndpointOther, "other"},
 	} {
 		if got := EndpointFor(c.path); got != c.ep || got.String() != c.name {
@@ -62,6 +62,20 @@ func TestParseRequest(t *testing.T) {
 			ep:   EndpointMessages,
 			body: `{"model":"m","max_tokens":300,"max_completion_tokens":5,"n":"x","stream":true,"stream_options":7,"system":"Be brief.","messages":[]}`,
 			want: Request{Endpoint: EndpointMessages, Model: "m", Stream: true, N: 1, Prompts: 1, MaxTokens: 300, MaxTokensField: "max_tokens"},
+		},
+		{
+			// Unlike chat, the batch takes max_completion_tokens unless null:
+			// a 0 there binds.
+			name: "chat batch",
+			ep:   EndpointChatBatch,
+			body: `{"model":"m","n":2,"max_completion_tokens":0,"max_tokens":50,"messages":[[{"role":"user","content":"a"}],[{"role":"user","content":"b"}],[]]}`,
+			want: Request{Endpoint: EndpointChatBatch, Model: "m", N: 2, Prompts: 3, MaxTokensField: "max_completion_tokens"},
+		},
+		{
+			name: "chat batch, max_completion_tokens null",
+			ep:   EndpointChatBatch,
+			body: `{"max_completion_tokens":null,"max_tokens":50,"messages":[[{"role":"user","content":"a"}]]}`,
+			want: Request{Endpoint: EndpointChatBatch, N: 1, Prompts: 1, MaxTokens: 50, MaxTokensField: "max_tokens"},
 		},
 		{
 			name: "max_completion_tokens wins over max_tokens",
@@ -224,6 +238,9 @@ func TestParseRequestErrors(t *testing.T) {
 			t.Errorf("ParseRequest(%s) = %v, want an ErrInvalidJSON with %q", c.body, err, c.msg)
 		}
 	}
+	if _, err := ParseRequest(EndpointChatBatch, []byte(`{"stream":true,"messages":[[]]}`)); err == nil || !strings.Contains(err.Error(), "stream is not supported by the batch endpoint") {
+		t.Errorf("a streaming batch: %v", err)
+	}
 	if _, err := ParseRequest(EndpointChat, []byte(`{"system":7}`)); err != nil {
 		t.Errorf("a chat request's system member (not OpenAI's) was read: %v", err)
 	}
@@ -284,6 +301,8 @@ func TestChoices(t *testing.T) {
 		{EndpointCompletions, `{"prompt":[]}`, 1},
 		{EndpointCompletions, `{"n":3,"prompt":"a"}`, 3},
 		{EndpointEmbeddings, `{"input":["a","b"]}`, 1},
+		{EndpointChatBatch, `{"n":2,"messages":[[],[],[]]}`, 6},
+		{EndpointChatBatch, `{"messages":[]}`, 1},
 	} {
 		r, err := ParseRequest(c.ep, []byte(c.body))
 		if err != nil {
@@ -442,6 +461,12 @@ func TestEstimatePrompt(t *testing.T) {
 			want: 3 + n("assistant") + n("f") + n(`{"q": "a,b:\"c\"", "n": [1, 2]}`) + 3,
 		},
 		{
+			name: "chat batch: each conversation as a chat",
+			ep:   EndpointChatBatch,
+			body: `{"messages":[[{"role":"user","content":"Hi"}],[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello"}]]}`,
+			want: 3 + n("user") + n("Hi") + 3 + 3 + n("system") + n("Be brief.") + 3 + n("user") + n("Hello") + 3,
+		},
+		{
 			name: "messages: system string",
 			ep:   EndpointMessages,
 			body: `{"system":"Be brief.","messages":[{"role":"user","content":"Hi"}]}`,
@@ -583,6 +608,13 @@ func TestRewrite(t *testing.T) {
 			body: `{"prompt":"x","max_completion_tokens":null}`,
 			opt:  RewriteOptions{MaxTokens: 64},
 			want: `{"prompt":"x","max_completion_tokens":64,"max_tokens":64}`,
+		},
+		{
+			name: "chat batch: the cap the client used",
+			ep:   EndpointChatBatch,
+			body: `{"messages":[[]],"max_completion_tokens":9000,"max_tokens":3}`,
+			opt:  RewriteOptions{MaxTokens: 1000},
+			want: `{"messages":[[]],"max_completion_tokens":1000,"max_tokens":3}`,
 		},
 		{
 			name: "responses: max_output_tokens",

@@ -49,7 +49,7 @@ func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
 	var others []string
 	if o.MaxTokens > 0 {
 		switch r.Endpoint {
-		case EndpointChat, EndpointOther:
+		case EndpointChat, EndpointChatBatch, EndpointOther:
 			primary, others = "max_tokens", []string{"max_completion_tokens"}
 			if r.MaxTokensField == "max_completion_tokens" {
 				primary, others = "max_completion_tokens", []string{"max_tokens"}

@@ -1,0 +1,67 @@
+package itest
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/llmgate/llmgate/internal/vllmsim"
+)
+
+// TestChatBatch: vLLM's batched chat (/v1/chat/completions/batch) is
+// metered: every conversation's output is reserved and capped, so a batch
+// cannot go around a budget, and stream (which vLLM answers with each
+// conversation's last chunk, counting only those) is refused.
+func TestChatBatch(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{DefaultLength: 400},
+		global: "plan small {\n\t\t\ttokens 2000 per day\n\t\t}", site: "plan small\n\t\treserve_output 300"})
+	tk := token(t, "bea", nil)
+	conv := []map[string]any{{"role": "user", "content": "Tell me a long story."}}
+	body := map[string]any{"model": "sim-model", "messages": [][]map[string]any{conv, conv, conv}}
+	b := mustStatus(t, e.post("/v1/chat/completions/batch", tk, body), 200)
+	var out struct {
+		Choices []struct{ Index int } `json:"choices"`
+		Usage   struct {
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || len(out.Choices) != 3 {
+		t.Fatalf("%s %v", b, err)
+	}
+	recs := e.sim.Requests()
+	var sent struct {
+		MaxTokens *int `json:"max_tokens"`
+	}
+	if err := json.Unmarshal(recs[len(recs)-1].Body, &sent); err != nil || sent.MaxTokens == nil || *sent.MaxTokens > 300 {
+		t.Fatalf("the batch went upstream without a cap: %s", recs[len(recs)-1].Body)
+	}
+	r := e.waitRecords("bea", 1)[0]
+	if r.Endpoint != "chat_batch" || r.PromptTokens != out.Usage.PromptTokens || r.CompletionTokens != out.Usage.CompletionTokens || r.CompletionTokens > 900 {
+		t.Fatalf("record %+v, usage %+v", r, out.Usage)
+	}
+	// Then the budget binds: each batch gets less, until none fits, and
+	// the three conversations together never spend more than the budget.
+	for i := 0; ; i++ {
+		resp := e.post("/v1/chat/completions/batch", tk, body)
+		readAll(t, resp.Body)
+		if resp.StatusCode == 429 {
+			break
+		}
+		if resp.StatusCode != 200 || i == 20 {
+			t.Fatalf("status %d after %d batches", resp.StatusCode, i+1)
+		}
+	}
+	var used int64
+	for _, r := range e.records("bea") {
+		used += r.PromptTokens + r.CompletionTokens
+	}
+	if used > 2000 || used < 1900 {
+		t.Fatalf("%d tokens used of a 2,000-token budget", used)
+	}
+
+	body["stream"] = true
+	b = mustStatus(t, e.post("/v1/chat/completions/batch", token(t, "sol", nil), body), 400)
+	if got := decodeError(t, b); got.Error.Code != "invalid_json" {
+		t.Fatalf("%s", b)
+	}
+}
