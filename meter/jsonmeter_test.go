@@ -42,6 +42,11 @@ var jsonBodies = []struct {
 		usage: Usage{20, 5, 25, 4}, usageOK: true,
 	},
 	{
+		name:  "rerank before 2025: usage as total_tokens only, all prompt",
+		body:  `{"id":"rerank-1","model":"r","results":[{"index":0,"document":{"text":"a"},"relevance_score":0.9}],"usage":{"total_tokens":11}}`,
+		usage: Usage{11, 0, 11, 0}, usageOK: true,
+	},
+	{
 		name:  "messages API (vLLM)",
 		body:  `{"id":"chatcmpl-1","type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"model":"m","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":3}}`,
 		usage: Usage{12, 3, 15, 0}, usageOK: true,

@@ -72,8 +72,13 @@ func refUsage(raw []byte) (Usage, bool) {
 		return Usage{}, false
 	}
 	var u Usage
+	_, hasIn := m["input_tokens"]
+	_, hasCT := m["completion_tokens"]
+	_, hasOut := m["output_tokens"]
 	if v, ok := m["prompt_tokens"]; ok {
 		u.PromptTokens = refCount(v)
+	} else if tt, ok := m["total_tokens"]; ok && !hasIn && !hasCT && !hasOut {
+		u.PromptTokens = refCount(tt) // rerank's old {"total_tokens": N}
 	} else {
 		// Anthropic's shape counts the cache's part of the prompt apart.
 		for _, k := range []string{"input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"} {

@@ -124,8 +124,8 @@ func walkUsage(v []byte) (f usageFields, ok bool) {
 
 // usageFields collects the members of a usage object.
 type usageFields struct {
-	pt, inT, ct, outT, tt, cachedP, cachedI, cacheRead, cacheWrite int64
-	havePT, haveIn, haveCT, haveTT, haveCachedP, haveCacheRead     bool
+	pt, inT, ct, outT, tt, cachedP, cachedI, cacheRead, cacheWrite      int64
+	havePT, haveIn, haveCT, haveOut, haveTT, haveCachedP, haveCacheRead bool
 }
 
 // set reads one member: key unescaped, val its raw value.
@@ -138,7 +138,7 @@ func (f *usageFields) set(key, val []byte) {
 	case "completion_tokens":
 		f.ct, f.haveCT = count(val), true
 	case "output_tokens":
-		f.outT = count(val)
+		f.outT, f.haveOut = count(val), true
 	case "total_tokens":
 		f.tt, f.haveTT = count(val), true
 	case "prompt_tokens_details":
@@ -209,9 +209,13 @@ func (f *usageFields) readFast(v []byte) bool {
 // usage resolves the collected members: the chat spelling of each count
 // where present, else the Responses one.
 func (f *usageFields) usage() (u Usage) {
-	if f.havePT {
+	switch {
+	case f.havePT:
 		u.PromptTokens = f.pt
-	} else {
+	case f.haveTT && !f.haveIn && !f.haveCT && !f.haveOut:
+		// Rerank's usage before 2025 was {"total_tokens": N}: all prompt.
+		u.PromptTokens = f.tt
+	default:
 		u.PromptTokens = satAdd(f.inT, satAdd(f.cacheRead, f.cacheWrite))
 	}
 	if f.haveCT {
