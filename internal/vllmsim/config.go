@@ -74,6 +74,10 @@ type Config struct {
 	// accepts them as vLLM does (issue #50026): tools are dropped before the
 	// template, and stream makes each choice report only its last step.
 	BatchRejectsStreamAndTools bool
+	// LegacyRerank gives /v1/rerank answers the shape of vLLM before
+	// early 2026: usage is {"total_tokens":N} without prompt_tokens, and
+	// the id starts with "rerank-" (since the scoring/ rewrite, "score-").
+	LegacyRerank bool
 	// LongRequestIDs makes generated ids 32 hex digits (2025) instead of 16
 	// (2026).
 	LongRequestIDs bool

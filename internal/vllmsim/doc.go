@@ -25,6 +25,14 @@
 //	                            message_stop, then data: [DONE]
 //	POST /v1/messages/count_tokens  {"input_tokens": N}, as /v1/messages counts
 //	POST /v1/embeddings         deterministic unit vectors, float or base64
+//	POST /v1/rerank, /rerank    cross-encoder rerank: query + documents,
+//	                            results sorted by relevance_score, top_n;
+//	                            usage {prompt_tokens, total_tokens}
+//	                            (Config.LegacyRerank: {total_tokens})
+//	POST /v1/score, /score      pair scores: text_1/text_2, queries/documents,
+//	                            queries/items or data_1/data_2 (1:1, 1:N, N:N);
+//	                            each pair counts count(query) + count(doc) + 3
+//	                            prompt tokens (see pooling.go)
 //	GET  /v1/models             model cards with max_model_len
 //	POST /tokenize, /detokenize tokenizer routes (not guarded by the API key)
 //	GET  /metrics               Prometheus text: vllm:prompt_tokens_total,

@@ -40,27 +40,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request, req *a
 		choices[i] = choice{index: i, prompt: n, finish: "stop"}
 		total += n
 	}
-	g := s.newGeneration(m, choices, total, ov)
-	ttft := s.cfg.TTFT
-	if ov.hasTTFT {
-		ttft = ov.ttft
-	}
-	if ttft > 0 {
-		t := time.NewTimer(ttft)
-		select {
-		case <-r.Context().Done():
-			t.Stop()
-			g.finish(outcomeAborted)
-			return
-		case <-t.C:
-		}
-	}
-	g.prefill()
-	o := outcomeDone
-	if g.failAfter >= 0 {
-		o = g.fail
-	}
-	s.endJSON(w, g, o, func() {
+	s.runPooling(w, r, m, choices, total, ov, func() {
 		dim := s.cfg.EmbeddingDim
 		b := make([]byte, 0, 256+len(inputs)*(dim*24+64))
 		b = append(b, `{"id":`...)

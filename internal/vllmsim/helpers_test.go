@@ -112,7 +112,7 @@ func decode(t testing.TB, s string) map[string]any {
 
 var (
 	createdRE = regexp.MustCompile(`"created(_at)?":\d+`)
-	idRE      = regexp.MustCompile(`"(id|item_id)":"(chatcmpl-|cmpl-|resp_|msg_|embd-)[0-9a-f]+"`)
+	idRE      = regexp.MustCompile(`"(id|item_id)":"(chatcmpl-|cmpl-|resp_|msg_|embd-|score-|rerank-)[0-9a-f]+"`)
 )
 
 // normalize blanks what legitimately differs between two identical requests.

@@ -244,6 +244,7 @@ type apiRequest struct {
 	EncodingFormat       string          `json:"encoding_format"`
 	ReturnTokenStrs      bool            `json:"return_token_strs"`
 	Tokens               []int           `json:"tokens"`
+	poolingFields                        // /v1/rerank, /v1/score
 }
 
 func (q *apiRequest) stream() bool { return q.Stream != nil && *q.Stream }
@@ -361,6 +362,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		handle = s.handleResponses
 	case "/v1/embeddings":
 		handle = s.handleEmbeddings
+	case "/v1/rerank", "/rerank":
+		handle = s.handleRerank
+	case "/v1/score", "/score":
+		handle = s.handleScore
 	case "/tokenize":
 		handle = s.handleTokenize
 	case "/detokenize":
