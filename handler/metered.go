@@ -48,7 +48,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	// the shortest may be near empty: each choice is bounded by the whole
 	// context then.
 	defaultOutput, modelBound := h.ReserveOutput, false
-	if req.Uncapped() && ep != meter.EndpointEmbeddings && hasTokenLimit(c.eff.Limits) {
+	if req.Uncapped() && !req.PromptOnly() && hasTokenLimit(c.eff.Limits) {
 		shortest := prompt
 		if req.Prompts > 1 {
 			shortest = 0
@@ -70,7 +70,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		Output:        output,
 		Choices:       req.Choices(),
 		DefaultOutput: defaultOutput,
-		PromptOnly:    ep == meter.EndpointEmbeddings,
+		PromptOnly:    req.PromptOnly(),
 		WantRate:      true,
 	})
 	if err != nil {

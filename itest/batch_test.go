@@ -65,3 +65,42 @@ func TestChatBatch(t *testing.T) {
 		t.Fatalf("%s", b)
 	}
 }
+
+// TestPoolingMetered: rerank and score read prompts only, like embeddings:
+// charged what vLLM counted (its older rerank usage, total_tokens alone,
+// too), and refused once the budget cannot hold the pairs' estimate.
+func TestPoolingMetered(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{LegacyRerank: true},
+		global: "plan small {\n\t\t\ttokens 200 per day\n\t\t}", site: "plan small"})
+	tk := token(t, "ray", nil)
+	docs := []string{"Paris is the capital of France.", "Berlin is in Germany.", "Madrid is in Spain."}
+	body := map[string]any{"model": "sim-model", "query": "What is the capital of France?", "documents": docs}
+	b := mustStatus(t, e.post("/v1/rerank", tk, body), 200)
+	var out struct {
+		Usage map[string]int64 `json:"usage"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || len(out.Usage) != 1 || out.Usage["total_tokens"] == 0 {
+		t.Fatalf("not the legacy usage: %s", b)
+	}
+	r := e.waitRecords("ray", 1)[0]
+	if r.Endpoint != "rerank" || r.PromptTokens != out.Usage["total_tokens"] || r.CompletionTokens != 0 || r.Estimated {
+		t.Fatalf("record %+v for usage %v", r, out.Usage)
+	}
+	for i := 0; ; i++ {
+		resp := e.post("/v1/score", tk, map[string]any{"model": "sim-model", "text_1": "What is the capital of France?", "text_2": docs})
+		readAll(t, resp.Body)
+		if resp.StatusCode == 429 {
+			break
+		}
+		if resp.StatusCode != 200 || i == 10 {
+			t.Fatalf("status %d after %d requests", resp.StatusCode, i+1)
+		}
+	}
+	var used int64
+	for _, r := range e.records("ray") {
+		used += r.PromptTokens
+	}
+	if used > 200 {
+		t.Fatalf("%d tokens used of a 200-token budget", used)
+	}
+}

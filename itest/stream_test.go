@@ -131,6 +131,9 @@ func TestUsageMatchesEmulator(t *testing.T) {
 		{"responses stream", "/v1/responses", map[string]any{"model": "sim-model", "input": "Write a haiku.", "stream": true}, nil},
 		{"chat batch", "/v1/chat/completions/batch", map[string]any{"model": "sim-model", "messages": [][]map[string]any{
 			{{"role": "user", "content": "Write a haiku."}}, {{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a sea."}}}}, nil},
+		{"rerank", "/v1/rerank", map[string]any{"model": "sim-model", "query": "What is the capital of France?",
+			"documents": []string{"Paris is the capital of France.", "Berlin is in Germany."}, "top_n": 1}, nil},
+		{"score", "/v1/score", map[string]any{"model": "sim-model", "text_1": "a query", "text_2": []string{"one doc", "two doc"}}, nil},
 		{"messages", "/v1/messages", messagesBody(false, 30), nil},
 		{"messages stream", "/v1/messages", messagesBody(true, 30), nil},
 		{"messages stream 4 tokens per chunk", "/v1/messages", messagesBody(true, 30), []string{"X-Sim-Chunk", "4"}},

@@ -67,6 +67,9 @@ const MediaPartTokens = 512
 //   - embeddings: the input, in the same forms (or chat messages);
 //   - responses: instructions and a string input as the system and user
 //     messages vLLM makes of them, or the input's items, and tools;
+//   - rerank and score: each query (text_1) with each document (text_2)
+//     it is paired with, as a cross-encoder reads them, and the pair's
+//     special tokens;
 //   - messages (Anthropic): system, the messages' content blocks (text,
 //     thinking, tool use and results; media at MediaPartTokens), and tools.
 //
@@ -95,6 +98,14 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 		}
 		e.inputs(r.input)
 		e.json(r.tools)
+	case EndpointRerank:
+		e.pairs(r.query, r.documents)
+	case EndpointScore:
+		second := r.text2
+		if second == nil {
+			second = r.documents // queries with documents (2026)
+		}
+		e.pairs(r.text1, second)
 	case EndpointChatBatch:
 		for conv := range elements(r.messages) {
 			e.messages(conv)
@@ -252,27 +263,33 @@ func (e *estimator) content(v []byte) {
 		return
 	}
 	for part := range elements(v) {
-		if isString(part) {
-			e.str(part)
-			continue
-		}
-		if !isObject(part) {
-			continue
-		}
-		var text []byte
-		for key, val := range members(part, nil) {
-			switch string(key) {
-			case "text", "refusal":
-				if isString(val) {
-					text = val
-				}
+		e.part(part)
+	}
+}
+
+// part counts one content part: a string, a text part's text, or
+// MediaPartTokens for any other part.
+func (e *estimator) part(v []byte) {
+	if isString(v) {
+		e.str(v)
+		return
+	}
+	if !isObject(v) {
+		return
+	}
+	var text []byte
+	for key, val := range members(v, nil) {
+		switch string(key) {
+		case "text", "refusal":
+			if isString(val) {
+				text = val
 			}
 		}
-		if text != nil {
-			e.str(text)
-		} else {
-			e.n += MediaPartTokens
-		}
+	}
+	if text != nil {
+		e.str(text)
+	} else {
+		e.n += MediaPartTokens
 	}
 }
 
@@ -485,4 +502,66 @@ func (e *estimator) pyJSON(v []byte) {
 		}
 	}
 	e.n += countText(e.c, string(out))
+}
+
+// pairTokens is the estimate of the special tokens a cross-encoder puts
+// around a pair (CLS, SEP, SEP).
+const pairTokens = 3
+
+// pairs counts rerank's and score's inputs as vLLM runs them: one input
+// per pair of a query and a document, the one query paired with each
+// document, or a list of queries with the list of documents one to one.
+func (e *estimator) pairs(queries, docs []byte) {
+	qs := e.poolingItems(queries, true)
+	ds := e.poolingItems(docs, false)
+	if len(qs) == 0 || len(ds) == 0 {
+		for _, n := range append(qs, ds...) {
+			e.n += n
+		}
+		return
+	}
+	for i, d := range ds {
+		q := qs[0]
+		if len(qs) > 1 {
+			q = qs[min(i, len(qs)-1)]
+		}
+		e.n += q + d + pairTokens
+	}
+}
+
+// poolingItems counts each item of a rerank or score input: a string, a
+// list of strings, or a multimodal {"content": [parts]} (each part an item,
+// or, for a single query, one item of them all).
+func (e *estimator) poolingItems(v []byte, single bool) []int64 {
+	count := func(item []byte) int64 {
+		m := e.n
+		e.part(item)
+		n := e.n - m
+		e.n = m
+		return n
+	}
+	switch {
+	case isString(v):
+		return []int64{count(v)}
+	case isArray(v):
+		var out []int64
+		for el := range elements(v) {
+			out = append(out, count(el))
+		}
+		return out
+	case isObject(v):
+		var out []int64
+		for part := range elements(member(v, "content")) {
+			out = append(out, count(part))
+		}
+		if single && len(out) > 1 {
+			var sum int64
+			for _, n := range out {
+				sum += n
+			}
+			out = []int64{sum}
+		}
+		return out
+	}
+	return nil
 }

@@ -24,6 +24,11 @@ const (
 	// several conversations in one request, answered as one chat
 	// completion with a choice per conversation.
 	EndpointChatBatch
+	// EndpointRerank and EndpointScore are vLLM's cross-encoder pooling
+	// APIs (/v1/rerank, /v1/score): they read prompts and generate
+	// nothing, like embeddings.
+	EndpointRerank
+	EndpointScore
 )
 
 // EndpointFor maps a request path to its endpoint. Only the exact paths are
@@ -43,6 +48,10 @@ func EndpointFor(path string) Endpoint {
 		return EndpointMessages
 	case "/v1/chat/completions/batch":
 		return EndpointChatBatch
+	case "/v1/rerank":
+		return EndpointRerank
+	case "/v1/score":
+		return EndpointScore
 	}
 	return EndpointOther
 }
@@ -62,6 +71,10 @@ func (e Endpoint) String() string {
 		return "messages"
 	case EndpointChatBatch:
 		return "chat_batch"
+	case EndpointRerank:
+		return "rerank"
+	case EndpointScore:
+		return "score"
 	}
 	return "other"
 }
@@ -131,6 +144,9 @@ type Request struct {
 
 	// Raw values of the prompt parts, referencing the body; nil if absent.
 	messages, prompt, input, instructions, tools, functions, system []byte
+	// Rerank's query and documents; score's text_1 and text_2 (or
+	// queries, data_1; and items, data_2, or documents).
+	query, documents, text1, text2 []byte
 	// model's raw value, and the chat members that change how vLLM renders
 	// the prompt, for TokenizeBody.
 	model      []byte
@@ -204,8 +220,9 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 		key, val := keyName(body[m.ks:m.ke], &kb), body[m.vs:m.ve]
 		var err error
 		name := requestField(key)
-		if ep == EndpointMessages && !messagesField(name) {
-			continue // vLLM's Anthropic request ignores it
+		if ep == EndpointMessages && !messagesField(name) ||
+			(ep == EndpointRerank || ep == EndpointScore) && !poolingField(name) {
+			continue // vLLM's request of that kind ignores it
 		}
 		switch name {
 		case "model":
@@ -262,6 +279,23 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 				err = invalid("instructions must be a string")
 			}
 			r.instructions = nonNull(val)
+		case "query", "documents", "text_1", "text_2", "queries", "items", "data_1", "data_2":
+			if ep != EndpointRerank && ep != EndpointScore {
+				break // not members of the other requests
+			}
+			if !isNull(val) && val[0] != '"' && val[0] != '[' && val[0] != '{' {
+				err = invalid("%s must be a string, an array or an object", name)
+			}
+			switch name {
+			case "query":
+				r.query = nonNull(val)
+			case "documents":
+				r.documents = nonNull(val)
+			case "text_1", "queries", "data_1": // score's names over time
+				r.text1 = nonNull(val)
+			default:
+				r.text2 = nonNull(val)
+			}
 		case "system":
 			if ep != EndpointMessages {
 				break // not a member of the OpenAI requests
@@ -322,6 +356,7 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 var requestFields = [...]string{
 	"model", "messages", "max_tokens", "stream", "stream_options", "max_completion_tokens",
 	"n", "prompt", "input", "tools", "functions", "instructions", "max_output_tokens", "system",
+	"query", "documents", "text_1", "text_2", "queries", "items", "data_1", "data_2",
 	"add_generation_prompt", "continue_final_message", "add_special_tokens",
 	"chat_template", "chat_template_kwargs", "mm_processor_kwargs",
 }
@@ -342,6 +377,26 @@ func requestField(key []byte) string {
 func messagesField(name string) bool {
 	switch name {
 	case "model", "messages", "max_tokens", "stream", "system", "tools":
+		return true
+	}
+	return false
+}
+
+// poolingField reports whether vLLM's rerank and score requests read the
+// member (of those the gate reads).
+func poolingField(name string) bool {
+	switch name {
+	case "model", "query", "documents", "text_1", "text_2", "queries", "items", "data_1", "data_2":
+		return true
+	}
+	return false
+}
+
+// PromptOnly reports whether the request generates nothing: embeddings,
+// rerank and score read prompts only.
+func (r *Request) PromptOnly() bool {
+	switch r.Endpoint {
+	case EndpointEmbeddings, EndpointRerank, EndpointScore:
 		return true
 	}
 	return false

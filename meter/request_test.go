@@ -23,6 +23,9 @@ func TestEndpoint(t *testing.T) {
 		{"/v1/embeddings", EndpointEmbeddings, "embeddings"},
 		{"/v1/responses", EndpointResponses, "responses"},
 		{"/v1/messages", EndpointMessages, "messages"},
+		{"/v1/rerank", EndpointRerank, "rerank"},
+		{"/v1/score", EndpointScore, "score"},
+		{"/rerank", EndpointOther, "other"},
 		{"/v1/messages/count_tokens", EndpointOther, "other"},
 		{"/v1/models", EndpointOther, "other"},
 		{"/v1/chat/completions/", EndpointOther, "other"},
@@ -194,6 +197,7 @@ func TestParseRequest(t *testing.T) {
 			got := *r
 			got.messages, got.prompt, got.input, got.instructions, got.tools, got.functions = nil, nil, nil, nil, nil, nil
 			got.model, got.renderOpts, got.system = nil, nil, nil
+			got.query, got.documents, got.text1, got.text2 = nil, nil, nil, nil
 			if !reflect.DeepEqual(got, c.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, c.want)
 			}
@@ -240,6 +244,20 @@ func TestParseRequestErrors(t *testing.T) {
 	}
 	if _, err := ParseRequest(EndpointChatBatch, []byte(`{"stream":true,"messages":[[]]}`)); err == nil || !strings.Contains(err.Error(), "stream is not supported by the batch endpoint") {
 		t.Errorf("a streaming batch: %v", err)
+	}
+	// Pooling requests read only their own members: a stray n or stream
+	// that vLLM ignores is not refused.
+	for _, ep := range []Endpoint{EndpointRerank, EndpointScore} {
+		r, err := ParseRequest(ep, []byte(`{"model":"r","n":"x","stream":7,"max_tokens":-1,"query":"q","documents":["d"]}`))
+		if err != nil || !r.PromptOnly() || r.Model != "r" {
+			t.Errorf("%v: %+v %v", ep, r, err)
+		}
+		if _, err := ParseRequest(ep, []byte(`{"text_1":5}`)); err == nil || !strings.Contains(err.Error(), "text_1 must be a string, an array or an object") {
+			t.Errorf("%v: text_1 5: %v", ep, err)
+		}
+	}
+	if _, err := ParseRequest(EndpointChat, []byte(`{"query":7,"text_1":false}`)); err != nil {
+		t.Errorf("a chat request's pooling members were read: %v", err)
 	}
 	if _, err := ParseRequest(EndpointChat, []byte(`{"system":7}`)); err != nil {
 		t.Errorf("a chat request's system member (not OpenAI's) was read: %v", err)
@@ -459,6 +477,49 @@ func TestEstimatePrompt(t *testing.T) {
 			ep:   EndpointMessages,
 			body: `{"messages":[{"role":"assistant","content":[{"type":"tool_use","name":"f","input":{"q":"a,b:\"c\"","n":[1,2]}}]}]}`,
 			want: 3 + n("assistant") + n("f") + n(`{"q": "a,b:\"c\"", "n": [1, 2]}`) + 3,
+		},
+		{
+			// A cross-encoder reads the query with each document.
+			name: "rerank: the query with each document",
+			ep:   EndpointRerank,
+			body: `{"model":"r","query":"What is the capital of France?","documents":["Paris is the capital.","Berlin is in Germany."],"top_n":1}`,
+			want: 2*n("What is the capital of France?") + n("Paris is the capital.") + n("Berlin is in Germany.") + 2*3,
+		},
+		{
+			name: "score: one text_1 against a list",
+			ep:   EndpointScore,
+			body: `{"text_1":"a query","text_2":["one doc","two doc","red doc"]}`,
+			want: 3*n("a query") + n("one doc") + n("two doc") + n("red doc") + 3*3,
+		},
+		{
+			name: "score: lists one to one",
+			ep:   EndpointScore,
+			body: `{"text_1":["q1","q2"],"text_2":["d1","d2"]}`,
+			want: n("q1") + n("d1") + n("q2") + n("d2") + 2*3,
+		},
+		{
+			name: "rerank: multimodal documents, each part a document",
+			ep:   EndpointRerank,
+			body: `{"query":"cats","documents":{"content":[{"type":"image_url","image_url":{"url":"data:x"}},{"type":"text","text":"a cat"}]}}`,
+			want: 2*n("cats") + MediaPartTokens + n("a cat") + 2*3,
+		},
+		{
+			name: "score: queries and documents, as vLLM also names them",
+			ep:   EndpointScore,
+			body: `{"queries":"a query","documents":["one doc","two doc"]}`,
+			want: 2*n("a query") + n("one doc") + n("two doc") + 2*3,
+		},
+		{
+			name: "score: data_1 and items",
+			ep:   EndpointScore,
+			body: `{"data_1":["q1"],"items":["d1"]}`,
+			want: n("q1") + n("d1") + 3,
+		},
+		{
+			name: "score: only one side",
+			ep:   EndpointScore,
+			body: `{"text_1":"alone"}`,
+			want: n("alone"),
 		},
 		{
 			name: "chat batch: each conversation as a chat",
