@@ -94,6 +94,59 @@ type Progress struct {
 	unreserved int64 // the part of the reservation they replaced
 	reserved   int64
 	done       bool
+	// What the checkpoints charged that is still counted, for a settle
+	// below them to take back no more: per window, the tokens charged in
+	// its current period (starts) since the user's last reset (resets),
+	// and the recent charges to the minute window.
+	starts   [NumWindows]int64
+	inPeriod [NumWindows]int64
+	resets   uint32
+	recent   [4]minuteCharge
+}
+
+// minuteCharge is a checkpoint's charge to the minute window.
+type minuteCharge struct{ sec, tokens int64 }
+
+// note records a checkpoint's charge of delta tokens, made after u.roll.
+func (p *Progress) note(u *userState, delta int64) {
+	if p.resets != u.resets {
+		p.inPeriod, p.resets = [NumWindows]int64{}, u.resets
+	}
+	for w := Hour; w < NumWindows; w++ {
+		if w < Total && p.starts[w] != u.start[w] {
+			p.starts[w], p.inPeriod[w] = u.start[w], 0
+		}
+		p.inPeriod[w] = satAdd(p.inPeriod[w], delta)
+	}
+	r := &p.recent
+	switch {
+	case r[3].tokens > 0 && r[3].sec == u.msec:
+		r[3].tokens = satAdd(r[3].tokens, delta)
+		return
+	case r[0].tokens > 0 && r[0].sec > u.msec-60:
+		// Full of live charges: the two oldest merge, at the older
+		// second, which leaves them counted rather than taken back.
+		r[1] = minuteCharge{r[0].sec, satAdd(r[0].tokens, r[1].tokens)}
+	}
+	copy(r[:3], r[1:])
+	r[3] = minuteCharge{u.msec, delta}
+}
+
+// giveBack takes back up to n tokens the checkpoints charged, where they
+// are still counted: not from a period (or a reset) that came after them.
+func (p *Progress) giveBack(u *userState, n int64) {
+	for w := Hour; w < NumWindows; w++ {
+		if p.resets == u.resets && (w == Total || p.starts[w] == u.start[w]) {
+			u.tokens[w] = max(u.tokens[w]-min(n, p.inPeriod[w]), 0)
+		}
+	}
+	var live int64
+	for _, c := range p.recent {
+		if c.tokens > 0 && c.sec > u.msec-60 {
+			live = satAdd(live, c.tokens)
+		}
+	}
+	u.takeMinute(min(n, live))
 }
 
 // Track returns the request's Progress. Call it at most once, before the
@@ -134,6 +187,7 @@ func (e *Engine) Checkpoint(p *Progress) {
 		u.tokens[w] = satAdd(u.tokens[w], delta)
 	}
 	u.addMinute(delta, 0)
+	p.note(u, delta)
 	free := min(delta, p.reserved-p.unreserved)
 	p.unreserved += free
 	u.reserved -= free
@@ -195,7 +249,8 @@ func (r *Reservation) release(charge bool, tokens int64) {
 	r.done = true
 	u := r.u
 	var charged, unreserved int64
-	if p := r.prog; p != nil {
+	p := r.prog
+	if p != nil {
 		charged, unreserved, p.done = p.charged, p.unreserved, true
 	}
 	u.reserved -= r.Reserved - unreserved
@@ -215,12 +270,10 @@ func (r *Reservation) release(charge bool, tokens int64) {
 		u.addMinute(delta, 0)
 		r.sh.markDirty(u)
 	case delta < 0:
-		// The checkpoints counted more than the request used: the windows
-		// give it back (the minute's sum keeps it, for at most a minute).
+		// The checkpoints counted more than the request used (or it was
+		// cancelled): the windows give it back.
 		u.roll(&c)
-		for w := Hour; w < NumWindows; w++ {
-			u.tokens[w] = max(u.tokens[w]+delta, 0)
-		}
+		p.giveBack(u, -delta)
 		r.sh.markDirty(u)
 	}
 	r.sh.mu.Unlock()

@@ -37,8 +37,11 @@ type userState struct {
 	mreq     int64
 	reserved int64 // sum of held reservations
 	inFlight int32
-	dirty    bool // changed since the last Dirty call, and queued in shard.dirty
-	gone     bool // dropped by Forget: never persisted again
+	// resets counts admin resets (zero), so that a request in flight
+	// knows the tokens it checkpointed before one are gone.
+	resets uint32
+	dirty  bool // changed since the last Dirty call, and queued in shard.dirty
+	gone   bool // dropped by Forget: never persisted again
 }
 
 // roll brings the state to clock c: it starts the calendar periods c has
@@ -81,6 +84,19 @@ func (u *userState) roll(c *clock) {
 		}
 	}
 	u.msec = sec
+}
+
+// takeMinute removes up to n tokens from the minute window, newest seconds
+// first.
+func (u *userState) takeMinute(n int64) {
+	for s := u.msec; s > u.msec-60 && n > 0; s-- {
+		if b := &u.minute[mod(s, 60)]; int64(b.sec) == s {
+			t := min(b.tokens, n)
+			b.tokens -= t
+			u.mtok = max(u.mtok-t, 0)
+			n -= t
+		}
+	}
 }
 
 // live reports whether a bucket is inside the minute window.
@@ -167,6 +183,7 @@ func (u *userState) lastActive(requests bool) (int64, bool) {
 // the current periods.
 func (u *userState) zero(c *clock) {
 	u.roll(c)
+	u.resets++
 	u.tokens = [NumWindows]int64{}
 	u.requests = [NumWindows]int64{}
 	u.minute = [60]bucket{}
