@@ -101,11 +101,18 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 	case EndpointRerank:
 		e.pairs(r.query, r.documents)
 	case EndpointScore:
-		second := r.text2
-		if second == nil {
-			second = r.documents // queries with documents (2026)
+		// vLLM takes the first complete pair of queries+documents,
+		// queries+items, data_1+data_2, text_1+text_2: the largest is
+		// counted, so that a decoy pair cannot hide the one vLLM runs.
+		var most int64
+		for _, p := range [...][2][]byte{{r.queries, r.documents}, {r.queries, r.items}, {r.data1, r.data2}, {r.text1, r.text2}} {
+			if p[0] != nil || p[1] != nil {
+				pe := estimator{c: e.c}
+				pe.pairs(p[0], p[1])
+				most = max(most, pe.n)
+			}
 		}
-		e.pairs(r.text1, second)
+		e.n += most
 	case EndpointChatBatch:
 		for conv := range elements(r.messages) {
 			e.messages(conv)
@@ -410,13 +417,15 @@ func (e *estimator) blocks(v []byte) {
 		if !isObject(b) {
 			continue
 		}
-		var typ, text, name, input, content []byte
+		var typ, text, thinking, name, input, content []byte
 		for key, val := range members(b, nil) {
 			switch string(key) {
 			case "type":
 				typ = val
-			case "text", "thinking":
+			case "text":
 				text = val
+			case "thinking":
+				thinking = val
 			case "name":
 				name = val
 			case "input":
@@ -439,7 +448,11 @@ func (e *estimator) blocks(v []byte) {
 		case stringEq(typ, "image"):
 			e.n += MediaPartTokens
 		default:
+			// vLLM renders a text block's text and a thinking block's
+			// thinking; a block may carry both, and both are counted, so
+			// that neither can hide the other.
 			e.str(text)
+			e.str(thinking)
 		}
 	}
 }
@@ -564,4 +577,36 @@ func (e *estimator) poolingItems(v []byte, single bool) []int64 {
 		return out
 	}
 	return nil
+}
+
+// PromptSpread estimates the request's shortest and longest prompt, for a
+// request of several (completions' prompts, a batch's conversations): what
+// bounds each choice's output, and what a cap for every prompt must leave
+// room for. With one prompt both are EstimatePrompt.
+func (r *Request) PromptSpread(c Counter) (shortest, longest int64) {
+	src, batch := r.prompt, r.Endpoint == EndpointChatBatch
+	if batch {
+		src = r.messages
+	}
+	n := 0
+	if r.Prompts > 1 && (batch || r.Endpoint == EndpointCompletions) {
+		for el := range elements(src) {
+			e := estimator{c: c}
+			if batch {
+				e.messages(el)
+			} else {
+				e.inputs(el)
+			}
+			if n == 0 || e.n < shortest {
+				shortest = e.n
+			}
+			longest = max(longest, e.n)
+			n++
+		}
+	}
+	if n == 0 {
+		p := r.EstimatePrompt(c)
+		return p, p
+	}
+	return shortest, longest
 }

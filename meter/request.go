@@ -144,9 +144,9 @@ type Request struct {
 
 	// Raw values of the prompt parts, referencing the body; nil if absent.
 	messages, prompt, input, instructions, tools, functions, system []byte
-	// Rerank's query and documents; score's text_1 and text_2 (or
-	// queries, data_1; and items, data_2, or documents).
-	query, documents, text1, text2 []byte
+	// Rerank's query and documents; score's pairs of inputs under each of
+	// their names over time.
+	query, documents, queries, items, data1, data2, text1, text2 []byte
 	// model's raw value, and the chat members that change how vLLM renders
 	// the prompt, for TokenizeBody.
 	model      []byte
@@ -291,7 +291,15 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 				r.query = nonNull(val)
 			case "documents":
 				r.documents = nonNull(val)
-			case "text_1", "queries", "data_1": // score's names over time
+			case "queries":
+				r.queries = nonNull(val)
+			case "items":
+				r.items = nonNull(val)
+			case "data_1":
+				r.data1 = nonNull(val)
+			case "data_2":
+				r.data2 = nonNull(val)
+			case "text_1":
 				r.text1 = nonNull(val)
 			default:
 				r.text2 = nonNull(val)

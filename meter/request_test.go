@@ -197,7 +197,7 @@ func TestParseRequest(t *testing.T) {
 			got := *r
 			got.messages, got.prompt, got.input, got.instructions, got.tools, got.functions = nil, nil, nil, nil, nil, nil
 			got.model, got.renderOpts, got.system = nil, nil, nil
-			got.query, got.documents, got.text1, got.text2 = nil, nil, nil, nil
+			got.query, got.documents, got.queries, got.items, got.data1, got.data2, got.text1, got.text2 = nil, nil, nil, nil, nil, nil, nil, nil
 			if !reflect.DeepEqual(got, c.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, c.want)
 			}
@@ -510,10 +510,18 @@ func TestEstimatePrompt(t *testing.T) {
 			want: 2*n("a query") + n("one doc") + n("two doc") + 2*3,
 		},
 		{
-			name: "score: data_1 and items",
+			name: "score: queries and items",
 			ep:   EndpointScore,
-			body: `{"data_1":["q1"],"items":["d1"]}`,
+			body: `{"queries":["q1"],"items":["d1"]}`,
 			want: n("q1") + n("d1") + 3,
+		},
+		{
+			// vLLM runs the first complete pair (queries with documents):
+			// a decoy pair of other names does not hide it.
+			name: "score: the largest of the pairs given",
+			ep:   EndpointScore,
+			body: `{"queries":"q","documents":["` + long + `","` + long + `"],"text_1":"q","text_2":"x"}`,
+			want: 2 * (n("q") + n(long) + 3),
 		},
 		{
 			name: "score: only one side",
