@@ -609,8 +609,10 @@ func (m *StreamMeter) messagesEvent(typ, data []byte) {
 	case "message_delta":
 		if f, ok := readUsage(usageV); ok {
 			u := f.usage()
-			if !f.haveIn && !f.havePT { // Anthropic's own API gives it in message_start only
-				u.PromptTokens = satAdd(m.msgPrompt, u.PromptTokens)
+			if !f.haveIn && !f.havePT {
+				// Anthropic's own API gives input_tokens in message_start
+				// only; cache counts here repeat that message's.
+				u.PromptTokens = max(m.msgPrompt, u.PromptTokens)
 				u.TotalTokens = satAdd(u.PromptTokens, u.CompletionTokens)
 			}
 			m.final, m.finalOK = u, true

@@ -306,10 +306,10 @@ var streamCases = []streamCase{
 			respEv("content_block_delta", `{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}`),
 			respEv("content_block_delta", `{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"Paris\"}"}}`),
 			respEv("content_block_stop", `{"type":"content_block_stop","index":1}`),
-			respEv("message_delta", `{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":15}}`),
+			respEv("message_delta", `{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"cache_read_input_tokens":100,"output_tokens":15}}`),
 			respEv("message_stop", `{"type":"message_stop"}`),
 		},
-		usage: Usage{120, 15, 135, 0}, usageOK: true, final: true, done: true, first: true, text: `hmm get_weather{"city": "Paris"}`,
+		usage: Usage{120, 15, 135, 100}, usageOK: true, final: true, done: true, first: true, text: `hmm get_weather{"city": "Paris"}`,
 	},
 	{
 		name: "messages API, later vLLM (usage beside message_start's message), cut before the totals",
