@@ -44,17 +44,17 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	prompt := h.countPrompt(r, next, &req)
 	// Without a client cap, reserve what the model can still produce, at
-	// most reserve_output. With several prompts, prompt is their sum and
-	// the shortest may be near empty: each choice is bounded by the whole
-	// context then.
-	defaultOutput, modelBound := h.ReserveOutput, false
+	// most reserve_output: what the context leaves after the shortest
+	// prompt (with several prompts, prompt is their sum).
+	defaultOutput, natural, fits := h.ReserveOutput, int64(0), int64(0)
 	if req.Uncapped() && !req.PromptOnly() && hasTokenLimit(c.eff.Limits) {
-		shortest := prompt
+		shortest, longest := prompt, prompt
 		if req.Prompts > 1 {
-			shortest = 0
+			shortest, longest = req.PromptSpread(h.app.Counter())
 		}
-		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-shortest > 0 && n-shortest < defaultOutput {
-			defaultOutput, modelBound = n-shortest, true
+		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-shortest > 0 {
+			natural, fits = n-shortest, n-longest
+			defaultOutput = min(defaultOutput, natural)
 		}
 	}
 	output := req.MaxTokens
@@ -84,10 +84,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w, r)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
-	if modelBound {
-		x.modelCap = defaultOutput
-	}
+	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start, natural: natural, fits: fits}
 	x.forward(next, body, &req, &res)
 	return nil
 }
@@ -111,10 +108,15 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	// can still produce anyway: vLLM then stops there by itself, counting
 	// the prompt exactly, where a cap from the estimate (max_model_len −
 	// estimated prompt) would be refused as too large whenever the real
-	// prompt (template, BOS) is longer than the estimate.
+	// prompt (template, BOS) is longer than the estimate. A cap for several
+	// prompts must fit the longest one's context too (vLLM refuses the
+	// request otherwise); lower, it stays within the reservation.
 	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens || req.OtherCap) && res.OutputCap > 0 &&
-		(x.modelCap == 0 || res.OutputCap < x.modelCap) {
+		(x.natural == 0 || res.OutputCap < x.natural) {
 		opts.MaxTokens = res.OutputCap
+		if x.fits > 0 && x.fits < opts.MaxTokens {
+			opts.MaxTokens = x.fits
+		}
 	}
 	body, err := meter.Rewrite(body, req, opts)
 	if err != nil {
@@ -172,11 +174,12 @@ type exchange struct {
 	ep     meter.Endpoint
 	mw     *meteredWriter
 	prompt int64
-	// modelCap is the output the model can still produce after the prompt
-	// (estimated), when it set the reservation of a request without a cap;
-	// else 0.
-	modelCap int64
-	start    time.Time
+	// For a request without a cap whose model's length is known (else 0):
+	// natural is the most a choice can produce before the context ends
+	// (after the shortest prompt), fits the largest cap every prompt's
+	// context holds (after the longest), both from the estimates.
+	natural, fits int64
+	start         time.Time
 }
 
 // settle charges what the response shows to the reservation, keeps the
@@ -560,7 +563,7 @@ var (
 	markCompleted = []byte(`"response.completed"`)
 	markEnded     = []byte(`"response.incomplete"`)
 	markFailed    = []byte(`"response.failed"`)
-	markStop      = []byte(`"message_stop"`)
+	markStop      = []byte("event: message_stop")
 )
 
 // endsStream reports whether p holds the stream's last event. A marker cut
@@ -570,19 +573,26 @@ var (
 // data: [DONE] counts only at the start of a line: the client controls text
 // inside the chunks (echo, or the prompt repeated), and must not free its
 // place with it while the stream goes on. JSON strings hold no raw line
-// breaks, so a line start is the SSE's own. The Responses and Messages
-// markers are quoted values, which a string cannot hold unescaped.
+// breaks, so a line start is the SSE's own; so is a Messages stream's
+// "event: message_stop" (the quoted type alone could be a tool's name,
+// which the client chooses). The Responses markers are quoted event types
+// no client text can be.
 func (mw *meteredWriter) endsStream(p []byte) bool {
 	switch mw.ep {
 	case meter.EndpointResponses:
 		return bytes.Contains(p, markCompleted) || bytes.Contains(p, markEnded) || bytes.Contains(p, markFailed)
 	case meter.EndpointMessages:
-		if bytes.Contains(p, markStop) {
+		if mw.lineStarts(p, markStop) {
 			return true
 		}
 	}
+	return mw.lineStarts(p, markDone)
+}
+
+// lineStarts reports whether a line of p starts with mark.
+func (mw *meteredWriter) lineStarts(p, mark []byte) bool {
 	for i := 0; ; {
-		j := bytes.Index(p[i:], markDone)
+		j := bytes.Index(p[i:], mark)
 		if j < 0 {
 			return false
 		}
