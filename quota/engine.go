@@ -110,7 +110,7 @@ type minuteCharge struct{ sec, tokens int64 }
 // note records a checkpoint's charge of delta tokens, made after u.roll.
 func (p *Progress) note(u *userState, delta int64) {
 	if p.resets != u.resets {
-		p.inPeriod, p.resets = [NumWindows]int64{}, u.resets
+		p.inPeriod, p.recent, p.resets = [NumWindows]int64{}, [4]minuteCharge{}, u.resets
 	}
 	for w := Hour; w < NumWindows; w++ {
 		if w < Total && p.starts[w] != u.start[w] {
@@ -140,13 +140,16 @@ func (p *Progress) giveBack(u *userState, n int64) {
 			u.tokens[w] = max(u.tokens[w]-min(n, p.inPeriod[w]), 0)
 		}
 	}
-	var live int64
-	for _, c := range p.recent {
-		if c.tokens > 0 && c.sec > u.msec-60 {
-			live = satAdd(live, c.tokens)
+	if p.resets != u.resets {
+		return // the reset emptied the minute window too
+	}
+	// From the seconds the checkpoints charged, newest first: the tokens
+	// must leave the window when those seconds do, not a second time.
+	for i := len(p.recent) - 1; i >= 0 && n > 0; i-- {
+		if c := p.recent[i]; c.tokens > 0 {
+			n -= u.takeMinute(c.sec, min(n, c.tokens))
 		}
 	}
-	u.takeMinute(min(n, live))
 }
 
 // Track returns the request's Progress. Call it at most once, before the

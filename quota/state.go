@@ -86,17 +86,17 @@ func (u *userState) roll(c *clock) {
 	u.msec = sec
 }
 
-// takeMinute removes up to n tokens from the minute window, newest seconds
-// first.
-func (u *userState) takeMinute(n int64) {
-	for s := u.msec; s > u.msec-60 && n > 0; s-- {
-		if b := &u.minute[mod(s, 60)]; int64(b.sec) == s {
-			t := min(b.tokens, n)
-			b.tokens -= t
-			u.mtok = max(u.mtok-t, 0)
-			n -= t
-		}
+// takeMinute removes up to n tokens from the bucket of second sec, if it
+// is still in the minute window, and returns how many it removed.
+func (u *userState) takeMinute(sec, n int64) int64 {
+	b := &u.minute[mod(sec, 60)]
+	if int64(b.sec) != sec || !u.live(b) {
+		return 0
 	}
+	t := min(b.tokens, n)
+	b.tokens -= t
+	u.mtok = max(u.mtok-t, 0)
+	return t
 }
 
 // live reports whether a bucket is inside the minute window.
