@@ -44,17 +44,20 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	prompt := h.countPrompt(r, next, &req)
 	// Without a client cap, reserve what the model can still produce, at
-	// most reserve_output: what the context leaves after the shortest
-	// prompt (with several prompts, prompt is their sum).
-	defaultOutput, natural, fits := h.ReserveOutput, int64(0), int64(0)
+	// most reserve_output.
+	defaultOutput, modelBound := h.ReserveOutput, false
 	if req.Uncapped() && !req.PromptOnly() && hasTokenLimit(c.eff.Limits) {
-		shortest, longest := prompt, prompt
-		if req.Prompts > 1 {
-			shortest, longest = req.PromptSpread(h.app.Counter())
-		}
-		if n := h.modelLens.get(r, next, req.Model); n > 0 && n-shortest > 0 {
-			natural, fits = n-shortest, n-longest
-			defaultOutput = min(defaultOutput, natural)
+		if n := h.modelLens.get(r, next, req.Model); n > 0 && req.Prompts > 1 {
+			// prompt is the prompts' sum here, and one cap serves them all:
+			// it must fit the longest one's context, with room for the
+			// estimate's error (vLLM refuses the whole request otherwise).
+			// It is always set (modelBound stays false).
+			longest := req.LongestPrompt(h.app.Counter())
+			if left := n - longest - longest/16 - 16; left < defaultOutput {
+				defaultOutput = max(left, 1)
+			}
+		} else if n > 0 && n-prompt > 0 && n-prompt < defaultOutput {
+			defaultOutput, modelBound = n-prompt, true
 		}
 	}
 	output := req.MaxTokens
@@ -84,7 +87,10 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w, r)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start, natural: natural, fits: fits}
+	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
+	if modelBound {
+		x.modelCap = defaultOutput
+	}
 	x.forward(next, body, &req, &res)
 	return nil
 }
@@ -108,15 +114,10 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	// can still produce anyway: vLLM then stops there by itself, counting
 	// the prompt exactly, where a cap from the estimate (max_model_len −
 	// estimated prompt) would be refused as too large whenever the real
-	// prompt (template, BOS) is longer than the estimate. A cap for several
-	// prompts must fit the longest one's context too (vLLM refuses the
-	// request otherwise); lower, it stays within the reservation.
+	// prompt (template, BOS) is longer than the estimate.
 	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens || req.OtherCap) && res.OutputCap > 0 &&
-		(x.natural == 0 || res.OutputCap < x.natural) {
+		(x.modelCap == 0 || res.OutputCap < x.modelCap) {
 		opts.MaxTokens = res.OutputCap
-		if x.fits > 0 && x.fits < opts.MaxTokens {
-			opts.MaxTokens = x.fits
-		}
 	}
 	body, err := meter.Rewrite(body, req, opts)
 	if err != nil {
@@ -174,12 +175,11 @@ type exchange struct {
 	ep     meter.Endpoint
 	mw     *meteredWriter
 	prompt int64
-	// For a request without a cap whose model's length is known (else 0):
-	// natural is the most a choice can produce before the context ends
-	// (after the shortest prompt), fits the largest cap every prompt's
-	// context holds (after the longest), both from the estimates.
-	natural, fits int64
-	start         time.Time
+	// modelCap is the output the model can still produce after the prompt
+	// (estimated), when it set the reservation of a request without a cap;
+	// else 0.
+	modelCap int64
+	start    time.Time
 }
 
 // settle charges what the response shows to the reservation, keeps the

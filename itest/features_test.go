@@ -188,18 +188,23 @@ func TestReserveFollowsModelLength(t *testing.T) {
 		t.Fatalf("%d tokens held; want the context, 300, less the estimate's error", held)
 	}
 
-	// Several prompts without a cap: each may run to the end of the
-	// context after its own prompt, so the reservation covers a context per
-	// choice (the prompts' sum once bounded them, and two prompts of 1 and
-	// ~100 tokens generated ~500 tokens against ~400 reserved).
+	// Several prompts without a cap: one cap serves them all, fitting the
+	// longest one's context (vLLM refuses the request otherwise), and the
+	// reservation covers it for every choice (the prompts' sum once bounded
+	// them without a cap, and two prompts of 1 and ~100 tokens generated
+	// ~500 tokens against ~400 reserved).
 	long := strings.Repeat("the sea is wide and deep ", 16)
 	resp = e.post("/v1/completions", token(t, "sam", nil), map[string]any{"model": "sim-model", "prompt": []string{"a", long}, "max_tokens": nil})
 	remaining, _ = strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
 	if err := json.Unmarshal(mustStatus(t, resp, 200), &out); err != nil {
 		t.Fatal(err)
 	}
-	if held, used := 100000-remaining, out.Usage.PromptTokens+out.Usage.CompletionTokens; held < used || out.Usage.CompletionTokens < 450 {
+	if held, used := 100000-remaining, out.Usage.PromptTokens+out.Usage.CompletionTokens; held < used || out.Usage.CompletionTokens < 300 {
 		t.Fatalf("%d tokens held for a request that used %d (%+v)", held, used, out.Usage)
+	}
+	reqs = e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens == nil || int64(*last.MaxTokens)+out.Usage.PromptTokens > 300 {
+		t.Fatalf("upstream max_tokens %v for prompts of %d tokens in a context of 300", last.MaxTokens, out.Usage.PromptTokens)
 	}
 
 	resp = e.post("/v1/chat/completions", token(t, "rita", map[string]any{"plan": "tight"}), chatBody("sim-model", false, nil))

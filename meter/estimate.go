@@ -579,34 +579,26 @@ func (e *estimator) poolingItems(v []byte, single bool) []int64 {
 	return nil
 }
 
-// PromptSpread estimates the request's shortest and longest prompt, for a
-// request of several (completions' prompts, a batch's conversations): what
-// bounds each choice's output, and what a cap for every prompt must leave
-// room for. With one prompt both are EstimatePrompt.
-func (r *Request) PromptSpread(c Counter) (shortest, longest int64) {
+// LongestPrompt estimates the longest of a request's prompts (completions'
+// prompts, a batch's conversations), which a cap for all of them must
+// leave room for; with one prompt, EstimatePrompt.
+func (r *Request) LongestPrompt(c Counter) int64 {
 	src, batch := r.prompt, r.Endpoint == EndpointChatBatch
 	if batch {
 		src = r.messages
 	}
-	n := 0
-	if r.Prompts > 1 && (batch || r.Endpoint == EndpointCompletions) {
-		for el := range elements(src) {
-			e := estimator{c: c}
-			if batch {
-				e.messages(el)
-			} else {
-				e.inputs(el)
-			}
-			if n == 0 || e.n < shortest {
-				shortest = e.n
-			}
-			longest = max(longest, e.n)
-			n++
+	if r.Prompts <= 1 || !batch && r.Endpoint != EndpointCompletions {
+		return r.EstimatePrompt(c)
+	}
+	var longest int64
+	for el := range elements(src) {
+		e := estimator{c: c}
+		if batch {
+			e.messages(el)
+		} else {
+			e.inputs(el)
 		}
+		longest = max(longest, e.n)
 	}
-	if n == 0 {
-		p := r.EstimatePrompt(c)
-		return p, p
-	}
-	return shortest, longest
+	return longest
 }

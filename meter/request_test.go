@@ -839,29 +839,28 @@ func TestDecoded(t *testing.T) {
 	}
 }
 
-// TestPromptSpread: the shortest and longest of a request's prompts, which
-// bound its choices' output and the cap all of them can take.
-func TestPromptSpread(t *testing.T) {
+// TestLongestPrompt: the longest of a request's prompts, which a cap for
+// all of them must leave room for.
+func TestLongestPrompt(t *testing.T) {
 	tk := cl100k(t)
 	n := func(s string) int64 { return int64(tk.Count(s)) }
 	long := strings.Repeat("the sea is wide ", 40)
 	for _, c := range []struct {
-		ep                Endpoint
-		body              string
-		shortest, longest int64
+		ep   Endpoint
+		body string
+		want int64
 	}{
-		{EndpointCompletions, `{"prompt":["a","` + long + `",[1,2,3]]}`, n("a"), n(long)},
-		{EndpointChatBatch, `{"messages":[[{"role":"user","content":"hi"}],[{"role":"user","content":"` + long + `"}]]}`,
-			3 + n("user") + n("hi") + 3, 3 + n("user") + n(long) + 3},
-		{EndpointChat, `{"messages":[{"role":"user","content":"hi"}]}`, 3 + n("user") + n("hi") + 3, 3 + n("user") + n("hi") + 3},
-		{EndpointCompletions, `{"prompt":"one"}`, n("one"), n("one")},
+		{EndpointCompletions, `{"prompt":["a","` + long + `",[1,2,3]]}`, n(long)},
+		{EndpointChatBatch, `{"messages":[[{"role":"user","content":"hi"}],[{"role":"user","content":"` + long + `"}]]}`, 3 + n("user") + n(long) + 3},
+		{EndpointChat, `{"messages":[{"role":"user","content":"hi"}]}`, 3 + n("user") + n("hi") + 3},
+		{EndpointCompletions, `{"prompt":"one"}`, n("one")},
 	} {
 		r, err := ParseRequest(c.ep, []byte(c.body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s, l := r.PromptSpread(tk); s != c.shortest || l != c.longest {
-			t.Errorf("%s: PromptSpread = %d, %d; want %d, %d", c.body, s, l, c.shortest, c.longest)
+		if got := r.LongestPrompt(tk); got != c.want {
+			t.Errorf("%s: LongestPrompt = %d, want %d", c.body, got, c.want)
 		}
 	}
 }
