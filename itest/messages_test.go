@@ -5,17 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
-	"github.com/caddyserver/caddy/v2"
 
-	"github.com/llmgate/llmgate/gate"
 	"github.com/llmgate/llmgate/internal/vllmsim"
 )
 
@@ -227,18 +223,7 @@ func TestMessagesBudget(t *testing.T) {
 // max_parallel back at message_stop, before the client reads it (an
 // Anthropic-compatible server need not send vLLM's trailing [DONE]).
 func TestMessagesSlotFreedAtTheEnd(t *testing.T) {
-	inFlight := func() int {
-		app, err := caddy.ActiveContext().App("llm_gate")
-		if err != nil {
-			t.Error(err)
-			return -1
-		}
-		return app.(*gate.App).State().Engine.InFlight("serial")
-	}
-	freed := make(chan bool, 1)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "text/event-stream")
+	e, freed := slotWatch(t, func(w io.Writer) {
 		for _, ev := range []string{
 			`message_start`, `{"type":"message_start","message":{"id":"m","content":[],"model":"sim-model","usage":{"input_tokens":5,"output_tokens":0}}}`,
 			`content_block_delta`, `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}`,
@@ -251,16 +236,7 @@ func TestMessagesSlotFreedAtTheEnd(t *testing.T) {
 				fmt.Fprintf(w, "event: %s\n", ev)
 			}
 		}
-		w.(http.Flusher).Flush()
-		deadline := time.Now().Add(5 * time.Second)
-		for inFlight() != 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		freed <- inFlight() == 0
-	}))
-	defer up.Close()
-	file := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy "+up.URL, 1)
-	e := newEnv(t, envOpts{file: file, global: "plan one {\n\t\t\tmax_parallel 1\n\t\t\ttokens 100000 per day\n\t\t}", site: "plan one"})
+	})
 	b := mustStatus(t, e.post("/v1/messages", token(t, "serial", nil), messagesBody(true, 5)), 200)
 	if !<-freed {
 		t.Fatalf("the request was still in flight after message_stop reached the client: %s", b)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -239,30 +240,11 @@ func TestPatchUnderTraffic(t *testing.T) {
 // request in flight: before the fix the gate freed the place only once the
 // upstream's answer had ended, and the wait timed out.
 func TestParallelSlotFreedAtTheEnd(t *testing.T) {
-	inFlight := func() int {
-		app, err := caddy.ActiveContext().App("llm_gate")
-		if err != nil {
-			t.Error(err)
-			return -1
-		}
-		return app.(*gate.App).State().Engine.InFlight("serial")
-	}
-	freed := make(chan bool, 1)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
+	e, freed := slotWatch(t, func(w io.Writer) {
 		fmt.Fprint(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}`+"\n\n")
 		fmt.Fprint(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`+"\n\n")
 		fmt.Fprint(w, "data: [DONE]\n\n")
-		w.(http.Flusher).Flush()
-		deadline := time.Now().Add(5 * time.Second)
-		for inFlight() != 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		freed <- inFlight() == 0
-	}))
-	defer up.Close()
-	file := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy "+up.URL, 1)
-	e := newEnv(t, envOpts{file: file, global: "plan one {\n\t\t\tmax_parallel 1\n\t\t\ttokens 100000 per day\n\t\t}", site: "plan one"})
+	})
 	b := mustStatus(t, e.post("/v1/chat/completions", token(t, "serial", nil), chatBody("sim-model", true, map[string]any{"max_tokens": 5})), 200)
 	if !<-freed {
 		t.Fatalf("the request was still in flight after [DONE] reached the client: %s", b)
@@ -270,9 +252,43 @@ func TestParallelSlotFreedAtTheEnd(t *testing.T) {
 	if r := e.waitRecords("serial", 1)[0]; r.PromptTokens != 5 || r.CompletionTokens != 1 {
 		t.Fatalf("record %+v", r)
 	}
-	if n := inFlight(); n != 0 {
+	if n := inFlight(t, "serial"); n != 0 {
 		t.Fatalf("%d in flight after the request settled", n)
 	}
+}
+
+// inFlight is the number of user's requests the running gate counts in
+// flight.
+func inFlight(t *testing.T, user string) int {
+	app, err := caddy.ActiveContext().App("llm_gate")
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	return app.(*gate.App).State().Engine.InFlight(user)
+}
+
+// slotWatch starts a gate whose plan allows one request in flight, in
+// front of a stand-in upstream that answers every request with the stream
+// write writes, then keeps its answer open until the gate no longer counts
+// user "serial"'s request in flight (at most 5 s) and says on freed whether
+// it did.
+func slotWatch(t *testing.T, write func(io.Writer)) (*env, <-chan bool) {
+	freed := make(chan bool, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		write(w)
+		w.(http.Flusher).Flush()
+		deadline := time.Now().Add(5 * time.Second)
+		for inFlight(t, "serial") != 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		freed <- inFlight(t, "serial") == 0
+	}))
+	t.Cleanup(up.Close)
+	file := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy "+up.URL, 1)
+	return newEnv(t, envOpts{file: file, global: "plan one {\n\t\t\tmax_parallel 1\n\t\t\ttokens 100000 per day\n\t\t}", site: "plan one"}), freed
 }
 
 // TestParallelSlotNotFreedByText: text inside the stream that reads
