@@ -53,6 +53,41 @@ func TestPromptCountTokenize(t *testing.T) {
 	if !sawTokenize {
 		t.Fatal("the emulator never saw /tokenize")
 	}
+
+	// A Messages request is counted as the chat vLLM converts it to:
+	// system, text, thinking, a tool call and its result, tools.
+	tools := []map[string]any{{"name": "get_weather", "description": "The weather now.",
+		"input_schema": map[string]any{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}}}}
+	msgs := []map[string]any{
+		{"role": "user", "content": "What is the weather in Paris?"},
+		{"role": "assistant", "content": []map[string]any{{"type": "thinking", "thinking": "Look it up.", "signature": "s"},
+			{"type": "text", "text": "Let me check."}, {"type": "tool_use", "id": "t1", "name": "get_weather", "input": map[string]any{"city": "Paris"}}}},
+		{"role": "user", "content": []map[string]any{{"type": "tool_result", "id": "t1", "content": []map[string]any{{"type": "text", "text": "sunny"}}},
+			{"type": "text", "text": "And tomorrow?"}}},
+	}
+	resp = e.post("/v1/messages", token(t, "kim", nil), map[string]any{"model": "sim-model", "max_tokens": 10,
+		"system": []map[string]any{{"type": "text", "text": "Be brief."}}, "tools": tools, "messages": msgs})
+	b = mustStatus(t, resp, 200)
+	var msgOut struct {
+		Usage struct {
+			InputTokens  int64 `json:"input_tokens"`
+			OutputTokens int64 `json:"output_tokens"`
+		} `json:"usage"`
+	}
+	json.Unmarshal(b, &msgOut)
+	remaining, _ = strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
+	// The first request settled with its real usage; this one holds its
+	// exact prompt and its 10.
+	if held := 100000 - remaining - firstCharge(e, "kim"); held != msgOut.Usage.InputTokens+10 {
+		t.Fatalf("a Messages request held %d tokens; its exact prompt is %d, and 10 reserved", held, msgOut.Usage.InputTokens)
+	}
+}
+
+// firstCharge is what user's first recorded request was charged.
+func firstCharge(e *env, user string) int64 {
+	recs := e.waitRecords(user, 1)
+	r := recs[len(recs)-1]
+	return r.PromptTokens + r.CompletionTokens
 }
 
 // TestModelsAndSelfService: /v1/models lists only the plan's models, a

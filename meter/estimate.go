@@ -3,7 +3,6 @@ package meter
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
 	"unsafe"
 )
 
@@ -458,63 +457,18 @@ func (e *estimator) blocks(v []byte) {
 }
 
 // anthropicTools counts Anthropic tools as the chat tools vLLM converts them
-// to, [{"type":"function","function":{"name","description","parameters"}}],
-// in compact JSON as chat tools are counted.
+// to (chatTools), in compact JSON as chat tools are counted.
 func (e *estimator) anthropicTools(v []byte) {
-	if !isArray(v) {
-		return
+	if t := chatTools(v); t != nil {
+		e.json(t)
 	}
-	b := []byte{'['}
-	for tool := range elements(v) {
-		if len(b) > 1 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"type":"function","function":{`...)
-		mark := len(b)
-		for key, val := range members(tool, nil) {
-			name := string(key)
-			switch name {
-			case "input_schema":
-				name = "parameters"
-			case "name", "description":
-			default:
-				continue
-			}
-			if len(b) > mark {
-				b = append(b, ',')
-			}
-			b = strconv.AppendQuote(b, name)
-			b = append(b, ':')
-			b = append(b, val...)
-		}
-		b = append(b, "}}"...)
-	}
-	e.json(append(b, ']'))
 }
 
-// pyJSON counts a value as Python's json.dumps writes it: compact but for a
-// space after each comma and colon.
+// pyJSON counts a value as Python's json.dumps writes it (pyDumps).
 func (e *estimator) pyJSON(v []byte) {
-	var c bytes.Buffer
-	if len(v) == 0 || json.Compact(&c, v) != nil {
-		return
+	if py := pyDumps(v); py != "" {
+		e.n += countText(e.c, py)
 	}
-	out := make([]byte, 0, c.Len()+c.Len()/4)
-	inStr, esc := false, false
-	for _, ch := range c.Bytes() {
-		out = append(out, ch)
-		switch {
-		case esc:
-			esc = false
-		case inStr && ch == '\\':
-			esc = true
-		case ch == '"':
-			inStr = !inStr
-		case !inStr && (ch == ',' || ch == ':'):
-			out = append(out, ' ')
-		}
-	}
-	e.n += countText(e.c, string(out))
 }
 
 // pairTokens is the estimate of the special tokens a cross-encoder puts

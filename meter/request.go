@@ -537,8 +537,9 @@ func promptCount(v []byte) int {
 // TokenizeBody returns the body of a POST to vLLM's /tokenize that counts
 // this request's prompt exactly as the request itself would be rendered: for
 // chat, its messages and tools with the rendering options the client set
-// (chat template and its kwargs, add_generation_prompt, …); for completions
-// and embeddings, a single string prompt. ok is false where /tokenize cannot
+// (chat template and its kwargs, add_generation_prompt, …); for messages,
+// the chat vLLM converts the request to; for completions and embeddings, a
+// single string prompt. ok is false where /tokenize cannot
 // count the prompt in one call (a list of prompts, token arrays — which
 // EstimatePrompt counts exactly —, the Responses API): estimate those.
 func (r *Request) TokenizeBody() (body []byte, ok bool) {
@@ -578,6 +579,15 @@ func (r *Request) TokenizeBody() (body []byte, ok bool) {
 			if last {
 				add(m.name, m.val)
 			}
+		}
+	case EndpointMessages:
+		messages, tools, ok := r.chatFromMessages()
+		if !ok {
+			return nil, false
+		}
+		add("messages", messages)
+		if tools != nil {
+			add("tools", tools)
 		}
 	case EndpointCompletions, EndpointEmbeddings:
 		p := r.prompt

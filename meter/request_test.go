@@ -293,6 +293,18 @@ func TestTokenizeBody(t *testing.T) {
 		{EndpointCompletions, `{"prompt":[1,2]}`, ""},
 		{EndpointEmbeddings, `{"model":"e","input":"text"}`, `{"model":"e","prompt":"text"}`},
 		{EndpointResponses, `{"input":"x"}`, ""},
+		// Messages: the chat vLLM converts them to (system first, a tool
+		// use a call with json.dumps of its input, a user's tool result a
+		// tool message before the rest, a message left empty dropped).
+		{EndpointMessages, `{"model":"m","max_tokens":5,"system":"Be brief.","tools":[{"input_schema":{"type":"object"},"name":"f","description":"F."}],"messages":[` +
+			`{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"thinking","thinking":"hm"},{"type":"text","text":"ok"},{"type":"tool_use","id":"t1","name":"f","input":{"a":1,"b":[2,3]}}]},` +
+			`{"role":"user","content":[{"type":"tool_result","id":"t1","content":"done"},{"type":"text","text":""}]},{"role":"user","content":[{"type":"image","source":{"type":"base64","data":"AAA"}},{"type":"text","text":"see"}]}]}`,
+			`{"model":"m","messages":[{"content":"Be brief.","role":"system"},{"content":"hi","role":"user"},` +
+				`{"content":"ok","reasoning":"hm","role":"assistant","tool_calls":[{"function":{"arguments":"{\"a\": 1, \"b\": [2, 3]}","name":"f"},"id":"t1","type":"function"}]},` +
+				`{"content":"done","role":"tool","tool_call_id":"t1"},` +
+				`{"content":[{"image_url":{"url":"AAA"},"type":"image_url"},{"text":"see","type":"text"}],"role":"user"}],` +
+				`"tools":[{"type":"function","function":{"name":"f","description":"F.","parameters":{"type":"object"}}}]}`},
+		{EndpointMessages, `{"model":"m","messages":[{"role":"user","content":5}]}`, ""},
 	} {
 		r, err := ParseRequest(c.ep, []byte(c.body))
 		if err != nil {
