@@ -41,21 +41,7 @@ func TestChatBatch(t *testing.T) {
 	}
 	// Then the budget binds: each batch gets less, until none fits, and
 	// the three conversations together never spend more than the budget.
-	for i := 0; ; i++ {
-		resp := e.post("/v1/chat/completions/batch", tk, body)
-		readAll(t, resp.Body)
-		if resp.StatusCode == 429 {
-			break
-		}
-		if resp.StatusCode != 200 || i == 20 {
-			t.Fatalf("status %d after %d batches", resp.StatusCode, i+1)
-		}
-	}
-	var used int64
-	for _, r := range e.records("bea") {
-		used += r.PromptTokens + r.CompletionTokens
-	}
-	if used > 2000 || used < 1900 {
+	if used := e.untilRefused("/v1/chat/completions/batch", tk, body, 20, "bea"); used > 2000 || used < 1900 {
 		t.Fatalf("%d tokens used of a 2,000-token budget", used)
 	}
 
@@ -86,21 +72,30 @@ func TestPoolingMetered(t *testing.T) {
 	if r.Endpoint != "rerank" || r.PromptTokens != out.Usage["total_tokens"] || r.CompletionTokens != 0 || r.Estimated {
 		t.Fatalf("record %+v for usage %v", r, out.Usage)
 	}
+	score := map[string]any{"model": "sim-model", "text_1": "What is the capital of France?", "text_2": docs}
+	if used := e.untilRefused("/v1/score", tk, score, 10, "ray"); used > 200 {
+		t.Fatalf("%d tokens used of a 200-token budget", used)
+	}
+}
+
+// untilRefused sends body with cred until the gate answers 429, failing
+// the test on any other status than 200 or after max requests, and returns
+// the tokens user was charged in all.
+func (e *env) untilRefused(path, cred string, body any, max int, user string) int64 {
+	e.t.Helper()
 	for i := 0; ; i++ {
-		resp := e.post("/v1/score", tk, map[string]any{"model": "sim-model", "text_1": "What is the capital of France?", "text_2": docs})
-		readAll(t, resp.Body)
+		resp := e.post(path, cred, body)
+		readAll(e.t, resp.Body)
 		if resp.StatusCode == 429 {
 			break
 		}
-		if resp.StatusCode != 200 || i == 10 {
-			t.Fatalf("status %d after %d requests", resp.StatusCode, i+1)
+		if resp.StatusCode != 200 || i == max {
+			e.t.Fatalf("status %d after %d requests", resp.StatusCode, i+1)
 		}
 	}
 	var used int64
-	for _, r := range e.records("ray") {
-		used += r.PromptTokens
+	for _, r := range e.records(user) {
+		used += r.PromptTokens + r.CompletionTokens
 	}
-	if used > 200 {
-		t.Fatalf("%d tokens used of a 200-token budget", used)
-	}
+	return used
 }
