@@ -23,6 +23,7 @@ func TestParseFlags(t *testing.T) {
 		"-addr", ":9", "-model", "a, b,", "-max-model-len", "100", "-ttft", "250ms", "-tps", "12.5",
 		"-chunk", "4", "-length", "30", "-force-include-usage", "-legacy-force-include-usage",
 		"-legacy-include-usage-default", "-legacy-errors", "-legacy-fields", "-completions-omit-nulls",
+		"-legacy-rerank", "-anthropic-validation-errors", "-batch-rejects-stream-and-tools",
 		"-long-request-ids", "-omit-eos", "-enable-prompt-tokens-details", "-enable-request-id-headers",
 		"-response-role", "bot", "-embedding-dim", "4", "-version", "1.0", "-record-limit", "-1",
 	}, env(map[string]string{"VLLM_API_KEY": "envkey"}))
@@ -34,7 +35,7 @@ func TestParseFlags(t *testing.T) {
 		!cfg.LegacyForceIncludeUsage || !cfg.LegacyIncludeUsageDefault || !cfg.LegacyErrors || !cfg.LegacyFields ||
 		!cfg.CompletionsOmitNulls || !cfg.LongRequestIDs || !cfg.OmitEOS || !cfg.EnablePromptTokensDetails ||
 		!cfg.EnableRequestIDHeaders || cfg.ResponseRole != "bot" || cfg.EmbeddingDim != 4 || cfg.Version != "1.0" ||
-		cfg.RecordLimit != -1 || cfg.APIKey != "envkey" {
+		cfg.RecordLimit != -1 || cfg.APIKey != "envkey" || !cfg.LegacyRerank || !cfg.AnthropicValidationErrors || !cfg.BatchRejectsStreamAndTools {
 		t.Fatalf("parsed %q %+v", addr, cfg)
 	}
 	if _, cfg, _ := parseFlags([]string{"-api-key", "flag", "-api-key", "second"}, env(map[string]string{"VLLM_API_KEY": "envkey"})); cfg.APIKey != "flag" || len(cfg.APIKeys) != 1 || cfg.APIKeys[0] != "second" {
