@@ -125,7 +125,7 @@ func (r *Request) EstimatePrompt(c Counter) int64 {
 			e.blocks(r.system)
 		}
 		e.anthropicMessages(r.messages)
-		e.anthropicTools(r.tools)
+		e.json(chatTools(r.tools)) // the chat tools vLLM makes of them
 	default:
 		e.messages(r.messages)
 		e.inputs(r.prompt)
@@ -436,7 +436,7 @@ func (e *estimator) blocks(v []byte) {
 		switch {
 		case stringEq(typ, "tool_use"):
 			e.str(name)
-			e.pyJSON(input) // the call's arguments: json.dumps(input)
+			e.n += countText(e.c, pyDumps(input)) // the call's arguments: json.dumps(input)
 		case stringEq(typ, "tool_result"):
 			e.n += tokensPerMessage // a message of its own
 			if isString(content) {
@@ -453,21 +453,6 @@ func (e *estimator) blocks(v []byte) {
 			e.str(text)
 			e.str(thinking)
 		}
-	}
-}
-
-// anthropicTools counts Anthropic tools as the chat tools vLLM converts them
-// to (chatTools), in compact JSON as chat tools are counted.
-func (e *estimator) anthropicTools(v []byte) {
-	if t := chatTools(v); t != nil {
-		e.json(t)
-	}
-}
-
-// pyJSON counts a value as Python's json.dumps writes it (pyDumps).
-func (e *estimator) pyJSON(v []byte) {
-	if py := pyDumps(v); py != "" {
-		e.n += countText(e.c, py)
 	}
 }
 
