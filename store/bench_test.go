@@ -199,3 +199,29 @@ func BenchmarkCommitUsers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitOpen commits the open records of 1,000 streams in flight,
+// as each commit does while they run (a stream's is rewritten with its
+// counts so far): what checkpointing the streams adds to a commit.
+func BenchmarkCommitOpen(b *testing.B) {
+	const streams = 1000
+	s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	open := make(map[uint64]Record, streams)
+	b.ReportAllocs()
+	n := int64(0)
+	for b.Loop() {
+		n++
+		for id := range uint64(streams) {
+			open[id+1] = Record{Time: t0, User: fmt.Sprintf("user%03d", id%100), Model: "llama-8b", Endpoint: "chat", Plan: "free",
+				Status: 200, PromptTokens: 20, CompletionTokens: 50 * n, Estimated: true, Duration: time.Duration(n) * time.Second}
+		}
+		if err := s.Commit(&Batch{Open: open}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*streams), "ns/stream")
+}

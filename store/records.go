@@ -40,6 +40,11 @@ type Record struct {
 	Duration time.Duration `json:"-"`
 	TTFT     time.Duration `json:"-"`
 	Plan     string        `json:"plan,omitempty"`
+	// Incomplete marks a request that was still running when its gate
+	// stopped without finishing it (a crash, kill -9): the record holds
+	// what the request had produced at the last commit before, as its
+	// open record did (see Batch.Open), and its counts are estimated.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // recordJSON is Record with its durations as milliseconds.
@@ -106,6 +111,13 @@ func (r *Record) Validate() error {
 
 const recordFormat = 1
 
+// Bits of a record's flags byte.
+const (
+	flagEstimated  = 1
+	flagIncomplete = 2
+	knownFlags     = flagEstimated | flagIncomplete
+)
+
 // appendRecord encodes a record's value (its time is in the bucket key).
 func appendRecord(b []byte, r *Record) []byte {
 	e := encoder{b: b}
@@ -122,7 +134,10 @@ func appendRecord(b []byte, r *Record) []byte {
 	e.uvarint(uint64(r.CachedTokens))
 	var flags byte
 	if r.Estimated {
-		flags |= 1
+		flags |= flagEstimated
+	}
+	if r.Incomplete {
+		flags |= flagIncomplete
 	}
 	e.byte(flags)
 	e.uvarint(uint64(r.Duration / time.Microsecond))
@@ -152,14 +167,15 @@ func decodeRecord(k, v []byte) (Record, error) {
 	flags := d.byte()
 	dur := d.uvarint()
 	ttft := d.uvarint()
-	if status > 999 || flags > 1 || dur > math.MaxInt64/1000 || ttft > math.MaxInt64/1000 {
+	if status > 999 || flags&^knownFlags != 0 || dur > math.MaxInt64/1000 || ttft > math.MaxInt64/1000 {
 		d.fail()
 	}
 	if err := d.done(); err != nil {
 		return Record{}, err
 	}
 	r.Status = int(status)
-	r.Estimated = flags&1 != 0
+	r.Estimated = flags&flagEstimated != 0
+	r.Incomplete = flags&flagIncomplete != 0
 	r.Duration = time.Duration(dur) * time.Microsecond
 	r.TTFT = time.Duration(ttft) * time.Microsecond
 	return r, nil
@@ -225,10 +241,20 @@ type Batch struct {
 	// KeyLastUsed maps a key id to when it was last used. A time is kept
 	// only if later than the stored one; unknown keys are skipped.
 	KeyLastUsed map[string]time.Time
+	// Open holds the open records of requests still running, by an id of
+	// the writer's: what each has produced so far. They are kept apart
+	// from the records (neither listed nor summed) until Closed names
+	// them: the request's own record then replaces them. Those a crash
+	// leaves are its records: the next Open turns them into Incomplete
+	// records, summed like the others.
+	Open map[uint64]Record
+	// Closed are open records to delete, after Open's are written.
+	Closed []uint64
 }
 
 func (b *Batch) empty() bool {
-	return b == nil || len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0
+	return b == nil || len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0 &&
+		len(b.Open) == 0 && len(b.Closed) == 0
 }
 
 // Validate reports the first part of b that Commit would refuse, or nil.
@@ -236,6 +262,11 @@ func (b *Batch) Validate() error {
 	for i := range b.Records {
 		if err := b.Records[i].Validate(); err != nil {
 			return fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	for id, r := range b.Open {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("open record %d: %w", id, err)
 		}
 	}
 	for user := range b.Counters {
@@ -353,8 +384,93 @@ func (s *Store) Commit(b *Batch) error {
 				return err
 			}
 		}
-		return nil
+		return commitOpen(tx, b)
 	})
+}
+
+// commitOpen writes a batch's open records, then deletes the closed ones.
+func commitOpen(tx *bolt.Tx, b *Batch) error {
+	if len(b.Open) == 0 && len(b.Closed) == 0 {
+		return nil
+	}
+	ob := tx.Bucket(bucketOpen)
+	ids := make([]uint64, 0, len(b.Open))
+	for id := range b.Open {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		r := b.Open[id]
+		if err := ob.Put(openKey(id), appendOpen(nil, &r)); err != nil {
+			return err
+		}
+	}
+	for _, id := range b.Closed {
+		if err := ob.Delete(openKey(id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openKey is the bucket key of an open record: its id, big-endian.
+func openKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+
+// appendOpen encodes an open record: its time (Unix nanoseconds,
+// big-endian), then the record as the records bucket holds it.
+func appendOpen(b []byte, r *Record) []byte {
+	return appendRecord(binary.BigEndian.AppendUint64(b, timeNanos(r.Time)), r)
+}
+
+// recoverOpen turns the open records a previous process left (it stopped
+// without closing them: a crash) into Incomplete records, summed into the
+// hourly aggregates, in one commit. Their tokens are in the counters
+// already: the commits that wrote them charged them. An open record that
+// cannot be decoded is dropped. It returns how many were recovered and
+// dropped.
+func (s *Store) recoverOpen() (recovered, dropped int, err error) {
+	var b Batch
+	var badKeys [][]byte // not an id: nothing of ours wrote them
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOpen).ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				badKeys = append(badKeys, bytes.Clone(k))
+				return nil
+			}
+			b.Closed = append(b.Closed, binary.BigEndian.Uint64(k))
+			var r Record
+			var err error
+			if len(v) < 8 {
+				err = errCorrupt
+			} else if r, err = decodeRecord(append(v[:8:8], make([]byte, 8)...), v[8:]); err == nil {
+				err = r.Validate()
+			}
+			if err != nil {
+				dropped++
+				return nil
+			}
+			r.Incomplete = true
+			b.Records = append(b.Records, r)
+			return nil
+		})
+	})
+	if err == nil && len(badKeys) > 0 {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			for _, k := range badKeys {
+				if err := tx.Bucket(bucketOpen).Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err == nil {
+		err = s.Commit(&b)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return len(b.Records), dropped + len(badKeys), nil
 }
 
 // seekValue is the bucket's Get(key) through a cursor of the bucket: nil if

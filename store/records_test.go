@@ -102,7 +102,7 @@ func TestRecordEncoding(t *testing.T) {
 	r := Record{
 		Time: t0.Add(123 * time.Nanosecond), User: "ü", KeyID: "k", Model: "m", Endpoint: "/e", Status: 599,
 		PromptTokens: 1 << 40, CompletionTokens: 2, CachedTokens: 3, Estimated: true,
-		Duration: time.Hour + 1500*time.Nanosecond, TTFT: 999 * time.Nanosecond, Plan: "p",
+		Duration: time.Hour + 1500*time.Nanosecond, TTFT: 999 * time.Nanosecond, Plan: "p", Incomplete: true,
 	}
 	k := recordKey(nil, timeNanos(r.Time), 42)
 	v := appendRecord(nil, &r)
@@ -123,13 +123,28 @@ func TestRecordEncoding(t *testing.T) {
 	if len(v) > 40 {
 		t.Errorf("a small record encodes to %d bytes", len(v))
 	}
+	if r, err := decodeRecord(k, withFlags(t, flagEstimated|flagIncomplete)); err != nil || !r.Estimated || !r.Incomplete {
+		t.Errorf("flags 3: %+v %v", r, err)
+	}
 	for _, bad := range []struct{ k, v []byte }{
 		{k[:8], v}, {k, nil}, {k, v[:len(v)-1]}, {k, append(slices.Clone(v), 0)}, {k, append([]byte{2}, v[1:]...)},
+		{k, withFlags(t, 4)}, // a flag of a later version
 	} {
 		if _, err := decodeRecord(bad.k, bad.v); err == nil {
 			t.Errorf("decodeRecord(%x, %x) succeeded", bad.k, bad.v)
 		}
 	}
+}
+
+// withFlags encodes a record without durations, its flags byte (the third
+// from the end) set to f.
+func withFlags(t *testing.T, f byte) []byte {
+	v := appendRecord(nil, &Record{User: "u"})
+	if v[len(v)-3] != 0 || v[len(v)-2] != 0 || v[len(v)-1] != 0 {
+		t.Fatalf("unexpected encoding %x", v)
+	}
+	v[len(v)-3] = f
+	return v
 }
 
 // genRecords makes n records over users, models and a span of time

@@ -18,6 +18,7 @@
 //	counters  user id → opaque quota state
 //	agg       hour (8-byte big-endian Unix seconds), user id, 0x00, model → sums
 //	records   8-byte big-endian Unix nanoseconds, 8-byte sequence → Record (binary)
+//	open      8-byte big-endian id → Unix nanoseconds, Record: requests in flight (version 2)
 package store
 
 import (
@@ -42,7 +43,7 @@ var ErrInvalid = errors.New("invalid argument")
 
 // SchemaVersion is the layout version this build reads and writes. Bump it
 // with a migration in migrations whenever the layout changes incompatibly.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -66,6 +67,8 @@ type Store struct {
 	path string
 	// now is the clock for Created/Updated/Revoked stamps; tests replace it.
 	now func() time.Time
+	// recovered and dropped: see Recovered.
+	recovered, dropped int
 }
 
 var (
@@ -77,10 +80,11 @@ var (
 	bucketCounters = []byte("counters")
 	bucketAgg      = []byte("agg")
 	bucketRecords  = []byte("records")
+	bucketOpen     = []byte("open")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketUsers, bucketKeys, bucketKeyHash, bucketUserKeys,
-		bucketCounters, bucketAgg, bucketRecords,
+		bucketCounters, bucketAgg, bucketRecords, bucketOpen,
 	}
 
 	metaSchema = []byte("schema")
@@ -91,8 +95,12 @@ var (
 type migration func(tx *bolt.Tx) error
 
 // migrations[i] upgrades a file from version i+1 to i+2, so the table has
-// SchemaVersion-1 entries. Version 1 is the first layout: nothing to do yet.
-var migrations = []migration{}
+// SchemaVersion-1 entries. Version 1 is the first layout; version 2 adds
+// the open bucket (created with any missing bucket) and the Incomplete flag
+// of records, which a version 1 build would refuse to decode.
+var migrations = []migration{
+	func(*bolt.Tx) error { return nil }, // 1 → 2
+}
 
 // Open opens the store file at path, creating it (mode 0600, parent
 // directories 0700) and its buckets when missing. It refuses a file written
@@ -122,8 +130,18 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, now: time.Now}, nil
+	s := &Store{db: db, path: path, now: time.Now}
+	if s.recovered, s.dropped, err = s.recoverOpen(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: recovering the requests %s left open: %w", path, err)
+	}
+	return s, nil
 }
+
+// Recovered is how many requests the last process using the file left
+// running (it crashed) that Open turned into Incomplete records, and how
+// many of their open records it dropped as unreadable.
+func (s *Store) Recovered() (recovered, dropped int) { return s.recovered, s.dropped }
 
 // openChecked opens the file, checks that it holds every page its metadata
 // counts and prepares its layout. A damaged file is an error here rather
