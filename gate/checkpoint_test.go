@@ -56,20 +56,25 @@ func TestCheckpointStress(t *testing.T) {
 						t.Error(err)
 						return
 					}
-					p := res.Track()
-					s.Track(p)
+					rec := store.Record{Time: time.Now(), User: user, Model: "m", Endpoint: "chat"}
+					st := s.Track(res.Track(), rec)
 					n := int64(20)
 					for range r.IntN(20) {
 						n += r.Int64N(10)
-						p.Report(n)
+						st.Report(200, 20, n)
+						if r.IntN(4) == 0 {
+							time.Sleep(time.Millisecond) // let commits write open records
+						}
 					}
+					rec.Status, rec.PromptTokens = 200, 20
 					if i%7 == 0 {
 						res.Cancel()
+						s.Untrack(st)
 					} else {
 						res.Settle(20, n-20+r.Int64N(21)-10)
+						_ = s.Finish(st, rec)
+						s.Untrack(st) // as the handler's defer does: nothing more
 					}
-					_ = s.Record(store.Record{Time: time.Now(), User: user, Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1})
-					s.Untrack(p)
 				}
 			})
 		}
@@ -96,5 +101,54 @@ func TestCheckpointStress(t *testing.T) {
 		if err := s.Destruct(); err != nil {
 			t.Fatal(err)
 		}
+		// Every open record was replaced by its request's record or
+		// deleted with its cancel: none is left for a restart to recover.
+		db, err := store.Open(s.path, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, dropped := db.Recovered(); n != 0 || dropped != 0 {
+			t.Errorf("flush %v: %d open records left (%d unreadable)", flush, n, dropped)
+		}
+		db.Close()
+	}
+}
+
+// TestStreamOutlivesStore: a stream still running when its store closes (a
+// reload to another file, a stop that did not wait for it) keeps its open
+// record there, with what it had produced: its own record is refused, and
+// the next open of the file makes the open record an incomplete one.
+func TestStreamOutlivesStore(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	s.configure(time.Hour, 0)
+	s.start()
+	var l quota.Limits
+	l.Tokens[quota.Day] = 1 << 40
+	res, err := s.Engine.Admit(quota.Request{User: "a", Limits: l, Prompt: 20, Output: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := store.Record{Time: time.Now(), User: "a", Model: "m", Endpoint: "chat", Plan: "p"}
+	st := s.Track(res.Track(), rec)
+	st.Report(200, 20, 120)
+	if err := s.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	res.Settle(20, 150)
+	rec.Status, rec.PromptTokens, rec.CompletionTokens = 200, 20, 150
+	if err := s.Finish(st, rec); err == nil {
+		t.Fatal("a record was accepted after the store closed")
+	}
+	db, err := store.Open(s.path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	recs, _, err := db.Records(store.RecordQuery{})
+	if n, _ := db.Recovered(); n != 1 || err != nil || len(recs) != 1 {
+		t.Fatalf("recovered %d: %+v %v", n, recs, err)
+	}
+	if r := recs[0]; !r.Incomplete || r.Status != 200 || r.PromptTokens != 20 || r.CompletionTokens != 100 || r.Plan != "p" {
+		t.Errorf("recovered %+v", r)
 	}
 }

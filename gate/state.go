@@ -54,10 +54,12 @@ type State struct {
 	// the next batch to fill without growing a new one from nothing.
 	spare []store.Record
 
-	// streams are the requests in flight whose progress each commit
-	// charges first (quota.Progress).
+	// streams are the requests in flight that each commit checkpoints
+	// (see Track).
 	streamsMu sync.Mutex
-	streams   map[*quota.Progress]struct{}
+	streams   map[*Stream]struct{}
+	// lastOpenID numbers the streams' open records; guarded by streamsMu.
+	lastOpenID uint64
 	// lastCheckpoint is when checkpoint last ran; guarded by flushMu.
 	lastCheckpoint time.Time
 
@@ -75,7 +77,7 @@ func newState(path string, logger *zap.Logger) *State {
 		path:      path,
 		logger:    logger,
 		keyQueued: make(map[string]time.Time),
-		streams:   make(map[*quota.Progress]struct{}),
+		streams:   make(map[*Stream]struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -103,6 +105,12 @@ func (s *State) DB() (*store.Store, error) {
 		return nil, fmt.Errorf("opening llm_gate store %s: %w", s.path, err)
 	}
 	s.logger.Info("store opened", zap.String("path", s.path))
+	if n, dropped := db.Recovered(); n+dropped > 0 {
+		// The last process stopped without ending them (a crash): their
+		// records hold what they had produced at its last commit.
+		s.logger.Warn("recorded the requests the last process left running as incomplete",
+			zap.String("path", s.path), zap.Int("requests", n), zap.Int("unreadable", dropped))
+	}
 	s.db = db
 	return db, nil
 }
@@ -195,18 +203,27 @@ const keyUsedGrain = time.Minute
 
 // Record queues a per-request record and, when the flush interval is 0,
 // commits it (and everything else pending) before returning.
-func (s *State) Record(rec store.Record) error {
+func (s *State) Record(rec store.Record) error { return s.record(rec, 0) }
+
+// record is Record, deleting the open record closeID (if not 0) in the
+// same commit.
+func (s *State) record(rec store.Record, closeID uint64) error {
 	// One invalid record would fail every later commit of its batch.
 	if err := rec.Validate(); err != nil {
+		s.closeOpen(closeID) // the open record must not outlive the request
 		return err
 	}
 	s.pendMu.Lock()
 	if s.closing {
-		// Requests still running when a reload moved to another file.
+		// Requests still running when a reload moved to another file:
+		// their open records, if any, are in it and stay there.
 		s.pendMu.Unlock()
 		return fmt.Errorf("llm_gate store %s was closed when the config using it was replaced: the usage of %s's request is lost", s.path, rec.User)
 	}
 	s.pending.Records = append(s.pending.Records, rec)
+	if closeID != 0 {
+		s.pending.Closed = append(s.pending.Closed, closeID)
+	}
 	if rec.KeyID != "" {
 		if last, ok := s.keyQueued[rec.KeyID]; !ok || rec.Time.Sub(last) >= keyUsedGrain {
 			if !ok && len(s.keyQueued) >= maxCached {
@@ -226,44 +243,6 @@ func (s *State) Record(rec store.Record) error {
 	return nil
 }
 
-// Track has every commit charge p's progress until Untrack: the tokens of a
-// stream still running are in the committed counters within a commit of
-// their generation.
-func (s *State) Track(p *quota.Progress) {
-	s.streamsMu.Lock()
-	s.streams[p] = struct{}{}
-	s.streamsMu.Unlock()
-}
-
-// Untrack ends Track.
-func (s *State) Untrack(p *quota.Progress) {
-	s.streamsMu.Lock()
-	delete(s.streams, p)
-	s.streamsMu.Unlock()
-}
-
-func (s *State) streaming() bool {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	return len(s.streams) > 0
-}
-
-// checkpoint charges the progress of every tracked stream. With a flush
-// interval of 0 every request's record is a commit: the streams are then
-// checkpointed once a second, not by each. The caller holds flushMu.
-func (s *State) checkpoint() {
-	now := time.Now()
-	if s.FlushInterval() == 0 && now.Sub(s.lastCheckpoint) < 900*time.Millisecond { // a second, less the timer's slack
-		return
-	}
-	s.lastCheckpoint = now
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	for p := range s.streams {
-		s.Engine.Checkpoint(p)
-	}
-}
-
 // Flush commits pending records, key last-used times and changed counters
 // (with the progress of the streams in flight) in one transaction. On
 // failure the usage stays pending for the next try.
@@ -271,14 +250,15 @@ func (s *State) Flush() error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 
-	s.checkpoint()
+	open := s.checkpoint()
 	s.pendMu.Lock()
 	b := s.pending
 	s.pending = store.Batch{Records: s.spare}
 	s.spare = nil
 	s.pendMu.Unlock()
 	b.Counters = mergeCounters(b.Counters, s.Engine.Dirty())
-	if len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0 {
+	b.Open = mergeOpen(b.Open, open)
+	if len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0 && len(b.Open) == 0 && len(b.Closed) == 0 {
 		return nil
 	}
 	start := time.Now()
@@ -326,6 +306,8 @@ func (s *State) requeue(b store.Batch) {
 	}
 	// Counters changed since are newer than the failed ones.
 	b.Counters = mergeCounters(b.Counters, s.pending.Counters)
+	b.Open = mergeOpen(b.Open, s.pending.Open)
+	b.Closed = append(b.Closed, s.pending.Closed...) // after the failed batch's open records
 	s.pending = b
 }
 

@@ -143,11 +143,11 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	x.mw = mw
 	if req.Stream {
 		// A stream may run for minutes: each commit charges what it has
-		// produced so far (the prompt and the text counted), so that a
-		// crash does not lose it.
-		mw.prog, mw.promptN = res.Track(), x.prompt
-		h.state.Track(mw.prog)
-		defer h.state.Untrack(mw.prog)
+		// produced so far (the prompt and the text counted) and writes it
+		// as the request's open record, so that a crash does not lose it.
+		mw.promptN = x.prompt
+		mw.st = h.state.Track(res.Track(), x.record())
+		defer h.state.Untrack(mw.st)
 	}
 	gate.RequestStarted()
 	defer func() {
@@ -191,10 +191,8 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	if mw.slotFreed {
 		res.SlotFreed()
 	}
-	rec := store.Record{
-		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.model,
-		Endpoint: x.ep.String(), Plan: x.c.eff.Plan, Status: mw.status,
-	}
+	rec := x.record()
+	rec.Status = mw.status
 	usage, reported := mw.usage()
 	upErr := mw.upstreamError()
 	aborted := x.r.Context().Err() != nil
@@ -228,8 +226,22 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	rec.TTFT = mw.ttft
 	x.c.prompt, x.c.completion, x.c.estimated, x.c.settled = rec.PromptTokens, rec.CompletionTokens, rec.Estimated, true
 	h.observe(&rec, upErr != nil || nextErr != nil || mw.status >= 500, aborted, reported, x.prompt)
-	if err := h.state.Record(rec); err != nil {
+	var err error
+	if mw.st != nil {
+		err = h.state.Finish(mw.st, rec) // replaces its open record
+	} else {
+		err = h.state.Record(rec)
+	}
+	if err != nil {
 		h.logger.Error("committing usage", zap.Error(err))
+	}
+}
+
+// record is the request's record before its outcome: who, what, when.
+func (x *exchange) record() store.Record {
+	return store.Record{
+		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.model,
+		Endpoint: x.ep.String(), Plan: x.c.eff.Plan,
 	}
 }
 
@@ -394,8 +406,8 @@ type meteredWriter struct {
 	jsonLen     int  // a JSON body's announced length, unencoded; 0 if none
 	wroteBody   bool // a body write went through
 	ttft        time.Duration
-	prog        *quota.Progress // a stream's running count, or nil
-	promptN     int64           // the gate's count of the prompt, for prog
+	st          *gate.Stream // a stream's progress, or nil
+	promptN     int64        // the gate's count of the prompt, for st
 	emit        func([]byte) error
 	wrapper     caddyhttp.ResponseWriterWrapper
 }
@@ -490,8 +502,9 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 		if mw.ttft == 0 && mw.stream.FirstToken() {
 			mw.ttft = time.Since(mw.start)
 		}
-		if mw.prog != nil {
-			mw.prog.Report(mw.prompt(mw.promptN) + mw.stream.EstimateSoFar())
+		if mw.st != nil {
+			prompt := mw.prompt(mw.promptN)
+			mw.st.Report(mw.status, prompt, prompt+mw.stream.EstimateSoFar())
 		}
 		if err != nil {
 			return 0, err

@@ -190,6 +190,48 @@ func kill9MidStream(t *testing.T, flush string) {
 	if used < generated/3 || used > generated+1100 {
 		t.Fatal("the stream's tokens so far are not in the counters")
 	}
+	// The usage reports hold it too: the open record the last commit wrote
+	// became an incomplete record, with the counts the counters hold.
+	var reqs struct {
+		Requests []struct {
+			store.Record
+			DurationMS float64 `json:"duration_ms"`
+		} `json:"requests"`
+	}
+	if err := jsonDecode(mustGet(t, p.admin+"/llm_gate/requests?user=long"), &reqs); err != nil {
+		t.Fatal(err)
+	}
+	if len(reqs.Requests) != 1 {
+		t.Fatalf("after kill -9: %d records of the stream: %+v", len(reqs.Requests), reqs.Requests)
+	}
+	r := reqs.Requests[0]
+	if !r.Incomplete || !r.Estimated || r.Status != 200 || r.PromptTokens+r.CompletionTokens != used || r.PromptTokens == 0 || r.DurationMS < 2000 {
+		t.Fatalf("after kill -9: record %+v; want incomplete, estimated, status 200, %d tokens, 2 s or more", r, used)
+	}
+	var usage struct {
+		Rows []store.UsageRow `json:"rows"`
+	}
+	if err := jsonDecode(mustGet(t, p.admin+"/llm_gate/usage?user=long"), &usage); err != nil {
+		t.Fatal(err)
+	}
+	if len(usage.Rows) != 1 || usage.Rows[0].Requests != 1 || usage.Rows[0].PromptTokens+usage.Rows[0].CompletionTokens != used {
+		t.Fatalf("after kill -9: usage %+v; want 1 request of %d tokens", usage.Rows, used)
+	}
+	if !strings.Contains(p.log.String(), "as incomplete") {
+		t.Errorf("no log of the recovery:\n%s", p.log)
+	}
+}
+
+func mustGet(t *testing.T, url string) *http.Response {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	return resp
 }
 
 // TestReloadUnderLoadLosesNothing: config reloads while streams are running

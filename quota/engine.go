@@ -170,17 +170,22 @@ func (p *Progress) Report(tokens int64) {
 
 // Checkpoint charges the tokens p's request reported beyond those already
 // charged, to every window as Settle would, and releases as much of its
-// reservation, which they use up. It does nothing once the request ended.
-func (e *Engine) Checkpoint(p *Progress) {
+// reservation, which they use up. It returns all the tokens the checkpoints
+// of the request have charged, or 0 once the request ended (it does
+// nothing then).
+func (e *Engine) Checkpoint(p *Progress) int64 {
 	if p == nil || p.u == nil {
-		return
+		return 0
 	}
 	t := p.tokens.Load()
 	c := newClock(e.now())
 	p.sh.mu.Lock()
 	defer p.sh.mu.Unlock()
-	if p.done || t <= p.charged {
-		return
+	if p.done {
+		return 0
+	}
+	if t <= p.charged {
+		return p.charged
 	}
 	delta := t - p.charged
 	p.charged = t
@@ -195,6 +200,7 @@ func (e *Engine) Checkpoint(p *Progress) {
 	p.unreserved += free
 	u.reserved -= free
 	p.sh.markDirty(u)
+	return t
 }
 
 // Slot is a request's place among the user's requests in flight, which
