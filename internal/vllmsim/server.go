@@ -324,7 +324,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req *apiRequest
 	var parseErr error
-	if len(body) > 0 {
+	var form *audioForm
+	task := audioTask(path)
+	if task != "" && r.Method == http.MethodPost {
+		// multipart/form-data, not JSON (audio.go)
+		form = s.parseAudioForm(r.Header.Get("Content-Type"), body)
+		req = form.recorded()
+	} else if len(body) > 0 {
 		req = new(apiRequest)
 		if parseErr = json.Unmarshal(body, req); parseErr != nil {
 			req = nil
@@ -370,6 +376,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		handle = s.handleTokenize
 	case "/detokenize":
 		handle = s.handleDetokenize
+	case "/v1/audio/transcriptions", "/v1/audio/translations":
+		// Form routes: no application/json check.
+		if allowMethod(w, r, http.MethodPost) {
+			s.handleAudio(w, r, task, form)
+		}
+		return
 	case "/v1/models":
 		if !allowMethod(w, r, http.MethodGet) {
 			return
