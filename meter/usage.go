@@ -93,9 +93,13 @@ func count(v []byte) int64 {
 // ok is false if v is not an object. Where both spellings of a count are
 // present the chat one wins; a repeated key takes its last value, as Python's
 // and Go's JSON decoders do.
+//
+// An object without a token count is no usage either: vLLM's speech to
+// text reports {"type":"duration","seconds":16}, which must not read as a
+// request of zero tokens.
 func parseUsage(v []byte) (u Usage, ok bool) {
 	f, ok := readUsage(v)
-	if !ok {
+	if !ok || !(f.havePT || f.haveIn || f.haveCT || f.haveOut || f.haveTT) {
 		return Usage{}, false
 	}
 	return f.usage(), true
