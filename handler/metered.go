@@ -31,7 +31,13 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		return nil
 	}
 	var req meter.Request // on the stack, as is the reservation below
-	if err := req.Parse(ep, body); err != nil {
+	if ep.Audio() {
+		if err := req.ParseForm(ep, body, r.Header.Get("Content-Type")); err != nil {
+			h.countOutcome(outcomeBadRequest)
+			errBadRequest("invalid_form", err.Error()).write(w, r)
+			return nil
+		}
+	} else if err := req.Parse(ep, body); err != nil {
 		h.countOutcome(outcomeBadRequest)
 		errBadRequest("invalid_json", err.Error()).write(w, r)
 		return nil
@@ -46,7 +52,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	// Without a client cap, reserve what the model can still produce, at
 	// most reserve_output.
 	defaultOutput, modelBound := h.ReserveOutput, false
-	if req.Uncapped() && !req.PromptOnly() && hasTokenLimit(c.eff.Limits) {
+	if req.Uncapped() && !req.PromptOnly() && !ep.Audio() && hasTokenLimit(c.eff.Limits) {
 		if n := h.modelLens.get(r, next, req.Model); n > 0 && req.Prompts > 1 {
 			// prompt is the prompts' sum here, and one cap serves them all:
 			// it must fit the longest one's context, with room for the
@@ -88,6 +94,9 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		return nil
 	}
 	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
+	if ep.Audio() {
+		x.textPrompt, x.audioExact = req.TextPromptTokens(h.app.Counter()), req.AudioExact
+	}
 	if modelBound {
 		x.modelCap = defaultOutput
 	}
@@ -108,7 +117,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		}
 	}()
 	opts := meter.RewriteOptions{
-		InjectUsage: req.Stream && (!req.IncludeUsage || req.IncludeUsageImplied) && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions),
+		InjectUsage: req.Stream && (!req.IncludeUsage || req.IncludeUsageImplied) && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions || x.ep.Audio()),
 	}
 	// The reservation's cap is set upstream, unless it is what the model
 	// can still produce anyway: vLLM then stops there by itself, counting
@@ -180,6 +189,10 @@ type exchange struct {
 	// else 0.
 	modelCap int64
 	start    time.Time
+	// textPrompt is the count of a speech-to-text request's text prompt;
+	// audioExact reports that its audio's duration is known exactly.
+	textPrompt int64
+	audioExact bool
 }
 
 // settle charges what the response shows to the reservation, keeps the
@@ -203,6 +216,9 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	switch {
 	case reported:
 		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = usage.PromptTokens, usage.CompletionTokens, usage.CachedTokens
+	case mw.audio != nil && upErr == nil && accepted:
+		rec.PromptTokens, rec.CompletionTokens = x.transcript()
+		rec.Estimated = true
 	case mw.generated():
 		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.prompt), mw.estimateCompletion(), true
 	case upErr == nil && (accepted && nextErr == nil || clientGone):
@@ -406,8 +422,10 @@ type meteredWriter struct {
 	jsonLen     int  // a JSON body's announced length, unencoded; 0 if none
 	wroteBody   bool // a body write went through
 	ttft        time.Duration
-	st          *gate.Stream // a stream's progress, or nil
-	promptN     int64        // the gate's count of the prompt, for st
+	st          *gate.Stream  // a stream's progress, or nil
+	audio       *bytes.Buffer // a speech-to-text answer's body, up to maxTranscript
+	audioMore   int64         // its bytes beyond maxTranscript
+	promptN     int64         // the gate's count of the prompt, for st
 	emit        func([]byte) error
 	wrapper     caddyhttp.ResponseWriterWrapper
 }
@@ -486,6 +504,11 @@ func (mw *meteredWriter) WriteHeader(status int) {
 			}
 		}
 	}
+	if mw.ep.Audio() && mw.stream == nil && status < 300 {
+		// vLLM's answer to a speech-to-text request reports no tokens
+		// (JSON, text, SRT or VTT): its transcript is kept to count them.
+		mw.audio = new(bytes.Buffer)
+	}
 	writeRate(hdr, mw.rate)
 	mw.ResponseWriterWrapper.WriteHeader(status)
 }
@@ -521,8 +544,40 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 			mw.json.Write(p)
 		}
 	}
+	if mw.audio != nil {
+		mw.keepTranscript(p)
+	}
 	mw.wroteBody = true
 	return mw.ResponseWriterWrapper.ResponseWriter.Write(p)
+}
+
+// maxTranscript bounds the part of a speech-to-text answer the gate keeps
+// to count; beyond it, four bytes count a token.
+const maxTranscript = 4 << 20
+
+func (mw *meteredWriter) keepTranscript(p []byte) {
+	room := maxTranscript - mw.audio.Len()
+	if len(p) > room {
+		mw.audioMore += int64(len(p) - room)
+		p = p[:room]
+	}
+	mw.audio.Write(p)
+}
+
+// transcript counts a speech-to-text answer: the tokens of its text, and
+// its prompt: the gate's count when it read the duration from a WAV
+// header, else from the audio seconds vLLM reports, if it does.
+func (x *exchange) transcript() (prompt, completion int64) {
+	mw := x.mw
+	completion, seconds, ok := meter.Transcript(mw.audio.Bytes(), x.h.app.Counter())
+	completion += mw.audioMore / 4
+	prompt = x.prompt
+	if ok && !x.audioExact {
+		// Whole seconds, rounded up: up to 100 tokens over, where an
+		// estimate from the size of compressed audio may be far off.
+		prompt = meter.AudioPromptTokens(seconds, x.textPrompt)
+	}
+	return prompt, completion
 }
 
 // ReadFrom must go through Write: the embedded one copies straight to the

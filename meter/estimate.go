@@ -74,6 +74,9 @@ const MediaPartTokens = 512
 //
 // Each string is decoded once and counted as it is met.
 func (r *Request) EstimatePrompt(c Counter) int64 {
+	if r.Endpoint.Audio() {
+		return r.estimateAudio(c)
+	}
 	e := estimator{c: c}
 	switch r.Endpoint {
 	case EndpointChat:

@@ -29,6 +29,11 @@ const (
 	// nothing, like embeddings.
 	EndpointRerank
 	EndpointScore
+	// EndpointTranscriptions and EndpointTranslations are vLLM's speech to
+	// text (/v1/audio/transcriptions, /v1/audio/translations): multipart
+	// forms with an audio file (see ParseForm).
+	EndpointTranscriptions
+	EndpointTranslations
 )
 
 // EndpointFor maps a request path to its endpoint. Only the exact paths are
@@ -52,6 +57,10 @@ func EndpointFor(path string) Endpoint {
 		return EndpointRerank
 	case "/v1/score":
 		return EndpointScore
+	case "/v1/audio/transcriptions":
+		return EndpointTranscriptions
+	case "/v1/audio/translations":
+		return EndpointTranslations
 	}
 	return EndpointOther
 }
@@ -75,6 +84,10 @@ func (e Endpoint) String() string {
 		return "rerank"
 	case EndpointScore:
 		return "score"
+	case EndpointTranscriptions:
+		return "transcriptions"
+	case EndpointTranslations:
+		return "translations"
 	}
 	return "other"
 }
@@ -151,6 +164,12 @@ type Request struct {
 	// the prompt, for TokenizeBody.
 	model      []byte
 	renderOpts []rawMember
+
+	// AudioSeconds is a speech-to-text request's audio duration: exact
+	// (AudioExact) from a WAV header, else estimated from the file's size.
+	AudioSeconds float64
+	AudioExact   bool
+	boundary     string // of the multipart form
 }
 
 // rawMember is a member of the body, its value kept raw.

@@ -43,6 +43,13 @@ type edit struct {
 // Every occurrence of a repeated key is changed, so that a server reading
 // the first occurrence is bound as well as one reading the last.
 func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
+	if r.Endpoint.Audio() {
+		// vLLM's cap there is per 30 s of audio: the gate sets none.
+		if o.InjectUsage && r.Stream && !r.IncludeUsage {
+			return rewriteForm(body, r)
+		}
+		return body, nil
+	}
 	inject := o.InjectUsage && r.Stream &&
 		(r.Endpoint == EndpointChat || r.Endpoint == EndpointCompletions)
 	var primary string
