@@ -3,6 +3,7 @@ package gate
 import (
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,5 +151,59 @@ func TestStreamOutlivesStore(t *testing.T) {
 	}
 	if r := recs[0]; !r.Incomplete || r.Status != 200 || r.PromptTokens != 20 || r.CompletionTokens != 100 || r.Plan != "p" {
 		t.Errorf("recovered %+v", r)
+	}
+}
+
+// TestInvalidOpenRecordSkipped: a stream whose record the store would
+// refuse (a model name longer than it keeps, from the request body) is
+// checkpointed without an open record: one in a batch failed every commit
+// after it (it was requeued with the batch), other users' records and
+// counters with them, and the last commit at a stop.
+func TestInvalidOpenRecordSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s := newState(path, zap.NewNop())
+	s.configure(time.Hour, 0) // commits only when the test flushes
+	if _, err := s.DB(); err != nil {
+		t.Fatal(err)
+	}
+	var l quota.Limits
+	l.Tokens[quota.Day] = 1 << 40
+	res, err := s.Engine.Admit(quota.Request{User: "mallory", Limits: l, Prompt: 20, Output: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("m", store.MaxFieldLen+1) // a model name from a request body
+	rec := store.Record{Time: time.Now(), User: "mallory", Model: long, Endpoint: "chat"}
+	st := s.Track(res.Track(), rec)
+	st.Report(200, 20, 120)
+
+	// Another user's ordinary request.
+	if err := s.Record(store.Record{Time: time.Now(), User: "alice", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Errorf("first commit: %v", err)
+	}
+	// The stream ends.
+	res.Settle(20, 150)
+	rec.Status, rec.PromptTokens, rec.CompletionTokens = 200, 20, 150
+	_ = s.Finish(st, rec)
+	s.Untrack(st)
+	for i := range 3 {
+		if err := s.Flush(); err != nil {
+			t.Errorf("commit %d after the stream ended: %v", i+2, err)
+		}
+	}
+	if err := s.Destruct(); err != nil {
+		t.Errorf("Destruct: %v", err)
+	}
+	db, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	recs, _, err := db.Records(store.RecordQuery{User: "alice"})
+	if err != nil || len(recs) != 1 {
+		t.Errorf("alice's record: %d stored (%v); want 1: it was lost with the batch the open record poisoned", len(recs), err)
 	}
 }

@@ -106,9 +106,10 @@ func (s *State) DB() (*store.Store, error) {
 	}
 	s.logger.Info("store opened", zap.String("path", s.path))
 	if n, dropped := db.Recovered(); n+dropped > 0 {
-		// The last process stopped without ending them (a crash): their
-		// records hold what they had produced at its last commit.
-		s.logger.Warn("recorded the requests the last process left running as incomplete",
+		// Requests whose process stopped without ending them (a crash),
+		// or that outlived a reload away from this file: their records
+		// hold what they had produced at the last commit.
+		s.logger.Warn("recorded the requests left running at the file's last use as incomplete",
 			zap.String("path", s.path), zap.Int("requests", n), zap.Int("unreadable", dropped))
 	}
 	s.db = db

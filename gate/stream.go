@@ -15,6 +15,11 @@ type Stream struct {
 	status atomic.Int32
 	prompt atomic.Int64
 
+	// noOpen: rec is not a record the store takes (a model name longer
+	// than it keeps), which would fail every commit it joined: the stream
+	// is checkpointed without an open record.
+	noOpen bool
+
 	// Guarded by State.streamsMu.
 	openID  uint64 // of its open record in the store; 0 until the first
 	written int64  // the tokens of the last open record queued
@@ -43,7 +48,7 @@ func (st *Stream) Report(status int, prompt, tokens int64) {
 // So a stream killed by a crash is in both the budget and the usage
 // reports, up to the last commit before.
 func (s *State) Track(p *quota.Progress, rec store.Record) *Stream {
-	st := &Stream{prog: p, rec: rec}
+	st := &Stream{prog: p, rec: rec, noOpen: rec.Validate() != nil}
 	s.streamsMu.Lock()
 	s.streams[st] = struct{}{}
 	s.streamsMu.Unlock()
@@ -108,7 +113,7 @@ func (s *State) checkpoint() map[uint64]store.Record {
 	var open map[uint64]store.Record
 	for st := range s.streams {
 		charged := s.Engine.Checkpoint(st.prog)
-		if charged == 0 || charged == st.written {
+		if charged == 0 || charged == st.written || st.noOpen {
 			continue
 		}
 		if st.openID == 0 {
