@@ -110,14 +110,16 @@ func WAV(seconds float64, seed int) []byte {
 	return b
 }
 
-// wavDuration reads a RIFF/WAVE file's duration in seconds: the data
-// chunk's bytes (as many as the file holds) over the fmt chunk's byte rate.
-// ok is false for anything else, or a WAV without samples.
+// wavDuration reads a RIFF/WAVE file's duration in seconds as libsndfile
+// (soundfile, which vLLM decodes with) does: the data chunk's frames (its
+// bytes, as many as the file holds, over the block align) over the sample
+// rate; the byte rate field is not trusted. ok is false for anything
+// else, or a WAV without samples.
 func wavDuration(b []byte) (seconds float64, ok bool) {
 	if len(b) < 12 || string(b[:4]) != "RIFF" || string(b[8:12]) != "WAVE" {
 		return 0, false
 	}
-	var byteRate uint32
+	var rate, align int64
 	for off := int64(12); off+8 <= int64(len(b)); {
 		id := string(b[off : off+4])
 		size := int64(binary.LittleEndian.Uint32(b[off+4:]))
@@ -130,27 +132,26 @@ func wavDuration(b []byte) (seconds float64, ok bool) {
 			f := b[body:]
 			format := binary.LittleEndian.Uint16(f)
 			channels := binary.LittleEndian.Uint16(f[2:])
-			rate := binary.LittleEndian.Uint32(f[4:])
-			align := binary.LittleEndian.Uint16(f[12:])
+			rate = int64(binary.LittleEndian.Uint32(f[4:]))
+			align = int64(binary.LittleEndian.Uint16(f[12:]))
 			bits := binary.LittleEndian.Uint16(f[14:])
 			switch format {
 			case 1, 3, 6, 7, 0xFFFE: // PCM, float, A-law, µ-law, extensible
 			default:
 				return 0, false
 			}
-			byteRate = binary.LittleEndian.Uint32(f[8:])
-			if channels == 0 || rate == 0 || byteRate == 0 || align == 0 || bits == 0 {
+			if channels == 0 || rate == 0 || align == 0 || bits == 0 {
 				return 0, false
 			}
 		case "data":
-			if byteRate == 0 {
+			if rate == 0 {
 				return 0, false
 			}
-			n := min(size, int64(len(b))-body)
-			if n <= 0 {
+			frames := min(size, int64(len(b))-body) / align
+			if frames <= 0 {
 				return 0, false
 			}
-			return float64(n) / float64(byteRate), true
+			return float64(frames) / float64(rate), true
 		}
 		off = body + size + size&1 // chunks are padded to an even size
 	}
