@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"mime/multipart"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func testWAV(seconds float64) []byte {
 
 // form builds a multipart body with the fields in order (a field may
 // repeat) and a file, unless file is nil.
-func form(t *testing.T, file []byte, fields ...string) (body []byte, contentType string) {
+func form(t testing.TB, file []byte, fields ...string) (body []byte, contentType string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
@@ -73,12 +74,12 @@ func TestParseForm(t *testing.T) {
 		t.Error("a form has a /tokenize body")
 	}
 
-	// Not WAV: estimated from the size, at 64 kbit/s.
+	// Not WAV: estimated from the size, at 16 kbit/s.
 	body, ct = form(t, make([]byte, 80000))
 	if err := r.ParseForm(EndpointTranslations, body, ct); err != nil {
 		t.Fatal(err)
 	}
-	if r.AudioExact || r.AudioSeconds != 10 || r.Stream || r.Model != "" || !r.Uncapped() {
+	if r.AudioExact || r.AudioSeconds != 40 || r.Stream || r.Model != "" || !r.Uncapped() {
 		t.Errorf("mp3-ish: %+v", r)
 	}
 
@@ -153,16 +154,22 @@ func TestTranscript(t *testing.T) {
 		seconds float64
 		ok      bool
 	}{
-		"json":     {`{"text":"` + words + `","usage":{"type":"duration","seconds":16}}`, 16, true},
-		"no usage": {`{"text":"` + words + `"}`, 0, false},
-		"text":     {words + "\n", 0, false},
-		"srt":      {"1\n00:00:00,000 --> 00:00:11,540\nMary had a little lamb,\n\n2\n00:00:11,540 --> 00:00:17,660\nits fleece was white as snow\n", 0, false},
-		"vtt":      {"WEBVTT\n\n00:00:00.000 --> 00:00:11.540\nMary had a little lamb,\n\n00:00:11.540 --> 00:00:17.660\nits fleece was white as snow\n", 0, false},
+		"json":            {`{"text":"` + words + `","usage":{"type":"duration","seconds":16}}`, 16, true},
+		"no usage":        {`{"text":"` + words + `"}`, 0, false},
+		"verbose, string": {`{"duration":"16.5","language":"en","text":"` + words + `","segments":[],"words":null}`, 16.5, true},
+		"verbose, float":  {`{"duration":16.5,"language":"en","text":"` + words + `"}`, 16.5, true},
+		"text":            {words + "\n", 0, false},
+		"srt":             {"1\n00:00:00,000 --> 00:00:11,540\nMary had a little lamb,\n\n2\n00:00:11,540 --> 00:00:17,660\nits fleece was white as snow\n", 17.66, true},
+		"vtt":             {"WEBVTT\n\n00:00:00.000 --> 00:00:11.540\nMary had a little lamb,\n\n00:00:11.540 --> 01:17.660 align:start\nits fleece was white as snow\n", 77.66, true},
 	} {
 		tokens, seconds, ok := Transcript([]byte(c.body), nil)
-		if seconds != c.seconds || ok != c.ok || tokens < n-2 || tokens > n+2 {
+		if math.Abs(seconds-c.seconds) > 1e-9 || ok != c.ok || tokens < n-2 || tokens > n+2 {
 			t.Errorf("%s: %d tokens (want about %d), %v s %v", name, tokens, n, seconds, ok)
 		}
+	}
+	// A text transcript keeps its lines of digits (a year said aloud).
+	if a, _, _ := Transcript([]byte("1984\n"), nil); a == 0 {
+		t.Error("a line of digits was not counted in a text answer")
 	}
 	// A duration is no token usage.
 	if _, ok := parseUsage([]byte(`{"type":"duration","seconds":16}`)); ok {
@@ -183,4 +190,75 @@ func TestEndpointsAudio(t *testing.T) {
 	if EndpointChat.Audio() || EndpointFor("/v1/audio/speech").Audio() {
 		t.Error("not audio")
 	}
+}
+
+// TestParseFormClients: forms as clients write them parse: curl -F (a
+// part Content-Type, a boundary of dashes), Python's httpx (the OpenAI
+// SDK: quoted boundary-less parameters, a final CRLF), a browser's
+// FormData (no final CRLF).
+func TestParseFormClients(t *testing.T) {
+	wav := testWAV(2)
+	for name, c := range map[string]struct{ ct, body string }{
+		"curl": {"multipart/form-data; boundary=------------------------d74496d66958873e",
+			"--------------------------d74496d66958873e\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n" +
+				"--------------------------d74496d66958873e\r\nContent-Disposition: form-data; name=\"file\"; filename=\"meeting notes.wav\"\r\nContent-Type: audio/wav\r\n\r\n" + string(wav) + "\r\n" +
+				"--------------------------d74496d66958873e--\r\n"},
+		"httpx": {"multipart/form-data; boundary=0b5d5b1e2a6f4f8c",
+			"--0b5d5b1e2a6f4f8c\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n" +
+				"--0b5d5b1e2a6f4f8c\r\nContent-Disposition: form-data; name=\"stream\"\r\n\r\ntrue\r\n" +
+				"--0b5d5b1e2a6f4f8c\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\nContent-Type: audio/x-wav\r\n\r\n" + string(wav) + "\r\n" +
+				"--0b5d5b1e2a6f4f8c--\r\n"},
+		"browser": {`multipart/form-data; boundary="----WebKitFormBoundary7MA4YWxkTrZu0gW"`,
+			"------WebKitFormBoundary7MA4YWxkTrZu0gW\r\ncontent-disposition: form-data; name=model\r\n\r\nwhisper\r\n" +
+				"------WebKitFormBoundary7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\n" + string(wav) + "\r\n" +
+				"------WebKitFormBoundary7MA4YWxkTrZu0gW--"},
+	} {
+		var r Request
+		if err := r.ParseForm(EndpointTranscriptions, []byte(c.body), c.ct); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if r.Model != "whisper" || r.AudioSeconds != 2 || !r.AudioExact || r.Stream != (name == "httpx") {
+			t.Errorf("%s: %+v", name, r)
+		}
+		r.Stream = true
+		out, err := Rewrite([]byte(c.body), &r, RewriteOptions{InjectUsage: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again Request
+		if err := again.ParseForm(EndpointTranscriptions, out, c.ct); err != nil || !again.IncludeUsage {
+			t.Errorf("%s: rewritten %+v %v:\n%q", name, again, err, out[len(out)-200:])
+		}
+	}
+}
+
+// FuzzParseForm: any body and Content-Type either parse (and then rewrite
+// into a form that parses the same, asking for the usage) or fail with
+// ErrInvalidForm; nothing panics.
+func FuzzParseForm(f *testing.F) {
+	body, ct := form(f, testWAV(0.01), "model", "m", "stream", "true", "prompt", "hi")
+	f.Add(body, ct)
+	f.Add([]byte("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nRIFF\r\n--b--"), "multipart/form-data; boundary=b")
+	f.Fuzz(func(t *testing.T, body []byte, ct string) {
+		var r Request
+		if err := r.ParseForm(EndpointTranscriptions, body, ct); err != nil {
+			if !errors.Is(err, ErrInvalidForm) {
+				t.Fatal(err)
+			}
+			return
+		}
+		r.Stream = true
+		out, err := Rewrite(body, &r, RewriteOptions{InjectUsage: true})
+		if err != nil {
+			if r.IncludeUsage {
+				t.Fatal(err)
+			}
+			t.Fatalf("a parsed form does not rewrite: %v", err)
+		}
+		var again Request
+		if err := again.ParseForm(EndpointTranscriptions, out, ct); err != nil || again.Model != r.Model || again.AudioSeconds != r.AudioSeconds || !again.IncludeUsage && !r.IncludeUsage {
+			t.Fatalf("rewritten form reads %+v, %v; the original %+v", again, err, r)
+		}
+	})
 }

@@ -170,6 +170,7 @@ type Request struct {
 	AudioSeconds float64
 	AudioExact   bool
 	boundary     string // of the multipart form
+	formEnd      int    // the offset of its closing delimiter
 }
 
 // rawMember is a member of the body, its value kept raw.
