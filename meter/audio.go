@@ -259,9 +259,10 @@ func readPart(b []byte) (formPart, error) {
 
 type formParam struct{ key, val string }
 
-// formParams reads "; key=value; key=\"quoted value\"" parameters, keys in
-// lower case. ok is false for anything else: an RFC 2231 key (key*), a
-// key without a value, a quoted value with an escape or no end.
+// formParams reads "; key=value; key=\"quoted value\"" parameters. ok is
+// false for anything else: a key not in lower case (python-multipart
+// matches them as written), an RFC 2231 key (key*), a key without a value,
+// a value with an escape, a line break or no end.
 func formParams(s string) (params []formParam, ok bool) {
 	for {
 		s = strings.TrimLeft(s, " \t")
@@ -269,8 +270,8 @@ func formParams(s string) (params []formParam, ok bool) {
 			return params, true
 		}
 		key, rest, found := strings.Cut(s, "=")
-		key = strings.ToLower(strings.TrimSpace(key))
-		if !found || key == "" || strings.ContainsAny(key, "*;\" \t") {
+		key = strings.TrimSpace(key)
+		if !found || key == "" || key != strings.ToLower(key) || strings.ContainsAny(key, "*;\"\\ \t\r\n") {
 			return nil, false
 		}
 		rest = strings.TrimLeft(rest, " \t")
@@ -288,7 +289,7 @@ func formParams(s string) (params []formParam, ok bool) {
 			val, rest, _ = strings.Cut(rest, ";")
 			val = strings.TrimSpace(val)
 			rest = ";" + rest
-			if val == "" || strings.ContainsAny(val, "\" \t") {
+			if val == "" || strings.ContainsAny(val, "\"\\ \t\r\n") {
 				return nil, false
 			}
 		}

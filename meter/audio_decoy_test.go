@@ -170,3 +170,27 @@ func TestAudioDecoyWAVByteRate(t *testing.T) {
 		t.Fatal("the sample rate is 16 kHz")
 	}
 }
+
+// TestAudioFormRefusesAmbiguousParameters: parameter spellings whose
+// reading by python-multipart is not certain are refused: a key in capitals,
+// a line break or an escape in a value.
+func TestAudioFormRefusesAmbiguousParameters(t *testing.T) {
+	for _, h := range []string{
+		`Content-Disposition: form-data; NAME="model"`,
+		`Content-Disposition: form-data; name="mo\"del"`,
+		"Content-Disposition: form-data; name=model\rx",
+	} {
+		body, ct := decoyForm(rawPart(decoyBoundary, []string{h}, []byte("forbidden")))
+		var r Request
+		if err := r.ParseForm(EndpointTranscriptions, body, ct); err == nil {
+			t.Errorf("%q: read as model %q", h, r.Model)
+		}
+	}
+	for _, ct := range []string{"multipart/form-data; BOUNDARY=" + decoyBoundary, "multipart/form-data; boundary=" + decoyBoundary + "; charset=utf-8"} {
+		body, _ := decoyForm()
+		var r Request
+		if err := r.ParseForm(EndpointTranscriptions, body, ct); err == nil {
+			t.Errorf("%q: parsed", ct)
+		}
+	}
+}
