@@ -33,6 +33,11 @@
 //	                            queries/items or data_1/data_2 (1:1, 1:N, N:N);
 //	                            each pair counts count(query) + count(doc) + 3
 //	                            prompt tokens (see pooling.go)
+//	POST /v1/audio/transcriptions, /v1/audio/translations
+//	                            speech to text from a multipart WAV upload,
+//	                            cut into 30 s chunks: json (usage in seconds),
+//	                            text, verbose_json, srt, vtt, or SSE with the
+//	                            usage chunk on request (see audio.go)
 //	GET  /v1/models             model cards with max_model_len
 //	POST /tokenize, /detokenize tokenizer routes (not guarded by the API key)
 //	GET  /metrics               Prometheus text: vllm:prompt_tokens_total,
