@@ -147,7 +147,7 @@ func satMul(a, b int64) int64 {
 // would have Starlette decode the field names differently.
 func formBoundary(contentType string) (string, error) {
 	mt, rest, _ := strings.Cut(contentType, ";")
-	if !strings.EqualFold(strings.TrimSpace(mt), "multipart/form-data") {
+	if mt != "multipart/form-data" { // as Starlette compares it
 		return "", fmt.Errorf("%w: the request must be multipart/form-data, not %q", ErrInvalidForm, contentType)
 	}
 	params, ok := formParams(rest)
@@ -222,10 +222,10 @@ func readPart(b []byte) (formPart, error) {
 	disposition := 0
 	for line := range strings.SplitSeq(string(head), "\r\n") {
 		name, val, ok := strings.Cut(line, ":")
-		if !ok || name == "" || strings.TrimSpace(name) != name {
+		if !ok || strings.Trim(name, "-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") != "" || name == "" {
 			return p, fmt.Errorf("%w: a part has a malformed header line %q", ErrInvalidForm, line)
 		}
-		if !strings.EqualFold(name, "Content-Disposition") {
+		if strings.ToLower(name) != "content-disposition" { // ASCII only: EqualFold takes ſ for s
 			continue // Content-Type and others: neither side reads them
 		}
 		if disposition++; disposition > 1 {
@@ -233,7 +233,7 @@ func readPart(b []byte) (formPart, error) {
 		}
 		typ, rest, _ := strings.Cut(val, ";")
 		params, ok := formParams(rest)
-		if !ok || !strings.EqualFold(strings.TrimSpace(typ), "form-data") {
+		if !ok || strings.ToLower(strings.Trim(typ, " \t")) != "form-data" {
 			return p, fmt.Errorf("%w: a part's Content-Disposition is not form-data with plain parameters: %q", ErrInvalidForm, val)
 		}
 		haveName := false
@@ -260,9 +260,11 @@ func readPart(b []byte) (formPart, error) {
 type formParam struct{ key, val string }
 
 // formParams reads "; key=value; key=\"quoted value\"" parameters. ok is
-// false for anything else: a key not in lower case (python-multipart
-// matches them as written), an RFC 2231 key (key*), a key without a value,
-// a value with an escape, a line break or no end.
+// false for anything else, which python-multipart may read otherwise: a
+// key that is not a lower-case token (it matches keys as written; key* is
+// RFC 2231's), a plain value that is not an RFC 7230 token (it stops at
+// some separators, and keeps the whitespace Go would trim), a quoted value
+// with an escape, a line break or no end.
 func formParams(s string) (params []formParam, ok bool) {
 	for {
 		s = strings.TrimLeft(s, " \t")
@@ -270,8 +272,8 @@ func formParams(s string) (params []formParam, ok bool) {
 			return params, true
 		}
 		key, rest, found := strings.Cut(s, "=")
-		key = strings.TrimSpace(key)
-		if !found || key == "" || key != strings.ToLower(key) || strings.ContainsAny(key, "*;\"\\ \t\r\n") {
+		key = strings.TrimRight(key, " \t")
+		if !found || !isToken(key) || key != strings.ToLower(key) || strings.Contains(key, "*") {
 			return nil, false
 		}
 		rest = strings.TrimLeft(rest, " \t")
@@ -287,9 +289,9 @@ func formParams(s string) (params []formParam, ok bool) {
 			}
 		} else {
 			val, rest, _ = strings.Cut(rest, ";")
-			val = strings.TrimSpace(val)
+			val = strings.TrimRight(val, " \t")
 			rest = ";" + rest
-			if val == "" || strings.ContainsAny(val, "\"\\ \t\r\n") {
+			if !isToken(val) {
 				return nil, false
 			}
 		}
@@ -304,6 +306,18 @@ func formParams(s string) (params []formParam, ok bool) {
 			return nil, false
 		}
 	}
+}
+
+// isToken reports whether s is an RFC 7230 token: letters, digits and
+// !#$%&'*+-.^_`|~, nothing else.
+func isToken(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // formBool reads a boolean form value as pydantic does; "" (absent) is

@@ -194,3 +194,44 @@ func TestAudioFormRefusesAmbiguousParameters(t *testing.T) {
 		}
 	}
 }
+
+// TestAudioDecoyPlainParameterValues: a plain (unquoted) parameter value
+// was taken up to the next ";" and trimmed of any Unicode space, where
+// python-multipart stops at separators such as / : @ = and keeps the
+// spaces Go trimmed: "name=model/x" was an unknown field to the gate and
+// the model to vLLM, "name=model\v" the model to the gate and an unknown
+// field to vLLM. Found by a differential run against Starlette 0.26.1 and
+// python-multipart 0.0.5 (27,581 accepted forms, 816 read otherwise);
+// plain values must be RFC 7230 tokens now.
+func TestAudioDecoyPlainParameterValues(t *testing.T) {
+	for _, disposition := range []string{
+		"form-data; name=model/x", "form-data; name=model:", "form-data; name=model@x", "form-data; name=stream_continuous_usage_stats=",
+		"form-data; name=model\v", "form-data; name=model\f", "form-data; name=\u00a0model", "form-data; name=prompt\u0085",
+		"form-data; name=max_completion_tokens\u2028", "form-data; name=file@x; filename=\"b.wav\"", "form-data; name=\u2028file; filename=b.wav",
+	} {
+		body, ct := decoyForm(rawPart(decoyBoundary, []string{"Content-Disposition: " + disposition}, []byte("forbidden")))
+		var r Request
+		if err := r.ParseForm(EndpointTranscriptions, body, ct); err == nil {
+			t.Errorf("%q: accepted (model %q)", disposition, r.Model)
+		}
+	}
+	// Header names and the media type as Starlette compares them.
+	for _, h := range []string{"Content-Di\u017fposition: form-data; name=\"model\"", "Content_Disposition: form-data; name=\"model\""} {
+		body, ct := decoyForm(rawPart(decoyBoundary, []string{h}, []byte("forbidden")))
+		var r Request
+		if err := r.ParseForm(EndpointTranscriptions, body, ct); err == nil {
+			t.Errorf("%q: accepted (model %q)", h, r.Model)
+		}
+	}
+	body, _ := decoyForm()
+	var r Request
+	if err := r.ParseForm(EndpointTranscriptions, body, "Multipart/Form-Data; boundary="+decoyBoundary); err == nil {
+		t.Error("a media type in capitals, which Starlette does not take for a form, was parsed")
+	}
+	// Plain tokens still are fine.
+	plain := rawPart(decoyBoundary, []string{"Content-Disposition: form-data; name=stream"}, []byte("true"))
+	body, ct := decoyForm(plain)
+	if err := r.ParseForm(EndpointTranscriptions, body, ct); err != nil || !r.Stream || r.Model != "sim-model" {
+		t.Errorf("plain token name: %+v %v", r, err)
+	}
+}
