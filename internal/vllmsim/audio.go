@@ -463,28 +463,7 @@ func (s *Server) handleAudio(w http.ResponseWriter, r *http.Request, task string
 		return
 	}
 	as.sw = sw
-	o := g.runChunks(r.Context(), as)
-	g.finish(o)
-	switch o {
-	case outcomeAborted:
-		return
-	case outcomeCrash:
-		panic(http.ErrAbortHandler)
-	case outcomeError:
-		if sw.send(s.appendStreamError(sw.buf[:0], generationError)) != nil {
-			return
-		}
-	default:
-		if include {
-			b := append(sw.buf[:0], as.prefix...)
-			b = append(b, `],"usage":`...)
-			b = s.appendUsage(b, prompt, g.completionTokens(), usageChunk)
-			if sw.send(append(b, "}\n\n"...)) != nil {
-				return
-			}
-		}
-	}
-	_ = sw.send(append(sw.buf[:0], doneEvent...))
+	s.endStream(sw, g, g.runChunks(r.Context(), as), as.prefix, include, usageChunk)
 }
 
 // audioFrames is the prompt tokens of seconds of audio: ceil(seconds × 100).

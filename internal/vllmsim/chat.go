@@ -87,7 +87,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, req *apiRequ
 		return
 	}
 	cs.sw = sw
-	s.endStream(sw, g, g.run(r.Context(), cs), cs.prefix, include)
+	s.endStream(sw, g, g.run(r.Context(), cs), cs.prefix, include, usageFinal)
 }
 
 // startChat is the chat path from the parsed messages to a started

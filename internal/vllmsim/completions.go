@@ -81,7 +81,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, req *
 		return
 	}
 	cs.sw = sw
-	s.endStream(sw, g, g.run(r.Context(), cs), cs.prefix, include)
+	s.endStream(sw, g, g.run(r.Context(), cs), cs.prefix, include, usageFinal)
 }
 
 // completionStream writes text_completion chunks (VLLM.md §3.8): no role

@@ -110,11 +110,12 @@ func appendChunkPrefix(b []byte, id, object string, created int64, model string)
 	return append(b, `,"choices":[`...)
 }
 
-// endStream finishes a chat or completions stream after the generation
-// ended with o: nothing more for an abort, a cut connection for a crash, an
-// error event for a failure, else the optional usage chunk. [DONE] follows
-// the last two.
-func (s *Server) endStream(sw *streamWriter, g *generation, o outcome, prefix []byte, include bool) {
+// endStream finishes a chat, completions or speech-to-text stream after
+// the generation ended with o: nothing more for an abort, a cut connection
+// for a crash, an error event for a failure, else the optional usage chunk,
+// its usage in the given shape (usageFinal; a transcription's has no
+// details: usageChunk). [DONE] follows the last two.
+func (s *Server) endStream(sw *streamWriter, g *generation, o outcome, prefix []byte, include bool, shape int) {
 	g.finish(o)
 	switch o {
 	case outcomeAborted:
@@ -129,7 +130,7 @@ func (s *Server) endStream(sw *streamWriter, g *generation, o outcome, prefix []
 		if include {
 			b := append(sw.buf[:0], prefix...)
 			b = append(b, `],"usage":`...)
-			b = s.appendUsage(b, g.prompt, g.completionTokens(), usageFinal)
+			b = s.appendUsage(b, g.prompt, g.completionTokens(), shape)
 			b = append(b, "}\n\n"...)
 			if sw.send(b) != nil {
 				return
