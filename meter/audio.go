@@ -335,7 +335,8 @@ func formBool(v string) (b, ok bool) {
 // audioDuration reads an audio file's length in seconds: exactly for a
 // PCM WAV file, as libsndfile (which vLLM decodes with) reads it (the data
 // chunk's frames over the sample rate; its byte rate field is not
-// trusted), else estimated at compressedBytesPerSecond.
+// trusted); from the headers of FLAC and MP3 (compressedDuration); else
+// estimated at compressedBytesPerSecond.
 func audioDuration(f []byte) (seconds float64, exact bool) {
 	if len(f) >= 12 && string(f[:4]) == "RIFF" && string(f[8:12]) == "WAVE" {
 		var rate, align int64
@@ -360,6 +361,9 @@ func audioDuration(f []byte) (seconds float64, exact bool) {
 			}
 			off = body + size + size&1 // chunks are padded to an even size
 		}
+	}
+	if d, ok := compressedDuration(f); ok {
+		return d, false // from headers a file may not keep to (VBR without a frame count)
 	}
 	return float64(len(f)) / compressedBytesPerSecond, false
 }
