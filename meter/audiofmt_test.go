@@ -38,6 +38,52 @@ func testMP3(kbps int, frames int, xing uint32) []byte {
 	return b
 }
 
+// oggPage is an Ogg page of serial with granule and payload.
+func oggPage(serial uint32, granule int64, payload []byte) []byte {
+	b := []byte("OggS\x00\x00")
+	b = binary.LittleEndian.AppendUint64(b, uint64(granule))
+	b = binary.LittleEndian.AppendUint32(b, serial)
+	b = append(b, make([]byte, 8)...) // sequence, CRC
+	b = append(b, 1, byte(len(payload)))
+	return append(b, payload...)
+}
+
+// testOpus is an Ogg Opus stream: OpusHead with a pre-skip of 312, pages
+// of 20 ms, the last at granule.
+func testOpus(granule int64) []byte {
+	head := append([]byte("OpusHead\x01\x01"), 0x38, 0x01) // pre-skip 312
+	head = append(head, 0x80, 0xbb, 0, 0, 0, 0, 0)         // 48 kHz input
+	b := oggPage(7, 0, head)
+	b = append(b, oggPage(7, 0, []byte("OpusTags"))...)
+	for g := int64(960); g < granule; g += 96000 {
+		b = append(b, oggPage(7, g, make([]byte, 200))...)
+		b = append(b, oggPage(9, g*1000, make([]byte, 20))...) // another stream
+	}
+	return append(b, oggPage(7, granule, make([]byte, 50))...)
+}
+
+// testM4A is an MP4 file: ftyp, then moov with an mvhd of version v.
+func testM4A(v byte, scale uint32, dur uint64) []byte {
+	box := func(typ string, payload []byte) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(8+len(payload)))
+		return append(append(b, typ...), payload...)
+	}
+	mvhd := []byte{v, 0, 0, 0}
+	if v == 1 {
+		mvhd = append(mvhd, make([]byte, 16)...)
+		mvhd = binary.BigEndian.AppendUint32(mvhd, scale)
+		mvhd = binary.BigEndian.AppendUint64(mvhd, dur)
+	} else {
+		mvhd = append(mvhd, make([]byte, 8)...)
+		mvhd = binary.BigEndian.AppendUint32(mvhd, scale)
+		mvhd = binary.BigEndian.AppendUint32(mvhd, uint32(dur))
+	}
+	mvhd = append(mvhd, make([]byte, 80)...)
+	b := box("ftyp", []byte("M4A \x00\x00\x00\x00"))
+	b = append(b, box("mdat", make([]byte, 5000))...)
+	return append(b, box("moov", append(box("trak", make([]byte, 30)), box("mvhd", mvhd)...))...)
+}
+
 func TestCompressedDuration(t *testing.T) {
 	for name, c := range map[string]struct {
 		f    []byte
@@ -47,6 +93,9 @@ func TestCompressedDuration(t *testing.T) {
 		"flac 48k": {testFLAC(48000, 48000*3), 3},
 		"mp3 cbr":  {testMP3(128, 383, 0), 383 * 1152 / 44100.0},
 		"mp3 xing": {testMP3(64, 40, 5000), 5000 * 1152 / 44100.0}, // VBR: the count, not the size
+		"opus":     {testOpus(48000*61 + 312), 61},
+		"m4a":      {testM4A(0, 44100, 44100*75), 75},
+		"m4a v1":   {testM4A(1, 1000, 12500), 12.5},
 	} {
 		got, ok := compressedDuration(c.f)
 		if !ok || math.Abs(got-c.want) > 0.05*c.want {
@@ -59,6 +108,9 @@ func TestCompressedDuration(t *testing.T) {
 	for name, f := range map[string][]byte{
 		"empty":          nil,
 		"ogg":            []byte("OggS\x00\x02" + string(make([]byte, 100))),
+		"ogg, no end":    oggPage(7, 0, append([]byte("OpusHead\x01\x01"), make([]byte, 20)...)),
+		"m4a, no moov":   testM4A(0, 44100, 44100)[:40],
+		"m4a, no scale":  testM4A(0, 0, 100),
 		"flac, no rate":  testFLAC(0, 100),
 		"mp3, layer II":  {0xff, 0xfd, 0x90, 0x40, 0, 0, 0, 0},
 		"mp3, bad rate":  {0xff, 0xfb, 0xf0, 0x40, 0, 0, 0, 0},
@@ -77,6 +129,8 @@ func FuzzCompressedDuration(f *testing.F) {
 	f.Add(testFLAC(16000, 1600))
 	f.Add(testMP3(128, 3, 0))
 	f.Add(testMP3(64, 2, 900))
+	f.Add(testOpus(48000 * 2))
+	f.Add(testM4A(1, 1000, 5000))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if d, ok := compressedDuration(b); ok && (d < 0 || math.IsNaN(d) || math.IsInf(d, 0)) {
 			t.Fatalf("duration %v", d)
