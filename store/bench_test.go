@@ -178,6 +178,8 @@ func BenchmarkCommitUsers(b *testing.B) {
 			recs := make([]Record, perFlush)
 			tm := t0
 			next := 0
+			st0 := s.db.Stats().TxStats
+			written0 := st0.GetWrite()
 			b.ReportAllocs()
 			for b.Loop() {
 				counters := make(map[string][]byte, distinct)
@@ -196,6 +198,8 @@ func BenchmarkCommitUsers(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perFlush), "ns/record")
+			st := s.db.Stats().TxStats
+			b.ReportMetric(float64(st.GetWrite()-written0)/float64(b.N), "writes/commit")
 		})
 	}
 }

@@ -313,8 +313,27 @@ func (s *Store) Commit(b *Batch) error {
 		ends[i] = len(buf)
 	}
 	deltas := aggregate(b.Records)
+	users := sortedKeys(b.Counters)
 
-	return s.db.Update(func(tx *bolt.Tx) error {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	counters := b.Counters
+	var journal []byte
+	if !s.anyDeleted(users) && (len(users) > 0 || len(deltas) > 0) {
+		journal = encodeJournal(counters, users, deltas)
+	}
+	folded := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if journal == nil && len(users) > 0 {
+			// A user deleted while the process runs: a flush racing
+			// DeleteUser must not give its counters back to it, nor to a
+			// user created again with its id (counters of users that never
+			// existed are dropped when folded).
+			counters, users = existing(tx, counters, users)
+		}
+		if journal == nil && (len(users) > 0 || len(deltas) > 0) {
+			journal = encodeJournal(counters, users, deltas)
+		}
 		rb := tx.Bucket(bucketRecords)
 		// Records arrive roughly in time order, i.e. at the end of the
 		// bucket: fuller pages make a smaller file.
@@ -340,32 +359,11 @@ func (s *Store) Commit(b *Batch) error {
 			}
 		}
 
-		// The reads go through one cursor per bucket, repositioned for
-		// each key: Bucket.Get makes a cursor, and grows its stack, on
-		// every call (allocations per user and per flush, with many users).
-		ab := tx.Bucket(bucketAgg)
-		ac := ab.Cursor()
-		for _, d := range deltas {
-			sum := decodeSums(seekValue(ac, d.key))
-			sum.add(&d.sums)
-			if err := ab.Put(d.key, sum.encode()); err != nil {
-				return err
-			}
-		}
-
-		users, cb := tx.Bucket(bucketUsers), tx.Bucket(bucketCounters)
-		uc := users.Cursor()
-		for _, user := range sortedKeys(b.Counters) {
-			if seekValue(uc, []byte(user)) == nil {
-				continue
-			}
+		// The counters and the sums go to the journal, folded into their
+		// buckets every foldEvery commits.
+		if journal != nil {
 			var err error
-			if state := b.Counters[user]; len(state) == 0 {
-				err = cb.Delete([]byte(user))
-			} else {
-				err = cb.Put([]byte(user), state)
-			}
-			if err != nil {
+			if folded, err = journalPut(tx, journal, s.j.entries, s.j.size); err != nil {
 				return err
 			}
 		}
@@ -386,6 +384,10 @@ func (s *Store) Commit(b *Batch) error {
 		}
 		return commitOpen(tx, b)
 	})
+	if err == nil && journal != nil {
+		s.j.committed(users, journal, folded)
+	}
+	return err
 }
 
 // commitOpen writes a batch's open records, then deletes the closed ones.
@@ -496,8 +498,17 @@ func sortedKeys[V any](m map[string]V) []string {
 // LoadCounters returns the user's counter state as the last Commit left it,
 // or nil, nil when there is none.
 func (s *Store) LoadCounters(user string) ([]byte, error) {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	var state []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if latest, ok := s.j.latest[user]; ok {
+			// As the next fold will have it: kept if the user exists.
+			if len(latest) > 0 && tx.Bucket(bucketUsers).Get([]byte(user)) != nil {
+				state = bytes.Clone(latest)
+			}
+			return nil
+		}
 		if v := tx.Bucket(bucketCounters).Get([]byte(user)); v != nil {
 			state = bytes.Clone(v)
 		}

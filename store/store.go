@@ -19,6 +19,7 @@
 //	agg       hour (8-byte big-endian Unix seconds), user id, 0x00, model → sums
 //	records   8-byte big-endian Unix nanoseconds, 8-byte sequence → Record (binary)
 //	open      8-byte big-endian id → Unix nanoseconds, Record: requests in flight (version 2)
+//	journal   8-byte big-endian sequence → a commit's counters and agg deltas, not yet folded into those buckets (version 3)
 package store
 
 import (
@@ -28,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,7 +45,7 @@ var ErrInvalid = errors.New("invalid argument")
 
 // SchemaVersion is the layout version this build reads and writes. Bump it
 // with a migration in migrations whenever the layout changes incompatibly.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -69,6 +71,13 @@ type Store struct {
 	now func() time.Time
 	// recovered and dropped: see Recovered.
 	recovered, dropped int
+
+	// jmu is held by the writes to the journal and by LoadCounters, so
+	// that j and the file agree for it.
+	jmu sync.Mutex
+	j   journalCounters
+	// deleted holds the users DeleteUser deleted (under jmu).
+	deleted map[string]struct{}
 }
 
 var (
@@ -81,10 +90,11 @@ var (
 	bucketAgg      = []byte("agg")
 	bucketRecords  = []byte("records")
 	bucketOpen     = []byte("open")
+	bucketJournal  = []byte("journal")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketUsers, bucketKeys, bucketKeyHash, bucketUserKeys,
-		bucketCounters, bucketAgg, bucketRecords, bucketOpen,
+		bucketCounters, bucketAgg, bucketRecords, bucketOpen, bucketJournal,
 	}
 
 	metaSchema = []byte("schema")
@@ -97,9 +107,11 @@ type migration func(tx *bolt.Tx) error
 // migrations[i] upgrades a file from version i+1 to i+2, so the table has
 // SchemaVersion-1 entries. Version 1 is the first layout; version 2 adds
 // the open bucket (created with any missing bucket) and the Incomplete flag
-// of records, which a version 1 build would refuse to decode.
+// of records, which a version 1 build would refuse to decode; version 3 the
+// journal (see journal.go), which a version 2 build would not read.
 var migrations = []migration{
 	func(*bolt.Tx) error { return nil }, // 1 → 2
+	func(*bolt.Tx) error { return nil }, // 2 → 3
 }
 
 // Open opens the store file at path, creating it (mode 0600, parent
@@ -131,6 +143,11 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path, now: time.Now}
+	// What a process that stopped without Close left in the journal.
+	if err := db.Update(fold); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: folding the journal of %s: %w", path, err)
+	}
 	if s.recovered, s.dropped, err = s.recoverOpen(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: recovering the requests %s left open: %w", path, err)
@@ -240,8 +257,20 @@ func isOurBucket(name []byte) bool {
 	return false
 }
 
-// Close closes the file. The Store must not be used afterwards.
-func (s *Store) Close() error { return s.db.Close() }
+// Close folds the journal and closes the file. The Store must not be used
+// afterwards.
+func (s *Store) Close() error {
+	s.jmu.Lock()
+	err := s.db.Update(fold)
+	s.j.reset()
+	s.jmu.Unlock()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	} else if cerr == nil {
+		err = fmt.Errorf("store: folding the journal of %s: %w (the next Open folds it)", s.path, err)
+	}
+	return err
+}
 
 // Path returns the file's path as given to Open.
 func (s *Store) Path() string { return s.path }

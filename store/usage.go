@@ -39,8 +39,10 @@ func satAdd(a, b int64) int64 {
 	return a + b
 }
 
-func (s *sums) encode() []byte {
-	b := make([]byte, 0, 5*binary.MaxVarintLen64)
+func (s *sums) encode() []byte { return s.append(make([]byte, 0, 5*binary.MaxVarintLen64)) }
+
+// append appends the five sums as uvarints.
+func (s *sums) append(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(s.requests))
 	b = binary.AppendUvarint(b, uint64(s.prompt))
 	b = binary.AppendUvarint(b, uint64(s.completion))
@@ -222,7 +224,7 @@ func (s *Store) Usage(q UsageQuery) ([]UsageRow, error) {
 
 	rows := make(map[string]*UsageRow)
 	var gk []byte
-	add := func(hour uint64, user, model, v []byte) {
+	add := func(hour uint64, user, model []byte, sum *sums) {
 		// The group's identity as bytes: map lookups with string(gk) do not
 		// allocate, so only new groups cost an allocation.
 		gk = gk[:0]
@@ -256,7 +258,6 @@ func (s *Store) Usage(q UsageQuery) ([]UsageRow, error) {
 			}
 			rows[string(gk)] = row
 		}
-		sum := decodeSums(v)
 		row.Requests = satAdd(row.Requests, sum.requests)
 		row.PromptTokens = satAdd(row.PromptTokens, sum.prompt)
 		row.CompletionTokens = satAdd(row.CompletionTokens, sum.completion)
@@ -279,10 +280,11 @@ func (s *Store) Usage(q UsageQuery) ([]UsageRow, error) {
 					break
 				}
 				if q.Model == "" || string(model) == q.Model {
-					add(hour, user, model, v)
+					sum := decodeSums(v)
+					add(hour, user, model, &sum)
 				}
 			}
-			return nil
+			return journalUsage(tx, &q, from, to, add)
 		}
 		// One user: within each hour its entries are contiguous, so seek to
 		// them hour by hour, jumping over hours without data.
@@ -301,12 +303,13 @@ func (s *Store) Usage(q UsageQuery) ([]UsageRow, error) {
 			for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 				model := k[len(prefix):]
 				if q.Model == "" || string(model) == q.Model {
-					add(hour, user, model, v)
+					sum := decodeSums(v)
+					add(hour, user, model, &sum)
 				}
 			}
 			hour += 3600
 		}
-		return nil
+		return journalUsage(tx, &q, from, to, add)
 	})
 	if err != nil {
 		return nil, err
@@ -336,4 +339,20 @@ func (s *Store) Usage(q UsageQuery) ([]UsageRow, error) {
 		return 0
 	})
 	return out, nil
+}
+
+// journalUsage passes add the aggregate deltas of the journal's entries that
+// q selects (hours in [from, to)): the usage of the commits not folded yet.
+func journalUsage(tx *bolt.Tx, q *UsageQuery, from, to uint64, add func(hour uint64, user, model []byte, sum *sums)) error {
+	return tx.Bucket(bucketJournal).ForEach(func(_, v []byte) error {
+		_ = decodeJournal(v, nil, func(key []byte, s *sums) {
+			hour, user, model, ok := splitAggKey(key)
+			if !ok || hour < from || hour >= to ||
+				q.User != "" && string(user) != q.User || q.Model != "" && string(model) != q.Model {
+				return
+			}
+			add(hour, user, model, s)
+		})
+		return nil // a damaged entry is dropped by the next fold too
+	})
 }

@@ -167,10 +167,18 @@ func (s *Store) CreateUserIfMissing(u *User) (created bool, err error) {
 // keys (every one now revoked; already revoked ones keep their time) so
 // caches can drop them. ErrNotFound if there is no such user.
 func (s *Store) DeleteUser(id string) (revokedKeys []string, err error) {
+	// The journal is folded first, while the user exists: its counters land
+	// and are deleted below, where a later fold would give them to a user
+	// created again with the same id.
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		users := tx.Bucket(bucketUsers)
 		if users.Get([]byte(id)) == nil {
 			return fmt.Errorf("user %q: %w", id, ErrNotFound)
+		}
+		if err := fold(tx); err != nil {
+			return err
 		}
 		if err := users.Delete([]byte(id)); err != nil {
 			return err
@@ -198,6 +206,11 @@ func (s *Store) DeleteUser(id string) (revokedKeys []string, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.j.reset()
+	if s.deleted == nil {
+		s.deleted = make(map[string]struct{})
+	}
+	s.deleted[id] = struct{}{}
 	return revokedKeys, nil
 }
 

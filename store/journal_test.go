@@ -1,0 +1,272 @@
+package store
+
+import (
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// journalLen is how many entries the journal holds.
+func journalLen(t *testing.T, s *Store) int {
+	t.Helper()
+	n := 0
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketJournal).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// rawCounters reads the counters bucket, bypassing the journal.
+func rawCounters(t *testing.T, s *Store, user string) []byte {
+	t.Helper()
+	var v []byte
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		v = append(v, tx.Bucket(bucketCounters).Get([]byte(user))...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func setFoldEvery(t *testing.T, n int) {
+	old := foldEvery
+	foldEvery = n
+	t.Cleanup(func() { foldEvery = old })
+}
+
+// journalBatches commits three batches over two hours, two users and two
+// models, alice's counters changing each time.
+func journalBatches(t *testing.T, s *Store) {
+	t.Helper()
+	for _, id := range []string{"alice", "bob"} {
+		if err := s.PutUser(&User{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := []Batch{
+		{Records: []Record{
+			{Time: t0, User: "alice", Model: "m1", Status: 200, PromptTokens: 10, CompletionTokens: 1},
+			{Time: t0, User: "bob", Model: "m2", Status: 200, PromptTokens: 20, CompletionTokens: 2},
+		}, Counters: map[string][]byte{"alice": {1}, "bob": {7}}},
+		{Records: []Record{
+			{Time: t0.Add(time.Minute), User: "alice", Model: "m1", Status: 200, PromptTokens: 100, CompletionTokens: 10, Estimated: true},
+		}, Counters: map[string][]byte{"alice": {2}}},
+		{Records: []Record{
+			{Time: t0.Add(time.Hour), User: "alice", Model: "m2", Status: 200, PromptTokens: 1000, CompletionTokens: 100},
+		}, Counters: map[string][]byte{"alice": {3}}},
+	}
+	for i := range batches {
+		if err := s.Commit(&batches[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkJournalBatches checks what journalBatches committed, through every
+// reader of counters and aggregates.
+func checkJournalBatches(t *testing.T, s *Store) {
+	t.Helper()
+	hour := t0.Truncate(time.Hour)
+	for _, c := range []struct {
+		q    UsageQuery
+		want []UsageRow
+	}{
+		{UsageQuery{GroupBy: []string{"user", "model"}}, []UsageRow{
+			{User: "alice", Model: "m1", Requests: 2, PromptTokens: 110, CompletionTokens: 11, TotalTokens: 121, EstimatedRequests: 1},
+			{User: "alice", Model: "m2", Requests: 1, PromptTokens: 1000, CompletionTokens: 100, TotalTokens: 1100},
+			{User: "bob", Model: "m2", Requests: 1, PromptTokens: 20, CompletionTokens: 2, TotalTokens: 22},
+		}},
+		{UsageQuery{User: "alice", GroupBy: []string{"hour"}}, []UsageRow{
+			{Hour: hour.Format(time.RFC3339), Requests: 2, PromptTokens: 110, CompletionTokens: 11, TotalTokens: 121, EstimatedRequests: 1},
+			{Hour: hour.Add(time.Hour).Format(time.RFC3339), Requests: 1, PromptTokens: 1000, CompletionTokens: 100, TotalTokens: 1100},
+		}},
+		{UsageQuery{Model: "m2", Since: hour.Add(time.Hour)}, []UsageRow{
+			{Requests: 1, PromptTokens: 1000, CompletionTokens: 100, TotalTokens: 1100},
+		}},
+		{UsageQuery{Until: hour.Add(time.Hour)}, []UsageRow{
+			{Requests: 3, PromptTokens: 130, CompletionTokens: 13, TotalTokens: 143, EstimatedRequests: 1},
+		}},
+	} {
+		rows, err := s.Usage(c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(rows, c.want) {
+			t.Errorf("usage %+v:\n got %+v\nwant %+v", c.q, rows, c.want)
+		}
+	}
+	for user, want := range map[string]byte{"alice": 3, "bob": 7} {
+		if c, err := s.LoadCounters(user); err != nil || len(c) != 1 || c[0] != want {
+			t.Errorf("counters of %s: %v, %v; want [%d]", user, c, err, want)
+		}
+	}
+}
+
+func TestJournalReadBeforeFold(t *testing.T) {
+	setFoldEvery(t, 100)
+	path := filepath.Join(t.TempDir(), "gate.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalBatches(t, s)
+	if n := journalLen(t, s); n != 3 {
+		t.Fatalf("journal holds %d entries, want 3 (nothing folded)", n)
+	}
+	if c := rawCounters(t, s, "alice"); c != nil {
+		t.Fatalf("counters bucket already holds %v", c)
+	}
+	checkJournalBatches(t, s)
+
+	// Close folds.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("journal holds %d entries after Close, want 0", n)
+	}
+	if c := rawCounters(t, s, "alice"); len(c) != 1 || c[0] != 3 {
+		t.Errorf("counters bucket holds %v for alice, want [3]", c)
+	}
+	checkJournalBatches(t, s)
+}
+
+func TestJournalFoldsEveryN(t *testing.T) {
+	setFoldEvery(t, 3)
+	s := newStore(t)
+	journalBatches(t, s)
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("journal holds %d entries after the third commit, want 0", n)
+	}
+	if c := rawCounters(t, s, "bob"); len(c) != 1 || c[0] != 7 {
+		t.Errorf("counters bucket holds %v for bob, want [7]", c)
+	}
+	checkJournalBatches(t, s)
+	// A commit of open records only writes no journal entry.
+	if err := s.Commit(&Batch{Open: map[uint64]Record{1: {Time: t0, User: "bob", Model: "m"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("journal holds %d entries after a commit of open records", n)
+	}
+}
+
+// A process that stops without Close (a crash) leaves the journal; the next
+// Open folds it.
+func TestJournalCrash(t *testing.T) {
+	setFoldEvery(t, 100)
+	path := filepath.Join(t.TempDir(), "gate.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalBatches(t, s)
+	if err := s.db.Close(); err != nil { // no fold
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("journal holds %d entries after Open, want 0", n)
+	}
+	checkJournalBatches(t, s)
+}
+
+func TestJournalDeletedUser(t *testing.T) {
+	setFoldEvery(t, 100)
+	s := newStore(t)
+	journalBatches(t, s)
+	if _, err := s.DeleteUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("DeleteUser left %d journal entries, want it folded", n)
+	}
+	// A flush racing the delete: its counters are not alice's, now nor when
+	// a user with her id exists again.
+	if err := s.Commit(&Batch{Counters: map[string][]byte{"alice": {9}, "bob": {8}}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.LoadCounters("alice"); c != nil {
+		t.Errorf("counters of a deleted user: %v", c)
+	}
+	if err := s.PutUser(&User{ID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.LoadCounters("alice"); c != nil {
+		t.Errorf("counters of a user created again: %v, want none", c)
+	}
+	if c, _ := s.LoadCounters("bob"); len(c) != 1 || c[0] != 8 {
+		t.Errorf("bob's counters %v, want [8]", c)
+	}
+	// Hers again once she uses the gate.
+	if err := s.Commit(&Batch{Counters: map[string][]byte{"alice": {4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(fold); err != nil {
+		t.Fatal(err)
+	}
+	s.j.reset()
+	if c, _ := s.LoadCounters("alice"); len(c) != 1 || c[0] != 4 {
+		t.Errorf("counters of the new alice: %v, want [4]", c)
+	}
+	// An empty state deletes, through the journal as directly.
+	if err := s.Commit(&Batch{Counters: map[string][]byte{"bob": {}}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.LoadCounters("bob"); c != nil {
+		t.Errorf("bob's deleted counters read %v", c)
+	}
+}
+
+// A journal entry that does not decode (a damaged file) is skipped by the
+// readers and dropped by the fold; the others count.
+func TestJournalDamagedEntry(t *testing.T) {
+	setFoldEvery(t, 100)
+	s := newStore(t)
+	deltas := aggregate([]Record{{Time: t0, User: "bob", Model: "m", PromptTokens: 5, CompletionTokens: 1}})
+	valid := encodeJournal(map[string][]byte{"bob": {7}}, []string{"bob"}, deltas)
+	if err := s.PutUser(&User{ID: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, v := range [][]byte{valid[:len(valid)-1], {9, 9}, valid} {
+			if _, err := journalPut(tx, v, 0, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []UsageRow{{Requests: 1, PromptTokens: 5, CompletionTokens: 1, TotalTokens: 6}}
+	if rows, err := s.Usage(UsageQuery{}); err != nil || !reflect.DeepEqual(rows, want) {
+		t.Errorf("usage over a damaged journal: %+v, %v; want %+v", rows, err, want)
+	}
+	if err := s.db.Update(fold); err != nil {
+		t.Fatal(err)
+	}
+	if rows, err := s.Usage(UsageQuery{}); err != nil || !reflect.DeepEqual(rows, want) {
+		t.Errorf("usage after the fold: %+v, %v; want %+v", rows, err, want)
+	}
+	if c := rawCounters(t, s, "bob"); len(c) != 1 || c[0] != 7 {
+		t.Errorf("bob's counters after the fold: %v, want [7]", c)
+	}
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("journal holds %d entries after the fold", n)
+	}
+}
