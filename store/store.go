@@ -262,6 +262,9 @@ func isOurBucket(name []byte) bool {
 func (s *Store) Close() error {
 	s.jmu.Lock()
 	err := s.db.Update(fold)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		err = nil // closed before: nothing to fold, as bbolt has nothing to close
+	}
 	s.j.reset()
 	s.jmu.Unlock()
 	if cerr := s.db.Close(); err == nil {
