@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -271,5 +272,50 @@ func TestJournalDamagedEntry(t *testing.T) {
 	}
 	if n := journalLen(t, s); n != 0 {
 		t.Errorf("journal holds %d entries after the fold", n)
+	}
+}
+
+// A file of schema 2 (no journal: its counters and sums in their buckets)
+// opens as schema 3 with everything readable, and commits go on.
+func TestJournalFromSchema2(t *testing.T) {
+	setFoldEvery(t, 1) // every commit folded: the buckets hold it all, as in schema 2
+	path := filepath.Join(t.TempDir(), "gate.db")
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalBatches(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketJournal) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	setSchema(t, path, 2)
+
+	foldEvery = 16
+	if s, err = Open(path, Options{NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(metaSchema); binary.BigEndian.Uint64(v) != SchemaVersion {
+			t.Errorf("schema %x after open, want %d", v, SchemaVersion)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkJournalBatches(t, s)
+	if err := s.Commit(&Batch{Counters: map[string][]byte{"bob": {5}}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.LoadCounters("bob"); len(c) != 1 || c[0] != 5 {
+		t.Errorf("bob's counters after a commit: %v", c)
 	}
 }
