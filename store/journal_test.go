@@ -36,6 +36,18 @@ func rawCounters(t *testing.T, s *Store, user string) []byte {
 	return v
 }
 
+// wantFolded checks that the journal is empty and the counters bucket holds
+// user's one-byte state want.
+func wantFolded(t *testing.T, s *Store, user string, want byte) {
+	t.Helper()
+	if n := journalLen(t, s); n != 0 {
+		t.Errorf("journal holds %d entries, want it folded", n)
+	}
+	if c := rawCounters(t, s, user); len(c) != 1 || c[0] != want {
+		t.Errorf("counters bucket holds %v for %s, want [%d]", c, user, want)
+	}
+}
+
 func setFoldEvery(t *testing.T, n int) {
 	old := foldEvery
 	foldEvery = n
@@ -137,12 +149,7 @@ func TestJournalReadBeforeFold(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if n := journalLen(t, s); n != 0 {
-		t.Errorf("journal holds %d entries after Close, want 0", n)
-	}
-	if c := rawCounters(t, s, "alice"); len(c) != 1 || c[0] != 3 {
-		t.Errorf("counters bucket holds %v for alice, want [3]", c)
-	}
+	wantFolded(t, s, "alice", 3)
 	checkJournalBatches(t, s)
 }
 
@@ -150,12 +157,7 @@ func TestJournalFoldsEveryN(t *testing.T) {
 	setFoldEvery(t, 3)
 	s := newStore(t)
 	journalBatches(t, s)
-	if n := journalLen(t, s); n != 0 {
-		t.Errorf("journal holds %d entries after the third commit, want 0", n)
-	}
-	if c := rawCounters(t, s, "bob"); len(c) != 1 || c[0] != 7 {
-		t.Errorf("counters bucket holds %v for bob, want [7]", c)
-	}
+	wantFolded(t, s, "bob", 7)
 	checkJournalBatches(t, s)
 	// A commit of open records only writes no journal entry.
 	if err := s.Commit(&Batch{Open: map[uint64]Record{1: {Time: t0, User: "bob", Model: "m"}}}); err != nil {
@@ -267,12 +269,7 @@ func TestJournalDamagedEntry(t *testing.T) {
 	if rows, err := s.Usage(UsageQuery{}); err != nil || !reflect.DeepEqual(rows, want) {
 		t.Errorf("usage after the fold: %+v, %v; want %+v", rows, err, want)
 	}
-	if c := rawCounters(t, s, "bob"); len(c) != 1 || c[0] != 7 {
-		t.Errorf("bob's counters after the fold: %v, want [7]", c)
-	}
-	if n := journalLen(t, s); n != 0 {
-		t.Errorf("journal holds %d entries after the fold", n)
-	}
+	wantFolded(t, s, "bob", 7)
 }
 
 // A file of schema 2 (no journal: its counters and sums in their buckets)
