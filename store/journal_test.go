@@ -316,3 +316,74 @@ func TestJournalFromSchema2(t *testing.T) {
 		t.Errorf("bob's counters after a commit: %v", c)
 	}
 }
+
+// Commits, folds and readers at once: every committed request is counted
+// once in Usage, whatever folds ran between, and readers never fail.
+func TestJournalConcurrent(t *testing.T) {
+	setFoldEvery(t, 3)
+	s := newStore(t)
+	users := []string{"u0", "u1", "u2", "u3"}
+	for _, u := range users {
+		if err := s.PutUser(&User{ID: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const commits, perCommit = 60, 5
+	done := make(chan struct{})
+	errs := make(chan error, 3)
+	go func() { // the writer
+		defer close(done)
+		for i := range commits {
+			b := Batch{Counters: map[string][]byte{}}
+			for j := range perCommit {
+				u := users[(i+j)%len(users)]
+				b.Records = append(b.Records, Record{Time: t0.Add(time.Duration(i*perCommit+j) * time.Second), User: u, Model: "m", Status: 200, PromptTokens: 1, CompletionTokens: 1})
+				b.Counters[u] = []byte{byte(i)}
+			}
+			if err := s.Commit(&b); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for range 2 { // readers
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := s.Usage(UsageQuery{GroupBy: []string{"user", "hour"}}); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := s.LoadCounters(users[1]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	<-done
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	rows, err := s.Usage(UsageQuery{})
+	if err != nil || len(rows) != 1 || rows[0].Requests != commits*perCommit || rows[0].TotalTokens != 2*commits*perCommit {
+		t.Fatalf("usage %+v, %v; want %d requests", rows, err, commits*perCommit)
+	}
+	for _, u := range users {
+		if c, _ := s.LoadCounters(u); len(c) != 1 || c[0] != commits-1 {
+			t.Errorf("counters of %s: %v, want [%d]", u, c, commits-1)
+		}
+	}
+}
