@@ -148,12 +148,9 @@ func fold(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	users, cb := tx.Bucket(bucketUsers), tx.Bucket(bucketCounters)
-	uc := users.Cursor()
-	for _, user := range sortedKeys(counters) {
-		if seekValue(uc, []byte(user)) == nil {
-			continue
-		}
+	cb := tx.Bucket(bucketCounters)
+	counters, users := existing(tx, counters, sortedKeys(counters))
+	for _, user := range users {
 		var err error
 		if state := counters[user]; len(state) == 0 {
 			err = cb.Delete([]byte(user))
@@ -221,7 +218,8 @@ func (s *Store) anyDeleted(users []string) bool {
 	return false
 }
 
-// existing returns the counters and sorted users of those users that exist.
+// existing returns counters and users (in their order) kept to the users
+// that exist.
 func existing(tx *bolt.Tx, counters map[string][]byte, users []string) (map[string][]byte, []string) {
 	uc := tx.Bucket(bucketUsers).Cursor()
 	kept := make(map[string][]byte, len(counters))

@@ -48,6 +48,16 @@ func wantFolded(t *testing.T, s *Store, user string, want byte) {
 	}
 }
 
+// openAt opens the store file at path; the caller closes it.
+func openAt(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func setFoldEvery(t *testing.T, n int) {
 	old := foldEvery
 	foldEvery = n
@@ -125,10 +135,7 @@ func checkJournalBatches(t *testing.T, s *Store) {
 func TestJournalReadBeforeFold(t *testing.T) {
 	setFoldEvery(t, 100)
 	path := filepath.Join(t.TempDir(), "gate.db")
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, path)
 	journalBatches(t, s)
 	if n := journalLen(t, s); n != 3 {
 		t.Fatalf("journal holds %d entries, want 3 (nothing folded)", n)
@@ -145,9 +152,7 @@ func TestJournalReadBeforeFold(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if s, err = Open(path, Options{NoSync: true}); err != nil {
-		t.Fatal(err)
-	}
+	s = openAt(t, path)
 	defer s.Close()
 	wantFolded(t, s, "alice", 3)
 	checkJournalBatches(t, s)
@@ -168,22 +173,31 @@ func TestJournalFoldsEveryN(t *testing.T) {
 	}
 }
 
+// The journal folds once its values reach foldBytes, whatever their count.
+func TestJournalFoldsAtSize(t *testing.T) {
+	setFoldEvery(t, 100)
+	old := foldBytes
+	foldBytes = 40 // more than one of journalBatches' entries, less than three
+	t.Cleanup(func() { foldBytes = old })
+	s := newStore(t)
+	journalBatches(t, s)
+	if n := journalLen(t, s); n == 3 {
+		t.Fatalf("journal holds all 3 entries past %d bytes", foldBytes)
+	}
+	checkJournalBatches(t, s)
+}
+
 // A process that stops without Close (a crash) leaves the journal; the next
 // Open folds it.
 func TestJournalCrash(t *testing.T) {
 	setFoldEvery(t, 100)
 	path := filepath.Join(t.TempDir(), "gate.db")
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, path)
 	journalBatches(t, s)
 	if err := s.db.Close(); err != nil { // no fold
 		t.Fatal(err)
 	}
-	if s, err = Open(path, Options{NoSync: true}); err != nil {
-		t.Fatal(err)
-	}
+	s = openAt(t, path)
 	defer s.Close()
 	if n := journalLen(t, s); n != 0 {
 		t.Errorf("journal holds %d entries after Open, want 0", n)
@@ -277,10 +291,7 @@ func TestJournalDamagedEntry(t *testing.T) {
 func TestJournalFromSchema2(t *testing.T) {
 	setFoldEvery(t, 1) // every commit folded: the buckets hold it all, as in schema 2
 	path := filepath.Join(t.TempDir(), "gate.db")
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, path)
 	journalBatches(t, s)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -296,9 +307,7 @@ func TestJournalFromSchema2(t *testing.T) {
 	setSchema(t, path, 2)
 
 	foldEvery = 16
-	if s, err = Open(path, Options{NoSync: true}); err != nil {
-		t.Fatal(err)
-	}
+	s = openAt(t, path)
 	defer s.Close()
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(metaSchema); binary.BigEndian.Uint64(v) != SchemaVersion {

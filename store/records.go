@@ -319,20 +319,26 @@ func (s *Store) Commit(b *Batch) error {
 	defer s.jmu.Unlock()
 	counters := b.Counters
 	var journal []byte
-	if !s.anyDeleted(users) && (len(users) > 0 || len(deltas) > 0) {
-		journal = encodeJournal(counters, users, deltas)
+	encode := func() {
+		if len(users) > 0 || len(deltas) > 0 {
+			journal = encodeJournal(counters, users, deltas)
+		}
+	}
+	// A user deleted while the process runs: a flush racing DeleteUser
+	// must not give its counters back to it, nor to a user created again
+	// with its id, so those batches keep only the counters of users that
+	// exist at the commit (counters of users that never existed are
+	// dropped when folded). Other batches are encoded before the
+	// transaction, which bbolt runs one at a time.
+	deleted := s.anyDeleted(users)
+	if !deleted {
+		encode()
 	}
 	folded := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if journal == nil && len(users) > 0 {
-			// A user deleted while the process runs: a flush racing
-			// DeleteUser must not give its counters back to it, nor to a
-			// user created again with its id (counters of users that never
-			// existed are dropped when folded).
+		if deleted {
 			counters, users = existing(tx, counters, users)
-		}
-		if journal == nil && (len(users) > 0 || len(deltas) > 0) {
-			journal = encodeJournal(counters, users, deltas)
+			encode()
 		}
 		rb := tx.Bucket(bucketRecords)
 		// Records arrive roughly in time order, i.e. at the end of the
@@ -497,6 +503,9 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // LoadCounters returns the user's counter state as the last Commit left it,
 // or nil, nil when there is none.
+//
+// It waits for a commit in progress (jmu), so that the journal's copy and the
+// file agree: the engine calls it once per user it has not seen yet.
 func (s *Store) LoadCounters(user string) ([]byte, error) {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
