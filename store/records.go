@@ -304,8 +304,7 @@ func (s *Store) Commit(b *Batch) error {
 		r := &b.Records[i]
 		size += 40 + len(r.User) + len(r.KeyID) + len(r.Model) + len(r.Endpoint) + len(r.Plan)
 	}
-	// bbolt keeps references to keys and values until the transaction
-	// ends, so each gets its own bytes; one buffer holds them all.
+	// One buffer holds every record's value; the blocks are built from it.
 	buf := make([]byte, 0, size)
 	ends := make([]int, n)
 	for i := range b.Records {
@@ -340,27 +339,28 @@ func (s *Store) Commit(b *Batch) error {
 			counters, users = existing(tx, counters, users)
 			encode()
 		}
-		rb := tx.Bucket(bucketRecords)
-		// Records arrive roughly in time order, i.e. at the end of the
-		// bucket: fuller pages make a smaller file.
-		rb.FillPercent = 0.9
-		seq := rb.Sequence()
-		if err := rb.SetSequence(seq + uint64(n)); err != nil {
-			return err
-		}
-		keys := make([]byte, 0, 16*n)
-		for i := range b.Records {
-			keys = recordKey(keys, timeNanos(b.Records[i].Time), seq+1+uint64(i))
-		}
-		// Put them in key order: bbolt inserts into a leaf by shifting what
-		// follows, so a batch in settle order (not quite start order, nor
-		// by time when requests overlap) would cost a copy per record.
-		for _, i := range putOrder(keys, n) {
-			start := 0
-			if i > 0 {
-				start = ends[i-1]
+		if n > 0 {
+			rb := tx.Bucket(bucketRecords)
+			// Records arrive roughly in time order, i.e. at the end of the
+			// bucket: fuller pages make a smaller file.
+			rb.FillPercent = 0.9
+			seq := rb.Sequence()
+			if err := rb.SetSequence(seq + uint64(n)); err != nil {
+				return err
 			}
-			if err := rb.Put(keys[16*i:16*i+16], buf[start:ends[i]]); err != nil {
+			keys := make([]byte, 0, 16*n)
+			for i := range b.Records {
+				keys = recordKey(keys, timeNanos(b.Records[i].Time), seq+1+uint64(i))
+			}
+			recs := make([]stored, n)
+			for j, i := range putOrder(keys, n) {
+				start := 0
+				if i > 0 {
+					start = ends[i-1]
+				}
+				recs[j] = stored{keys[16*i : 16*i+16 : 16*i+16], buf[start:ends[i]:ends[i]]}
+			}
+			if err := putRecords(rb, recs, s.db.Info().PageSize); err != nil {
 				return err
 			}
 		}
@@ -576,27 +576,40 @@ func (s *Store) Records(q RecordQuery) ([]Record, string, error) {
 		} else {
 			k, v = c.Prev()
 		}
+		// Entries newest first, each one's records newest first; the entry
+		// before start may hold records from start on.
+		var recs []stored
 		var last []byte
 		for ; k != nil; k, v = c.Prev() {
-			if len(k) != 16 {
-				return fmt.Errorf("store: record key %x: %w", k, errCorrupt)
+			var err error
+			if recs, err = parseEntry(recs[:0], k, v); err != nil {
+				if len(k) == 16 && binary.BigEndian.Uint64(k) < since {
+					return nil // what it held is older than since, or lost
+				}
+				return entryError(k)
 			}
-			if binary.BigEndian.Uint64(k) < since {
-				break
+			for i := len(recs) - 1; i >= 0; i-- {
+				rk, rv := recs[i].key, recs[i].val
+				if start != nil && bytes.Compare(rk, start) >= 0 {
+					continue
+				}
+				if binary.BigEndian.Uint64(rk) < since {
+					return nil
+				}
+				if q.User != "" && !recordUserIs(rv, q.User) {
+					continue
+				}
+				if len(out) == limit {
+					next = base64.RawURLEncoding.EncodeToString(last)
+					return nil
+				}
+				r, err := decodeRecord(rk, rv)
+				if err != nil {
+					return entryError(rk)
+				}
+				out = append(out, r)
+				last = rk
 			}
-			if q.User != "" && !recordUserIs(v, q.User) {
-				continue
-			}
-			if len(out) == limit {
-				next = base64.RawURLEncoding.EncodeToString(last)
-				break
-			}
-			r, err := decodeRecord(k, v)
-			if err != nil {
-				return fmt.Errorf("store: record %x: %w", k, err)
-			}
-			out = append(out, r)
-			last = append(last[:0], k...)
 		}
 		return nil
 	})
@@ -611,8 +624,8 @@ func (s *Store) Records(q RecordQuery) ([]Record, string, error) {
 var pruneChunk = 10000
 
 // Prune deletes the records older than before and reports how many it
-// deleted. It works in transactions of pruneChunk records so commits can
-// interleave. Aggregates are kept: they are small and carry the history.
+// deleted. It works in transactions of about pruneChunk records so commits
+// can interleave. Aggregates are kept: they are small and carry the history.
 func (s *Store) Prune(before time.Time) (int, error) {
 	if before.IsZero() {
 		return 0, nil
@@ -620,32 +633,46 @@ func (s *Store) Prune(before time.Time) (int, error) {
 	cut := recordKey(nil, timeNanos(before), 0)
 	total := 0
 	for {
-		n := 0
+		n, done := 0, false
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketRecords)
 			// Collect first: deleting under a moving bbolt cursor skips
-			// entries.
-			var doomed []byte
+			// entries. The entry that holds the cut keeps its records from
+			// the cut on, under the key of the first.
+			var doomed [][]byte
+			var kept []stored
+			var recs []stored
 			c := b.Cursor()
-			for k, _ := c.First(); k != nil && bytes.Compare(k, cut) < 0 && n < pruneChunk; k, _ = c.Next() {
-				if len(k) != 16 {
-					return fmt.Errorf("store: record key %x: %w", k, errCorrupt)
+			k, v := c.First()
+			for ; k != nil && bytes.Compare(k, cut) < 0 && n < pruneChunk; k, v = c.Next() {
+				var err error
+				if recs, err = parseEntry(recs[:0], k, v); err != nil {
+					return entryError(k)
 				}
-				doomed = append(doomed, k...)
-				n++
+				doomed = append(doomed, bytes.Clone(k))
+				i := 0
+				for i < len(recs) && bytes.Compare(recs[i].key, cut) < 0 {
+					i++
+				}
+				n += i
+				if i < len(recs) {
+					kept = recs[i:]
+					break
+				}
 			}
-			for i := 0; i < n; i++ {
-				if err := b.Delete(doomed[16*i : 16*i+16]); err != nil {
+			done = k == nil || bytes.Compare(k, cut) >= 0 || kept != nil
+			for _, k := range doomed {
+				if err := b.Delete(k); err != nil {
 					return err
 				}
 			}
-			return nil
+			return putBlocks(b, kept, 2*blockRecords, 2*blockBytes(s.db.Info().PageSize))
 		})
 		if err != nil {
 			return total, err // this chunk rolled back
 		}
 		total += n
-		if n < pruneChunk {
+		if done {
 			return total, nil
 		}
 	}

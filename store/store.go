@@ -17,7 +17,7 @@
 //	userkeys  user id, 0x00, key id → empty (lists a user's keys)
 //	counters  user id → opaque quota state
 //	agg       hour (8-byte big-endian Unix seconds), user id, 0x00, model → sums
-//	records   8-byte big-endian Unix nanoseconds, 8-byte sequence → Record (binary)
+//	records   8-byte big-endian Unix nanoseconds, 8-byte sequence → a block of Records from that one on (binary; version 4, one Record before)
 //	open      8-byte big-endian id → Unix nanoseconds, Record: requests in flight (version 2)
 //	journal   8-byte big-endian sequence → a commit's counters and agg deltas, not yet folded into those buckets (version 3)
 package store
@@ -45,7 +45,7 @@ var ErrInvalid = errors.New("invalid argument")
 
 // SchemaVersion is the layout version this build reads and writes. Bump it
 // with a migration in migrations whenever the layout changes incompatibly.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -108,10 +108,13 @@ type migration func(tx *bolt.Tx) error
 // SchemaVersion-1 entries. Version 1 is the first layout; version 2 adds
 // the open bucket (created with any missing bucket) and the Incomplete flag
 // of records, which a version 1 build would refuse to decode; version 3 the
-// journal (see journal.go), which a version 2 build would not read.
+// journal (see journal.go), which a version 2 build would not read;
+// version 4 records in blocks (see blocks.go), which a version 3 build
+// would refuse to decode (records of one per entry read as blocks of one).
 var migrations = []migration{
 	func(*bolt.Tx) error { return nil }, // 1 → 2
 	func(*bolt.Tx) error { return nil }, // 2 → 3
+	func(*bolt.Tx) error { return nil }, // 3 → 4
 }
 
 // Open opens the store file at path, creating it (mode 0600, parent
