@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func BenchmarkCommit(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "records/s")
+				reportFile(b, s, b.N*size)
 			})
 		}
 	}
@@ -200,6 +202,7 @@ func BenchmarkCommitUsers(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perFlush), "ns/record")
 			st := s.db.Stats().TxStats
 			b.ReportMetric(float64(st.GetWrite()-written0)/float64(b.N), "writes/commit")
+			reportFile(b, s, b.N*perFlush)
 		})
 	}
 }
@@ -228,4 +231,17 @@ func BenchmarkCommitOpen(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*streams), "ns/stream")
+}
+
+// reportFile reports the size of the store's file per record committed, and
+// the share of its pages that are free.
+func reportFile(b *testing.B, s *Store, records int) {
+	b.Helper()
+	fi, err := os.Stat(s.db.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(fi.Size())/float64(records), "file-B/record")
+	st := s.db.Stats()
+	b.ReportMetric(float64(st.FreePageN+st.PendingPageN)*float64(s.db.Info().PageSize)/float64(fi.Size())*100, "%free")
 }
