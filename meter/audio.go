@@ -108,15 +108,17 @@ func (r *Request) ParseForm(ep Endpoint, body []byte, contentType string) error 
 		return fmt.Errorf("%w: the form has no file", ErrInvalidForm)
 	}
 	r.AudioSeconds, r.AudioExact = audioDuration(file)
-	for _, f := range []struct {
-		name, v string
-		dst     *bool
-	}{{"stream", stream, &r.Stream}, {"stream_include_usage", include, &r.IncludeUsage}, {"stream_continuous_usage_stats", continuous, &r.ContinuousUsage}} {
-		b, ok := formBool(f.v)
-		if !ok {
-			return fmt.Errorf("%w: %s must be a boolean, not %q", ErrInvalidForm, f.name, f.v)
-		}
-		*f.dst = b
+	// One call each, not a loop over a table: the table, with its error's
+	// strings, would go to the heap and take r (the caller's, on its
+	// stack, for every request of every endpoint) with it.
+	if err := setFormBool(&r.Stream, "stream", stream); err != nil {
+		return err
+	}
+	if err := setFormBool(&r.IncludeUsage, "stream_include_usage", include); err != nil {
+		return err
+	}
+	if err := setFormBool(&r.ContinuousUsage, "stream_continuous_usage_stats", continuous); err != nil {
+		return err
 	}
 	if maxTokens != nil {
 		n, err := strconv.ParseInt(string(maxTokens), 10, 64)
@@ -473,4 +475,14 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// setFormBool sets *dst to a form's boolean field, or says why it cannot.
+func setFormBool(dst *bool, name, v string) error {
+	b, ok := formBool(v)
+	if !ok {
+		return fmt.Errorf("%w: %s must be a boolean, not %q", ErrInvalidForm, name, v)
+	}
+	*dst = b
+	return nil
 }
