@@ -130,8 +130,7 @@ func putBlocks(rb *bolt.Bucket, recs []stored, maxRecords, maxBytes int) error {
 
 // putRecords writes a commit's records, sorted by key (fresh sequence
 // numbers: none is stored yet), keeping the bucket's invariant.
-func putRecords(rb *bolt.Bucket, recs []stored, pageSize int) error {
-	maxBytes := blockBytes(pageSize)
+func putRecords(rb *bolt.Bucket, recs []stored, maxBytes int) error {
 	c := rb.Cursor()
 	var scratch []stored
 	for len(recs) > 0 {

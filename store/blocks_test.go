@@ -233,6 +233,14 @@ func TestBlocksDamagedEntry(t *testing.T) {
 	if got, _, err := s.Records(RecordQuery{Until: t0}); err != nil || len(got) != 1 {
 		t.Errorf("Records before the damaged entry: %d, %v", len(got), err)
 	}
+	// Prune past it deletes it (one record as far as it can tell) with the
+	// record before it, and keeps the one after.
+	if n, err := s.Prune(t0.Add(time.Second / 2)); err != nil || n != 2 {
+		t.Fatalf("Prune over the damaged entry = %d, %v; want 2", n, err)
+	}
+	if got, _, err := s.Records(RecordQuery{}); err != nil || len(got) != 1 || !got[0].Time.Equal(rec.Time) {
+		t.Errorf("after Prune: %v, %v", got, err)
+	}
 }
 
 // Blocks stay within half a page, so that two fill one leaf; a record larger
@@ -251,7 +259,7 @@ func TestBlockSize(t *testing.T) {
 	if err := s.Commit(&Batch{Records: recs}); err != nil {
 		t.Fatal(err)
 	}
-	limit := blockBytes(s.db.Info().PageSize)
+	limit := s.blockBytes
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
 			recs, _ := parseEntry(nil, k, v)

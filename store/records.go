@@ -360,7 +360,7 @@ func (s *Store) Commit(b *Batch) error {
 				}
 				recs[j] = stored{keys[16*i : 16*i+16 : 16*i+16], buf[start:ends[i]:ends[i]]}
 			}
-			if err := putRecords(rb, recs, s.db.Info().PageSize); err != nil {
+			if err := putRecords(rb, recs, s.blockBytes); err != nil {
 				return err
 			}
 		}
@@ -645,11 +645,16 @@ func (s *Store) Prune(before time.Time) (int, error) {
 			c := b.Cursor()
 			k, v := c.First()
 			for ; k != nil && bytes.Compare(k, cut) < 0 && n < pruneChunk; k, v = c.Next() {
+				doomed = append(doomed, bytes.Clone(k))
 				var err error
 				if recs, err = parseEntry(recs[:0], k, v); err != nil {
-					return entryError(k)
+					// Unreadable, and starting before the cut: it goes,
+					// counted as one record, as it would have before
+					// blocks, rather than keeping every later Prune from
+					// deleting anything.
+					n++
+					continue
 				}
-				doomed = append(doomed, bytes.Clone(k))
 				i := 0
 				for i < len(recs) && bytes.Compare(recs[i].key, cut) < 0 {
 					i++
@@ -666,7 +671,7 @@ func (s *Store) Prune(before time.Time) (int, error) {
 					return err
 				}
 			}
-			return putBlocks(b, kept, 2*blockRecords, 2*blockBytes(s.db.Info().PageSize))
+			return putBlocks(b, kept, 2*blockRecords, 2*s.blockBytes)
 		})
 		if err != nil {
 			return total, err // this chunk rolled back

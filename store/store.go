@@ -71,6 +71,8 @@ type Store struct {
 	now func() time.Time
 	// recovered and dropped: see Recovered.
 	recovered, dropped int
+	// blockBytes bounds the records' blocks (see blocks.go).
+	blockBytes int
 
 	// jmu is held by the writes to the journal and by LoadCounters, so
 	// that j and the file agree for it.
@@ -145,7 +147,7 @@ func Open(path string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, now: time.Now}
+	s := &Store{db: db, path: path, now: time.Now, blockBytes: blockBytes(db.Info().PageSize)}
 	// What a process that stopped without Close left in the journal.
 	if err := db.Update(fold); err != nil {
 		_ = db.Close()
