@@ -177,21 +177,23 @@ func putRecords(rb *bolt.Bucket, recs []stored, maxBytes int) error {
 			}
 			continue
 		}
+		if len(scratch) < blockRecords && entrySize(scratch) < maxBytes {
+			if err := putBlocks(rb, mergeStored(scratch, group), blockRecords, maxBytes); err != nil {
+				return err
+			}
+			continue
+		}
+		// A full last entry takes only the records late inside it.
 		inside := 0
 		for inside < len(group) && bytes.Compare(group[inside].key, scratch[len(scratch)-1].key) < 0 {
 			inside++
 		}
-		if len(scratch) < blockRecords && entrySize(scratch) < maxBytes {
-			err = putBlocks(rb, mergeStored(scratch, group), blockRecords, maxBytes)
-		} else {
-			if inside > 0 {
-				err = putBlocks(rb, mergeStored(scratch, group[:inside]), 2*blockRecords, 2*maxBytes)
-			}
-			if err == nil {
-				err = putBlocks(rb, group[inside:], blockRecords, maxBytes)
+		if inside > 0 {
+			if err := putBlocks(rb, mergeStored(scratch, group[:inside]), 2*blockRecords, 2*maxBytes); err != nil {
+				return err
 			}
 		}
-		if err != nil {
+		if err := putBlocks(rb, group[inside:], blockRecords, maxBytes); err != nil {
 			return err
 		}
 	}
