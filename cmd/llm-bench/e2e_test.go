@@ -58,6 +58,22 @@ func TestRunEndToEnd(t *testing.T) {
 			t.Errorf("results.md lacks %q", want)
 		}
 	}
+	// The sliced rows read the machine's counters: every path's machine
+	// CPU per request and idle share are figures, not n/a.
+	for _, metric := range []string{"| machine CPU busy, sliced (µs per req)", "| machine idle, sliced (%)", "| load generator CPU, sliced (µs per req)"} {
+		n := 0
+		for line := range strings.Lines(string(md)) {
+			if strings.HasPrefix(line, metric) {
+				n++
+				if strings.Contains(line, "n/a") {
+					t.Errorf("row without figures: %s", line)
+				}
+			}
+		}
+		if n < 3 { // c=16, h2 c=4, users
+			t.Errorf("%d rows %q, want one per sliced table", n, metric)
+		}
+	}
 	if strings.Contains(string(md), "WARNING") {
 		t.Errorf("run flagged with errors:\n%s", md)
 	}

@@ -131,6 +131,27 @@ type Window struct {
 	Elapsed time.Duration   // from the first request to the last answer
 	Lat     []time.Duration // latencies of the OK requests, sorted
 	CPU     time.Duration   // CPU the measured process spent in the window
+	// Use is what the CPU counters of a sliced run moved by over the
+	// window's slices (zero for other windows); Use.Proc is CPU.
+	Use Usage
+}
+
+// Usage is a reading of the CPU counters a sliced run follows, or what they
+// moved by: the path's own process (0 for a path without one), the
+// emulator, this load generator, and the whole machine, busy and in total
+// (all CPUs summed, idle included).
+type Usage struct {
+	Proc, Sim, Self, Busy, Total time.Duration
+}
+
+// Sub returns what the counters moved by from v to u.
+func (u Usage) Sub(v Usage) Usage {
+	return Usage{u.Proc - v.Proc, u.Sim - v.Sim, u.Self - v.Self, u.Busy - v.Busy, u.Total - v.Total}
+}
+
+// Add sums two movements.
+func (u Usage) Add(v Usage) Usage {
+	return Usage{u.Proc + v.Proc, u.Sim + v.Sim, u.Self + v.Self, u.Busy + v.Busy, u.Total + v.Total}
 }
 
 // Rate is the window's throughput in successful requests per second.
@@ -312,12 +333,11 @@ func Interleaved(ctx context.Context, ts []*Target, body []byte, d time.Duration
 // windows of seconds meet its drift). Each cycle through ts starts one
 // target further on, so no target always follows the same one. It returns
 // one window per target: the requests sent to it (answered, possibly after
-// its slice ended) and the time it held the load, and, when cpu is not nil,
-// the CPU cpu(i) reads for target i over i's slices (0 for a target with no
-// process of its own to read). Requests still in flight when a slice
+// its slice ended) and the time it held the load, and, when use is not nil,
+// what the counters use(i) reads for target i moved by over i's slices. Requests still in flight when a slice
 // ends run into the next target's slice, so slice should be long next to
 // the latency. Failures go to errs under label and the target's name.
-func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, cpu func(i int) time.Duration, errs *ErrorLog, label string) []Window {
+func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, use func(i int) Usage, errs *ErrorLog, label string) []Window {
 	out := make([]Window, len(ts))
 	if ctx.Err() != nil {
 		return out
@@ -361,9 +381,9 @@ func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice t
 			i := (cycle + k) % len(ts)
 			active.Store(int32(i))
 			start := time.Now()
-			var c0 time.Duration
-			if cpu != nil {
-				c0 = cpu(i)
+			var u0 Usage
+			if use != nil {
+				u0 = use(i)
 			}
 			timer.Reset(min(slice, time.Until(deadline)))
 			select {
@@ -371,8 +391,9 @@ func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice t
 			case <-timer.C:
 			}
 			out[i].Elapsed += time.Since(start)
-			if cpu != nil {
-				out[i].CPU += cpu(i) - c0
+			if use != nil {
+				out[i].Use = out[i].Use.Add(use(i).Sub(u0))
+				out[i].CPU = out[i].Use.Proc
 			}
 			if ctx.Err() != nil || !time.Now().Before(deadline) {
 				break

@@ -126,12 +126,17 @@ func TestSliced(t *testing.T) {
 	var errs ErrorLog
 	ts := twoAndBroken(t, 4)
 	// One clock per target, each moving by 1 ms per read, so a slice read
-	// from another target's clock would show.
+	// from another target's clock would show; every counter of a reading
+	// moves by its own multiple of it, so a counter read as another would
+	// show too.
 	var ticks [3]atomic.Int64
-	cpu := func(i int) time.Duration { return time.Duration(ticks[i].Add(1)) * time.Millisecond }
+	use := func(i int) Usage {
+		d := time.Duration(ticks[i].Add(1)) * time.Millisecond
+		return Usage{Proc: d, Sim: 2 * d, Self: 3 * d, Busy: 4 * d, Total: 5 * d}
+	}
 	const d, slice = 600 * time.Millisecond, 20 * time.Millisecond
 	start := time.Now()
-	ws := Sliced(context.Background(), ts, chatBody("sim-model", smallPrompt, 4, false), 4, d, slice, cpu, &errs, "s")
+	ws := Sliced(context.Background(), ts, chatBody("sim-model", smallPrompt, 4, false), 4, d, slice, use, &errs, "s")
 	if took := time.Since(start); took < d {
 		t.Errorf("returned after %v, before its %v", took, d)
 	}
@@ -150,6 +155,9 @@ func TestSliced(t *testing.T) {
 		// Each of its slices read the clock twice, one tick apart.
 		if n := int(w.CPU / time.Millisecond); n < 5 || n > 20 {
 			t.Errorf("CPU over its slices %v: not one tick per slice", w.CPU)
+		}
+		if u := w.Use; u.Proc != w.CPU || u.Sim != 2*w.CPU || u.Self != 3*w.CPU || u.Busy != 4*w.CPU || u.Total != 5*w.CPU {
+			t.Errorf("counters over its slices %+v: not each its own multiple of %v", u, w.CPU)
 		}
 	}
 	if r := a.Rate() / b.Rate(); r < 0.5 || r > 2 {

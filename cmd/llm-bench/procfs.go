@@ -84,3 +84,44 @@ func ProcRSS(pid int) (int64, error) {
 	}
 	return ParseVmRSS(b)
 }
+
+// ParseMachineCPU returns, from the contents of /proc/stat, the CPU time
+// of the whole machine (all CPUs summed) spent busy and in total, idle
+// and I/O wait included: the first line, "cpu  user nice system idle
+// iowait irq softirq steal ...", in USER_HZ. Guest time is already
+// counted in user and nice, so the fields after steal are not added.
+func ParseMachineCPU(stat []byte) (busy, total time.Duration, err error) {
+	line, _, _ := bytes.Cut(stat, []byte("\n"))
+	rest, ok := bytes.CutPrefix(line, []byte("cpu "))
+	if !ok {
+		return 0, 0, errors.New("/proc/stat: first line is not the cpu total")
+	}
+	fields := bytes.Fields(rest)
+	const idle, iowait, steal = 3, 4, 7
+	if len(fields) <= iowait {
+		return 0, 0, fmt.Errorf("/proc/stat: %d cpu fields, want at least %d", len(fields), iowait+1)
+	}
+	var busyT, idleT int64
+	for k, f := range fields[:min(len(fields), steal+1)] {
+		n, err := strconv.ParseInt(string(f), 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/int64(time.Second/userHZ)/16 {
+			return 0, 0, fmt.Errorf("/proc/stat: bad cpu time %q", f)
+		}
+		if k == idle || k == iowait {
+			idleT += n
+		} else {
+			busyT += n
+		}
+	}
+	tick := time.Second / userHZ
+	return time.Duration(busyT) * tick, time.Duration(busyT+idleT) * tick, nil
+}
+
+// MachineCPU reads the machine's busy and total CPU time so far.
+func MachineCPU() (busy, total time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return ParseMachineCPU(b)
+}

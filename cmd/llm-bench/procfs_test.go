@@ -138,3 +138,54 @@ func BenchmarkProcCPU(b *testing.B) {
 		}
 	}
 }
+
+func TestParseMachineCPU(t *testing.T) {
+	const tick = time.Second / userHZ
+	tests := []struct {
+		name        string
+		in          string
+		busy, total time.Duration
+		wantErr     bool
+	}{
+		// user nice system idle iowait irq softirq steal guest guest_nice:
+		// guest time is inside user and nice, so it is not added again.
+		{"full", "cpu  100 2 30 500 7 1 4 3 50 9\ncpu0 50 1 15 250 3 0 2 1 25 4\nintr 1\n", 140 * tick, 647 * tick, false},
+		{"old kernel, five fields", "cpu 10 0 5 80 5\n", 15 * tick, 100 * tick, false},
+		{"no newline", "cpu  1 0 0 9 0 0 0 0 0 0", tick, 10 * tick, false},
+		{"per-cpu line first", "cpu0 1 0 0 9 0\n", 0, 0, true},
+		{"empty", "", 0, 0, true},
+		{"too few fields", "cpu  1 2 3\n", 0, 0, true},
+		{"not a number", "cpu  1 x 3 4 5\n", 0, 0, true},
+		{"negative", "cpu  1 -2 3 4 5\n", 0, 0, true},
+		{"overflowing", "cpu  99999999999999999 0 0 0 0\n", 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			busy, total, err := ParseMachineCPU([]byte(tt.in))
+			if (err != nil) != tt.wantErr || busy != tt.busy || total != tt.total {
+				t.Errorf("ParseMachineCPU(%q) = %v, %v, %v; want %v, %v, error %v", tt.in, busy, total, err, tt.busy, tt.total, tt.wantErr)
+			}
+		})
+	}
+	// This machine's own: busy never exceeds total, and both move forward.
+	b0, t0, err := MachineCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b0 <= 0 || b0 > t0 {
+		t.Fatalf("machine CPU busy %v of %v", b0, t0)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		_, t1, err := MachineCPU()
+		if err != nil || t1 < t0 {
+			t.Fatalf("machine CPU total went from %v to %v (%v)", t0, t1, err)
+		}
+		if t1 > t0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("machine CPU total stuck at %v for 2s", t0)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,20 +135,24 @@ func (b *Bench) closedRounds(ctx context.Context, label string, runs []pathRun, 
 
 // slicedRounds runs rounds of Sliced over runs, each as long as a round of
 // the windows in res, with slices sliceFor the plain path's median latency
-// there. Each path's CPU is read from its own process over its slices.
+// there. Each path's CPU is read from its own process over its slices,
+// and with it the emulator's, the load generator's and the machine's.
 func (b *Bench) slicedRounds(ctx context.Context, label string, runs []pathRun, body []byte, conc int, res map[string][]Window) (map[string][]Window, time.Duration, error) {
 	slice := sliceFor(Percentile(pooled(res)[pathPlain], 50))
-	cpu := func(i int) time.Duration {
-		if runs[i].pid == 0 {
-			return 0
+	self := os.Getpid()
+	use := func(i int) Usage {
+		u := Usage{Proc: cpuOf(runs[i].pid), Self: cpuOf(self)}
+		if b.sim != nil {
+			u.Sim = cpuOf(b.sim.Pid())
 		}
-		return cpuOf(runs[i].pid)
+		u.Busy, u.Total, _ = MachineCPU() // zeros if /proc/stat cannot be read: the rows show NaN
+		return u
 	}
 	ts := targets(runs)
 	label += " sliced"
 	out, err := sideBySide(ctx, b, label, ts, b.o.Rounds,
 		func() []Window {
-			return Sliced(ctx, ts, body, conc, b.o.Window*time.Duration(len(ts)), slice, cpu, &b.errs, label)
+			return Sliced(ctx, ts, body, conc, b.o.Window*time.Duration(len(ts)), slice, use, &b.errs, label)
 		},
 		func(w Window) string { return fmt.Sprintf("%.0f req/s", w.Rate()) })
 	return out, slice, err
@@ -167,6 +172,12 @@ func slicedRows(res map[string][]Window, base, subj string, cpuPaths []string, r
 		(&Row{Metric: "throughput, sliced (req/s)", Vals: perRound(res, Window.Rate)}).Ratio(subj, base, rate),
 		(&Row{Metric: "latency p50, sliced (µs)", Vals: perRound(res, func(w Window) float64 { return Micros(Percentile(w.Lat, 50)) })}).Delta(subj, base, nil),
 		(&Row{Metric: "Caddy CPU, sliced (s per 1,000 req)", Vals: only(perRound(res, cpuPer1k), cpuPaths...)}).Ratio(subj, base, nil),
+		// Where the rest of the machine's time goes: what the throughput
+		// ratio owes to Caddy, to the other processes, and to idle CPUs.
+		(&Row{Metric: "machine CPU busy, sliced (µs per req)", Vals: perRound(res, usePerReq(func(u Usage) time.Duration { return u.Busy }))}).Delta(subj, base, nil),
+		(&Row{Metric: "load generator CPU, sliced (µs per req)", Vals: perRound(res, usePerReq(func(u Usage) time.Duration { return u.Self }))}).Delta(subj, base, nil),
+		(&Row{Metric: "emulator CPU, sliced (µs per req)", Vals: perRound(res, usePerReq(func(u Usage) time.Duration { return u.Sim }))}).Delta(subj, base, nil),
+		(&Row{Metric: "machine idle, sliced (%)", Vals: perRound(res, idleShare)}).Delta(subj, base, nil),
 		{Metric: "errors, sliced", Vals: perRound(res, func(w Window) float64 { return float64(w.Errors) })},
 	}
 }
@@ -175,7 +186,8 @@ func slicedRows(res map[string][]Window, base, subj string, cpuPaths []string, r
 func slicedNote(slice time.Duration) string {
 	return fmt.Sprintf("The throughput target applies to the sliced rows: after the windows, the same workers move from path to path every %v (the order rotating) for as long as the windows last together, "+
 		"so that every path meets the machine in the same state, where windows seconds apart meet its drift. "+
-		"A slice is 25 times the median latency: the requests still in flight when it ends, a few percent of it, run into the next path's slice.", slice)
+		"A slice is 25 times the median latency: the requests still in flight when it ends, a few percent of it, run into the next path's slice. "+
+		"The machine, load generator and emulator rows, read over the same slices, say where the throughput gap comes from: CPU every request costs (Caddy's or the others'), or CPUs left idle.", slice)
 }
 
 // sideBySide runs rounds of run, which measures every target of ts at once
@@ -254,6 +266,27 @@ func cpuPer1k(w Window) float64 {
 		return math.NaN()
 	}
 	return w.CPU.Seconds() / float64(w.OK) * 1000
+}
+
+// usePerReq returns the counter of Usage that of picks, per successful
+// request of a sliced window, in µs; NaN when the window has none or the
+// machine's counters were not read.
+func usePerReq(of func(Usage) time.Duration) func(Window) float64 {
+	return func(w Window) float64 {
+		if w.OK == 0 || w.Use.Total <= 0 {
+			return math.NaN()
+		}
+		return Micros(of(w.Use)) / float64(w.OK)
+	}
+}
+
+// idleShare is the percentage of the machine's CPU time that was idle over
+// a sliced window's slices; NaN when it was not read.
+func idleShare(w Window) float64 {
+	if w.Use.Total <= 0 {
+		return math.NaN()
+	}
+	return 100 * float64(w.Use.Total-w.Use.Busy) / float64(w.Use.Total)
 }
 
 // pooled merges the latencies of every round of each path.
