@@ -334,9 +334,10 @@ func Interleaved(ctx context.Context, ts []*Target, body []byte, d time.Duration
 // target further on, so no target always follows the same one. It returns
 // one window per target: the requests sent to it (answered, possibly after
 // its slice ended) and the time it held the load, and, when use is not nil,
-// what the counters use(i) reads for target i moved by over i's slices. Requests still in flight when a slice
-// ends run into the next target's slice, so slice should be long next to
-// the latency. Failures go to errs under label and the target's name.
+// what the counters use(i) reads for target i moved by over i's slices.
+// Requests still in flight when a slice ends run into the next target's
+// slice, so slice should be long next to the latency. Failures go to errs
+// under label and the target's name.
 func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, use func(i int) Usage, errs *ErrorLog, label string) []Window {
 	out := make([]Window, len(ts))
 	if ctx.Err() != nil {

@@ -104,6 +104,8 @@ func ParseMachineCPU(stat []byte) (busy, total time.Duration, err error) {
 	var busyT, idleT int64
 	for k, f := range fields[:min(len(fields), steal+1)] {
 		n, err := strconv.ParseInt(string(f), 10, 64)
+		// Bounded so that the sum of the eight fields, in nanoseconds,
+		// cannot overflow.
 		if err != nil || n < 0 || n > math.MaxInt64/int64(time.Second/userHZ)/16 {
 			return 0, 0, fmt.Errorf("/proc/stat: bad cpu time %q", f)
 		}
