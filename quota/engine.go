@@ -592,7 +592,9 @@ type WindowStatus struct {
 	// Remaining is Limit − Used − Reserved, at least 0.
 	Remaining int64
 	// ResetsAt is when the period ends; for Minute, when everything counted
-	// so far has aged out (now if nothing is counted); zero for Total.
+	// so far has aged out, and what requests in flight hold too (counted
+	// when they settle, now at the earliest): now if nothing is counted or
+	// held; zero for Total.
 	ResetsAt time.Time
 }
 
@@ -615,6 +617,10 @@ func (u *userState) status(c *clock, l *Limits, out []WindowStatus) []WindowStat
 				s.ResetsAt = c.now.UTC()
 				if last, ok := u.lastActive(requests); ok {
 					s.ResetsAt = time.Unix(last+60, 0).UTC()
+				}
+				// Held tokens land in this second's bucket at the earliest.
+				if held := time.Unix(c.now.Unix()+60, 0).UTC(); reserved > 0 && held.After(s.ResetsAt) {
+					s.ResetsAt = held
 				}
 			case Total:
 			default:

@@ -599,7 +599,9 @@ func TestStatusAndTightest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []WindowStatus{
-		{Window: Minute, Kind: "tokens", Limit: 10000, Used: 2000, Reserved: 1000, Remaining: 7000, ResetsAt: utc(2024, 3, 13, 10, 1, 0)},
+		// The 1,000 tokens held are counted when the request settles, now
+		// at the earliest: the minute is clear a minute after that.
+		{Window: Minute, Kind: "tokens", Limit: 10000, Used: 2000, Reserved: 1000, Remaining: 7000, ResetsAt: utc(2024, 3, 13, 10, 1, 5)},
 		{Window: Minute, Kind: "requests", Limit: 10, Used: 2, Remaining: 8, ResetsAt: utc(2024, 3, 13, 10, 1, 5)},
 		{Window: Day, Kind: "tokens", Limit: 50000, Used: 2000, Reserved: 1000, Remaining: 47000, ResetsAt: utc(2024, 3, 14, 0, 0, 0)},
 		{Window: Month, Kind: "requests", Limit: 1000, Used: 2, Remaining: 998, ResetsAt: utc(2024, 4, 1, 0, 0, 0)},
@@ -636,12 +638,20 @@ func TestStatusAndTightest(t *testing.T) {
 	if !rs.HasTokens || rs.Tokens.Window != Week || rs.HasRequests {
 		t.Fatalf("tightest %+v", rs)
 	}
-	// With nothing counted in the minute, it "resets" now.
+	// With nothing counted in the minute, it "resets" now; with tokens held
+	// by a request in flight, a minute from now.
 	clk.Add(time.Minute)
 	st, _ = e.Status("u", tie)
 	if !st[0].ResetsAt.Equal(clk.Now()) || st[0].Used != 0 {
 		t.Fatalf("empty minute %+v", st[0])
 	}
+	var minute Limits
+	minute.Tokens[Minute] = 5000
+	inFlight := mustAdmit(t, e, Request{User: "u", Limits: minute, Prompt: 10, Output: 90, WantRate: true})
+	if w := inFlight.Rate.Tokens; w.Window != Minute || w.Used != 0 || w.Reserved != 100 || !w.ResetsAt.Equal(clk.Now().Truncate(time.Second).Add(time.Minute)) {
+		t.Fatalf("minute with tokens held only, at admission: %+v", w)
+	}
+	inFlight.Cancel()
 	if st, _ := e.Status("u", Limits{}); len(st) != 0 {
 		t.Fatalf("no limits, status %+v", st)
 	}
