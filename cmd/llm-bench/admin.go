@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -201,4 +202,28 @@ func MetricValue(text []byte, name string) (float64, bool) {
 		return v, true
 	}
 	return 0, false
+}
+
+// CPUProfile records Caddy's CPU profile for d (whole seconds, at least 1,
+// at most 25 so that the client's timeout holds) through pprof and writes
+// it to path.
+func (a *Admin) CPUProfile(ctx context.Context, d time.Duration, path string) error {
+	secs := min(max(int(d/time.Second), 1), 25)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", a.Base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := a.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/profile: status %d: %.200s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return os.WriteFile(path, b, 0o644)
 }

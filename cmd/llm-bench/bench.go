@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -45,6 +46,8 @@ type Bench struct {
 	caddy0    *Child // second process: gate only, flush_interval 0
 	admin0    *Admin
 	gate0Base string
+
+	split []*Child // the split scenario's processes, one per path
 
 	tables []*Table
 	chart  *BarChart
@@ -118,9 +121,14 @@ func (b *Bench) startSim(ctx context.Context) error {
 	return WaitReady(ctx, b.sim, b.simBase+"/v1/models", 20*time.Second)
 }
 
-// startCaddy writes cfg's Caddyfile and runs Caddy on it, waiting until
-// the admin listener and every site answer.
+// startCaddy writes cfg's Caddyfile and runs Caddy (-caddy) on it, waiting
+// until the admin listener and every site answer.
 func (b *Bench) startCaddy(ctx context.Context, name string, cfg CaddyConfig) (*Child, *Admin, error) {
+	return b.startCaddyBin(ctx, name, b.o.CaddyBin, cfg)
+}
+
+// startCaddyBin is startCaddy with the Caddy binary bin.
+func (b *Bench) startCaddyBin(ctx context.Context, name, bin string, cfg CaddyConfig) (*Child, *Admin, error) {
 	path := filepath.Join(b.dir, name+".Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg.Caddyfile()), 0o600); err != nil {
 		return nil, nil, err
@@ -129,7 +137,7 @@ func (b *Bench) startCaddy(ctx context.Context, name string, cfg CaddyConfig) (*
 		"XDG_DATA_HOME=" + filepath.Join(b.dir, name+"-data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(b.dir, name+"-config"),
 	}
-	c, err := b.sup.Start(name, b.dir, env, b.o.CaddyBin, "run", "--config", path, "--adapter", "caddyfile")
+	c, err := b.sup.Start(name, b.dir, env, bin, "run", "--config", path, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -243,6 +251,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 		"conversation": b.scenarioConversation,
 		"users":        b.scenarioUsers,
 		"store":        b.scenarioStore,
+		"split":        b.scenarioSplit,
 	}
 	var runErr error
 	for _, name := range b.o.Scenarios {
@@ -257,7 +266,7 @@ func (b *Bench) Run(ctx context.Context) (*Report, error) {
 			runErr = fmt.Errorf("scenario %s: %w", name, err)
 			break
 		}
-		if b.caddy.Exited() || (b.caddy0 != nil && b.caddy0.Exited()) || b.sim.Exited() {
+		if b.caddy.Exited() || (b.caddy0 != nil && b.caddy0.Exited()) || b.sim.Exited() || slices.ContainsFunc(b.split, (*Child).Exited) {
 			runErr = fmt.Errorf("a child process died during scenario %s; rerun with -keep and see the logs", name)
 			break
 		}
@@ -319,8 +328,8 @@ func (b *Bench) settings() []string {
 			o.Rounds, o.Window, o.Warmup, o.Rounds),
 		fmt.Sprintf("stream scenario: %d streams × %d tokens at %g tokens/s, chunks of %v tokens, started over %v, %d rounds per path, then %d mixed rounds (plain's and gate's streams side by side); the gate's streams belong to %d JWT user(s)",
 			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamRounds, o.StreamUsers),
-		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; conversation: %d turns at concurrency %d; users: %d API keys at concurrency %d; store: concurrency %d",
-			o.PromptTokens, o.PromptReqs, o.ConvTurns, o.ConvConc, o.Users, o.UsersConc, o.StoreConc),
+		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; conversation: %d turns at concurrency %d; users: %d API keys at concurrency %d; store: concurrency %d; split: concurrency %d",
+			o.PromptTokens, o.PromptReqs, o.ConvTurns, o.ConvConc, o.Users, o.UsersConc, o.StoreConc, o.SplitConc),
 		"emulator: internal/vllmsim (cmd/vllm-sim), no recording; Caddy: access log off, error-level logging, reverse_proxy keeps up to " +
 			fmt.Sprint(max(o.Streams, 1024)) + " idle upstream connections on both sites",
 		"requests: every path of a scenario gets the same requests, Authorization header included (an OpenAI SDK always sends one): " +

@@ -25,7 +25,7 @@ func tinyOptions(t *testing.T) Options {
 		Conc: []int{1, 16}, H2Conc: []int{4},
 		Streams: 20, StreamTokens: 8, StreamTPS: 400, Chunks: []int{1, 4}, StreamRounds: 1, StreamUsers: 3, Ramp: 10 * time.Millisecond,
 		PromptTokens: 3000, PromptReqs: 2, ConvTurns: 4, ConvConc: 3,
-		Users: 30, UsersConc: 4, StoreConc: 4,
+		Users: 30, UsersConc: 4, StoreConc: 4, SplitConc: 4, SplitB: self, Profile: true,
 		settle: 10 * time.Millisecond, flushWait: 50 * time.Millisecond,
 	}
 }
@@ -53,6 +53,9 @@ func TestRunEndToEnd(t *testing.T) {
 		"— latency p50, interleaved (µs) gate − plain", "— latency p99, interleaved (µs) gate − plain", "— TTFT p99, mixed (µs) gate − plain",
 		"concurrency 16 — throughput, sliced (req/s) gate/plain", "concurrency 4 — throughput, sliced (req/s) gate/plain",
 		"— throughput, sliced (req/s) gate 30 keys/plain",
+		// plain, gate and gate B each in a process of its own, profiled.
+		"Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency 4",
+		"gate B/gate", "gate B − gate", "CPU profile of gate over the first sliced round",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
@@ -70,8 +73,14 @@ func TestRunEndToEnd(t *testing.T) {
 				}
 			}
 		}
-		if n < 3 { // c=16, h2 c=4, users
+		if n < 4 { // c=16, h2 c=4, users, split
 			t.Errorf("%d rows %q, want one per sliced table", n, metric)
+		}
+	}
+	for _, p := range []string{"split-plain.pprof", "split-gate.pprof", "split-gate-b.pprof"} {
+		b, err := os.ReadFile(filepath.Join(o.Out, p))
+		if err != nil || !strings.HasPrefix(string(b), "fake profile of ") {
+			t.Errorf("%s: %q, %v", p, b, err)
 		}
 	}
 	if strings.Contains(string(md), "WARNING") {

@@ -199,6 +199,9 @@ func (g *fakeGate) adminHandler() http.Handler {
 			runtime.NumGoroutine(), m.HeapInuse, m.StackInuse)
 	})
 	mux.HandleFunc("GET /debug/pprof/heap", func(w http.ResponseWriter, r *http.Request) { runtime.GC() })
+	mux.HandleFunc("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "fake profile of %s seconds", r.URL.Query().Get("seconds"))
+	})
 	return mux
 }
 

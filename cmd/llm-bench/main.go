@@ -12,8 +12,9 @@
 // Scenarios: nonstream (c=1,16,128 over HTTP/1.1), h2 (h2c), stream (many
 // concurrent SSE streams), bigprompt (admission of a 100,000-token
 // prompt), users (10,000 API-key users round-robin), store (flush_interval
-// 1s vs 0). Every child process is killed when the benchmark ends, however
-// it ends.
+// 1s vs 0), split (plain and gate in two Caddy processes, with -split-b a
+// third for another build's gate, and with -profile their CPU profiles).
+// Every child process is killed when the benchmark ends, however it ends.
 package main
 
 import (
@@ -63,6 +64,10 @@ type Options struct {
 	UsersConc int
 	StoreConc int
 
+	SplitConc int    // concurrency of the split scenario
+	SplitB    string // a second Caddy binary for the split scenario's gate B path ("": none)
+	Profile   bool   // the split scenario records each process's CPU profile
+
 	Keep bool // keep the temp dir (Caddyfiles, logs, bbolt files)
 
 	// settle and flushWait override Bench's pauses (tests shorten them).
@@ -70,7 +75,7 @@ type Options struct {
 }
 
 // allScenarios in run order.
-var allScenarios = []string{"nonstream", "h2", "conversation", "stream", "bigprompt", "users", "store"}
+var allScenarios = []string{"nonstream", "h2", "conversation", "stream", "bigprompt", "users", "store", "split"}
 
 func intList(s string) ([]int, error) {
 	var out []int
@@ -117,6 +122,9 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.Users, "users", 10000, "distinct API-key users of the users scenario")
 	fs.IntVar(&o.UsersConc, "users-conc", 64, "concurrency of the users scenario")
 	fs.IntVar(&o.StoreConc, "store-conc", 16, "concurrency of the store scenario")
+	fs.IntVar(&o.SplitConc, "split-conc", 16, "concurrency of the split scenario (plain and gate in two Caddy processes)")
+	fs.StringVar(&o.SplitB, "split-b", "", "another Caddy binary (an earlier build, say) whose gate runs as a third process of the split scenario, gate B")
+	fs.BoolVar(&o.Profile, "profile", false, "record each split process's CPU profile during the first sliced round, as <out>/split-<path>.pprof")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir with Caddyfiles, logs and bbolt files")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -169,8 +177,8 @@ func parseFlags(args []string) (Options, error) {
 		return o, errors.New("-window must be positive")
 	case o.Streams < 1 || o.StreamTokens < 1 || o.StreamTPS <= 0 || o.StreamUsers < 1:
 		return o, errors.New("-streams, -stream-tokens, -stream-tps and -stream-users must be positive")
-	case o.PromptTokens < 1 || o.PromptReqs < 1 || o.Users < 1 || o.UsersConc < 1 || o.StoreConc < 1 || o.ConvConc < 1:
-		return o, errors.New("-prompt-tokens, -prompt-reqs, -users, -users-conc, -store-conc and -conv-conc must be positive")
+	case o.PromptTokens < 1 || o.PromptReqs < 1 || o.Users < 1 || o.UsersConc < 1 || o.StoreConc < 1 || o.ConvConc < 1 || o.SplitConc < 1:
+		return o, errors.New("-prompt-tokens, -prompt-reqs, -users, -users-conc, -store-conc, -conv-conc and -split-conc must be positive")
 	case o.ConvTurns < 1 || o.ConvTurns > len(conversationQuestions):
 		return o, fmt.Errorf("-conv-turns must be 1 to %d", len(conversationQuestions))
 	}
@@ -198,7 +206,10 @@ func main() {
 // flagged), 2 when the benchmark could not run or stopped early (the
 // report of the scenarios done is written), 130 when interrupted.
 func run(ctx context.Context, o Options) int {
-	for _, bin := range []string{o.CaddyBin, o.SimBin} {
+	for _, bin := range []string{o.CaddyBin, o.SimBin, o.SplitB} {
+		if bin == "" {
+			continue // no -split-b
+		}
 		if _, err := os.Stat(bin); err != nil {
 			fmt.Fprintf(os.Stderr, "llm-bench: %v (run `make build` first)\n", err)
 			return 2

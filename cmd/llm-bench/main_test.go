@@ -57,6 +57,12 @@ func TestParseFlags(t *testing.T) {
 		{name: "zero users", args: []string{"-users", "0"}, wantErr: "-users"},
 		{name: "too many turns", args: []string{"-conv-turns", "11"}, wantErr: "-conv-turns must be 1 to 10"},
 		{name: "zero conversation concurrency", args: []string{"-conv-conc", "0"}, wantErr: "-conv-conc"},
+		{name: "zero split concurrency", args: []string{"-split-conc", "0"}, wantErr: "-split-conc"},
+		{name: "split B and profile", args: []string{"-split-b", "/x/old-caddy", "-profile", "-split-conc", "8"}, check: func(t *testing.T, o Options) {
+			if o.SplitB != "/x/old-caddy" || !o.Profile || o.SplitConc != 8 || !slices.Contains(o.Scenarios, "split") {
+				t.Errorf("%+v", o)
+			}
+		}},
 		{name: "positional argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "not defined"},
 	}
@@ -77,10 +83,20 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// TestRunMissingBinaries: a binary that is not there stops run before it
+// does anything, even creating the output directory.
 func TestRunMissingBinaries(t *testing.T) {
-	o := Options{CaddyBin: filepath.Join(t.TempDir(), "caddy"), SimBin: "/bin/true", Out: t.TempDir()}
+	out := filepath.Join(t.TempDir(), "out")
+	o := Options{CaddyBin: filepath.Join(t.TempDir(), "caddy"), SimBin: "/bin/true", Out: out}
 	if code := run(context.Background(), o); code != 2 {
 		t.Errorf("run without caddy = %d, want 2", code)
+	}
+	o.CaddyBin, o.SplitB = "/bin/true", filepath.Join(t.TempDir(), "old-caddy")
+	if code := run(context.Background(), o); code != 2 {
+		t.Errorf("run without the -split-b binary = %d, want 2", code)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output directory made before the binaries were checked (%v)", err)
 	}
 }
 

@@ -182,9 +182,15 @@ func slicedRows(res map[string][]Window, base, subj string, cpuPaths []string, r
 	}
 }
 
-// slicedNote explains the sliced rows of a table whose slices were slice.
+// slicedNote explains the sliced rows of a table whose slices were slice,
+// the throughput target's rows.
 func slicedNote(slice time.Duration) string {
-	return fmt.Sprintf("The throughput target applies to the sliced rows: after the windows, the same workers move from path to path every %v (the order rotating) for as long as the windows last together, "+
+	return "The throughput target applies to the sliced rows: " + slicedHow(slice)
+}
+
+// slicedHow says how the sliced rows were measured, with slices of slice.
+func slicedHow(slice time.Duration) string {
+	return fmt.Sprintf("after the windows, the same workers move from path to path every %v (the order rotating) for as long as the windows last together, "+
 		"so that every path meets the machine in the same state, where windows seconds apart meet its drift. "+
 		"A slice is 25 times the median latency: the requests still in flight when it ends, a few percent of it, run into the next path's slice. "+
 		"The machine, load generator and emulator rows, read over the same slices, say where the throughput gap comes from: CPU every request costs (Caddy's or the others'), or CPUs left idle.", slice)
