@@ -67,6 +67,11 @@ func (d *Denial) Error() string {
 	if d.Kind == TokenRate {
 		what = "token rate limit exceeded"
 	}
+	if d.Used < d.Limit {
+		// Not used up: the request does not fit in what is left.
+		return fmt.Sprintf("%s: %d of %d tokens %s used, and this request needs at least %d (prompt plus one per choice); %s",
+			what, d.Used, d.Limit, d.Window.per(), d.Need, d.when())
+	}
 	return fmt.Sprintf("%s: %d of %d tokens %s used; %s", what, d.Used, d.Limit, d.Window.per(), d.when())
 }
 

@@ -210,7 +210,7 @@ func TestTokenRateSliding(t *testing.T) {
 	if *d != want {
 		t.Fatalf("denial %+v, want %+v", *d, want)
 	}
-	if msg := d.Error(); msg != "token rate limit exceeded: 800 of 1000 tokens per minute used; retry in 40s" {
+	if msg := d.Error(); msg != "token rate limit exceeded: 800 of 1000 tokens per minute used, and this request needs at least 301 (prompt plus one per choice); retry in 40s" {
 		t.Errorf("message %q", msg)
 	}
 	clk.Add(39 * time.Second) // still inside the bucket's last second
