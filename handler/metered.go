@@ -39,7 +39,11 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	} else if err := req.Parse(ep, body); err != nil {
 		h.countOutcome(outcomeBadRequest)
-		errBadRequest("invalid_json", err.Error()).write(w, r)
+		e := errBadRequest("invalid_json", err.Error())
+		if fe := (*meter.FieldError)(nil); errors.As(err, &fe) {
+			e.Param = fe.Param
+		}
+		e.write(w, r)
 		return nil
 	}
 	c.model = req.Model

@@ -2,6 +2,7 @@ package itest
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/llmgate/llmgate/internal/vllmsim"
@@ -47,7 +48,14 @@ func TestChatBatch(t *testing.T) {
 
 	body["stream"] = true
 	b = mustStatus(t, e.post("/v1/chat/completions/batch", token(t, "sol", nil), body), 400)
-	if got := decodeError(t, b); got.Error.Code != "invalid_json" {
+	if got := decodeError(t, b); got.Error.Code != "invalid_json" || got.Error.Param != nil {
+		t.Fatalf("%s", b)
+	}
+	// A member of the wrong kind is named as the error's param, as OpenAI does.
+	b = mustStatus(t, e.post("/v1/chat/completions", token(t, "sol", nil), map[string]any{
+		"model": "sim-model", "messages": []map[string]string{{"role": "user", "content": "hi"}}, "max_tokens": -1}), 400)
+	if got := decodeError(t, b); got.Error.Code != "invalid_json" || got.Error.Param == nil || *got.Error.Param != "max_tokens" ||
+		!strings.Contains(got.Error.Message, "max_tokens must not be negative") {
 		t.Fatalf("%s", b)
 	}
 }

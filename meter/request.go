@@ -96,6 +96,16 @@ func (e Endpoint) String() string {
 // not JSON, not an object, or a field the gate reads has the wrong type.
 var ErrInvalidJSON = errors.New("invalid request body")
 
+// FieldError is an error in one member of the request body, which Param
+// names (as the param of OpenAI's error objects does).
+type FieldError struct {
+	Param string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
 // DefaultCompletionsMaxTokens is the output cap vLLM (like OpenAI) applies to
 // /v1/completions when the request sets no max_tokens. Chat and Responses
 // requests without a cap may run to the end of the context instead.
@@ -334,7 +344,7 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 			r.system = nonNull(val)
 		}
 		if err != nil {
-			return err
+			return &FieldError{Param: name, Err: err}
 		}
 	}
 	switch ep {

@@ -207,39 +207,47 @@ func TestParseRequest(t *testing.T) {
 
 func TestParseRequestErrors(t *testing.T) {
 	for _, c := range []struct {
-		body string
-		msg  string
+		body  string
+		msg   string
+		param string // the member named as the error's param ("" for the whole body)
 	}{
-		{``, "not valid JSON"},
-		{`{"model":"m",}`, "not valid JSON: invalid character '}'"},
-		{`[1]`, "must be a JSON object"},
-		{`"x"`, "must be a JSON object"},
-		{`{"max_tokens":"100"}`, "max_tokens must be an integer"},
-		{`{"max_tokens":10.5}`, "max_tokens must be an integer"},
-		{`{"max_tokens":1e30}`, "max_tokens is out of range"},
-		{`{"max_tokens":1e400}`, "max_tokens is out of range"},
-		{`{"max_tokens":99999999999999999999}`, "max_tokens is out of range"},
-		{`{"max_tokens":-1}`, "max_tokens must not be negative"},
-		{`{"max_completion_tokens":true}`, "max_completion_tokens must be an integer"},
-		{`{"max_output_tokens":[]}`, "max_output_tokens must be an integer"},
-		{`{"n":0}`, "n must be between 1 and 65536"},
-		{`{"n":100000}`, "n must be between 1 and 65536"},
-		{`{"n":"2"}`, "n must be an integer"},
-		{`{"stream":"true"}`, "stream must be a boolean"},
-		{`{"stream":1}`, "stream must be a boolean"},
-		{`{"model":5}`, "model must be a string"},
-		{`{"stream_options":true}`, "stream_options must be an object"},
-		{`{"stream_options":{"include_usage":"yes"}}`, "stream_options.include_usage must be a boolean"},
-		{`{"stream_options":{"continuous_usage_stats":1}}`, "stream_options.continuous_usage_stats must be a boolean"},
-		{`{"messages":"hi"}`, "messages must be an array"},
-		{`{"tools":{}}`, "tools must be an array"},
-		{`{"prompt":5}`, "prompt must be a string or an array"},
-		{`{"input":{}}`, "input must be a string or an array"},
-		{`{"instructions":[]}`, "instructions must be a string"},
+		{``, "not valid JSON", ""},
+		{`{"model":"m",}`, "not valid JSON: invalid character '}'", ""},
+		{`[1]`, "must be a JSON object", ""},
+		{`"x"`, "must be a JSON object", ""},
+		{`{"max_tokens":"100"}`, "max_tokens must be an integer", "max_tokens"},
+		{`{"max_tokens":10.5}`, "max_tokens must be an integer", "max_tokens"},
+		{`{"max_tokens":1e30}`, "max_tokens is out of range", "max_tokens"},
+		{`{"max_tokens":1e400}`, "max_tokens is out of range", "max_tokens"},
+		{`{"max_tokens":99999999999999999999}`, "max_tokens is out of range", "max_tokens"},
+		{`{"max_tokens":-1}`, "max_tokens must not be negative", "max_tokens"},
+		{`{"max_completion_tokens":true}`, "max_completion_tokens must be an integer", "max_completion_tokens"},
+		{`{"max_output_tokens":[]}`, "max_output_tokens must be an integer", "max_output_tokens"},
+		{`{"n":0}`, "n must be between 1 and 65536", "n"},
+		{`{"n":100000}`, "n must be between 1 and 65536", "n"},
+		{`{"n":"2"}`, "n must be an integer", "n"},
+		{`{"stream":"true"}`, "stream must be a boolean", "stream"},
+		{`{"stream":1}`, "stream must be a boolean", "stream"},
+		{`{"model":5}`, "model must be a string", "model"},
+		{`{"stream_options":true}`, "stream_options must be an object", "stream_options"},
+		{`{"stream_options":{"include_usage":"yes"}}`, "stream_options.include_usage must be a boolean", "stream_options"},
+		{`{"stream_options":{"continuous_usage_stats":1}}`, "stream_options.continuous_usage_stats must be a boolean", "stream_options"},
+		{`{"messages":"hi"}`, "messages must be an array", "messages"},
+		{`{"tools":{}}`, "tools must be an array", "tools"},
+		{`{"prompt":5}`, "prompt must be a string or an array", "prompt"},
+		{`{"input":{}}`, "input must be a string or an array", "input"},
+		{`{"instructions":[]}`, "instructions must be a string", "instructions"},
 	} {
 		_, err := ParseRequest(EndpointChat, []byte(c.body))
 		if !errors.Is(err, ErrInvalidJSON) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("ParseRequest(%s) = %v, want an ErrInvalidJSON with %q", c.body, err, c.msg)
+		}
+		param := ""
+		if fe := (*FieldError)(nil); errors.As(err, &fe) {
+			param = fe.Param
+		}
+		if param != c.param {
+			t.Errorf("ParseRequest(%s): param %q, want %q", c.body, param, c.param)
 		}
 	}
 	if _, err := ParseRequest(EndpointChatBatch, []byte(`{"stream":true,"messages":[[]]}`)); err == nil || !strings.Contains(err.Error(), "stream is not supported by the batch endpoint") {
