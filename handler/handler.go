@@ -190,12 +190,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) passThrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil) // passes everything on, notes the status
 	err := next.ServeHTTP(rec, r)
-	if err != nil && rec.Status() == 0 {
+	switch {
+	case err != nil && rec.Status() == 0:
 		h.logger.Warn("upstream failed", zap.Error(err))
 		upstreamFailure(err).write(w, r)
 		return nil
+	case err == nil && rec.Status() == 0 && r.Context().Err() == nil:
+		h.noUpstream(w, r)
 	}
 	return err
+}
+
+// noUpstream answers a request that nothing after llm_gate answered (a
+// route without reverse_proxy, where Caddy would send an empty 200) with the
+// upstream's OpenAI-shaped 502, and tells the operator why.
+func (h *Handler) noUpstream(w http.ResponseWriter, r *http.Request) {
+	h.logger.Error("nothing after llm_gate answered the request: put reverse_proxy (or another handler) after llm_gate in this site's route",
+		zap.String("method", r.Method), zap.String("path", r.URL.Path))
+	errUpstream(http.StatusBadGateway).write(w, r)
 }
 
 // Interface guards.

@@ -236,11 +236,15 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	} else {
 		res.Settle(rec.PromptTokens, rec.CompletionTokens)
 	}
-	if !mw.wroteHeader && nextErr != nil {
+	switch {
+	case !mw.wroteHeader && nextErr != nil:
 		h.logger.Warn("upstream failed", zap.Error(nextErr))
 		e := upstreamFailure(nextErr)
 		e.write(x.w, x.r)
 		rec.Status = e.Status
+	case !mw.wroteHeader && !aborted:
+		h.noUpstream(x.w, x.r)
+		rec.Status = http.StatusBadGateway
 	}
 	rec.Duration = time.Since(x.start)
 	rec.TTFT = mw.ttft

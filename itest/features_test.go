@@ -154,6 +154,46 @@ func TestModelsAndSelfService(t *testing.T) {
 	}
 }
 
+// TestNoUpstream: a site whose route has nothing after llm_gate (no
+// reverse_proxy) answers admitted requests with the upstream's
+// OpenAI-shaped 502, not Caddy's empty 200, charges nothing and keeps the
+// request's record with that status.
+func TestNoUpstream(t *testing.T) {
+	global := "plan p {\n\t\t\ttokens 5000 per day\n\t\t}"
+	e := newEnv(t, envOpts{global: global, site: "plan p"})
+	none := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "", 1)
+	none = strings.NewReplacer("{GLOBAL}", global, "{SITE}", "plan p").Replace(none)
+	if err := e.caddy.Load(none); err != nil {
+		t.Fatal(err)
+	}
+	tk := token(t, "nobody-behind", nil)
+	for _, stream := range []bool{false, true} {
+		b := mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", stream, nil)), 502)
+		if got := decodeError(t, b); got.Error.Code != "upstream_error" || got.Error.Type != "server_error" {
+			t.Fatalf("stream %v: %s", stream, b)
+		}
+	}
+	if b := mustStatus(t, e.get("/v1/models", tk), 502); decodeError(t, b).Error.Code != "upstream_error" {
+		t.Fatalf("GET /v1/models: %s", b)
+	}
+	var me struct {
+		Windows []struct {
+			Used     int64 `json:"used"`
+			Reserved int64 `json:"reserved"`
+		} `json:"windows"`
+	}
+	jsonDecode(e.get("/llm_gate/me", tk), &me)
+	if len(me.Windows) != 1 || me.Windows[0].Used != 0 || me.Windows[0].Reserved != 0 {
+		t.Fatalf("charged with no upstream: %+v", me)
+	}
+	recs := e.waitRecords("nobody-behind", 2)
+	for _, r := range recs {
+		if r.Status != 502 || r.PromptTokens != 0 || r.CompletionTokens != 0 {
+			t.Fatalf("record %+v", r)
+		}
+	}
+}
+
 // TestUpstreamDown: a dead upstream gives an OpenAI-shaped 502 and charges
 // nothing.
 func TestUpstreamDown(t *testing.T) {
