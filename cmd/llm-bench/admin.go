@@ -117,20 +117,30 @@ func (a *Admin) UsageRequests(ctx context.Context, user string) (int64, error) {
 // (gc=1 runs a collection before taking it), so that a memory sample
 // counts live memory rather than whatever garbage happened to be pending.
 func (a *Admin) ForceGC(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.Base+"/debug/pprof/heap?gc=1", nil)
+	_, err := a.get(ctx, "/debug/pprof/heap?gc=1")
+	return err
+}
+
+// get fetches path from the admin listener and returns the body; a status
+// other than 200 is an error that quotes it.
+func (a *Admin) get(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.Base+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := a.Client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/heap: status %d", resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %d: %.200s", path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return b, nil
 }
 
 // GoMem is the Go runtime's view of a process's memory.
@@ -146,21 +156,9 @@ func (m GoMem) Live() float64 { return m.HeapInuse + m.StackInuse }
 
 // Mem reads the Go runtime metrics from Caddy's /metrics.
 func (a *Admin) Mem(ctx context.Context) (GoMem, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.Base+"/metrics", nil)
+	b, err := a.get(ctx, "/metrics")
 	if err != nil {
 		return GoMem{}, err
-	}
-	resp, err := a.Client.Do(req)
-	if err != nil {
-		return GoMem{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return GoMem{}, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return GoMem{}, fmt.Errorf("GET /metrics: status %d", resp.StatusCode)
 	}
 	var m GoMem
 	for _, f := range []struct {
@@ -209,21 +207,9 @@ func MetricValue(text []byte, name string) (float64, bool) {
 // it to path.
 func (a *Admin) CPUProfile(ctx context.Context, d time.Duration, path string) error {
 	secs := min(max(int(d/time.Second), 1), 25)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", a.Base, secs), nil)
+	b, err := a.get(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
 	if err != nil {
 		return err
-	}
-	resp, err := a.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: status %d: %.200s", resp.StatusCode, bytes.TrimSpace(b))
 	}
 	return os.WriteFile(path, b, 0o644)
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -175,6 +177,27 @@ func TestAdminErrors(t *testing.T) {
 	defer ok.Close()
 	if _, err := NewAdmin(ok.URL).Mem(ctx); err == nil || !strings.Contains(err.Error(), "no go_memstats_heap_inuse_bytes") {
 		t.Errorf("Mem without heap metrics: %v", err)
+	}
+	// A profile is written only when Caddy answers 200, and asks for at
+	// most 25 seconds, which the client's timeout holds.
+	prof := filepath.Join(t.TempDir(), "p.pprof")
+	if err := NewAdmin(srv.URL).CPUProfile(ctx, time.Second, prof); err == nil || !strings.Contains(err.Error(), "status 201: <html>") {
+		t.Errorf("CPUProfile on 201: %v", err)
+	}
+	if _, err := os.Stat(prof); !os.IsNotExist(err) {
+		t.Errorf("profile written on a failure (%v)", err)
+	}
+	var asked atomic.Value
+	pp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Store(r.URL.RequestURI())
+		io.WriteString(w, "profile bytes")
+	}))
+	defer pp.Close()
+	if err := NewAdmin(pp.URL).CPUProfile(ctx, 90*time.Second, prof); err != nil || asked.Load() != "/debug/pprof/profile?seconds=25" {
+		t.Errorf("CPUProfile: %v, asked %v", err, asked.Load())
+	}
+	if b, err := os.ReadFile(prof); string(b) != "profile bytes" {
+		t.Errorf("profile %q, %v", b, err)
 	}
 	dead := NewAdmin("http://127.0.0.1:1")
 	if err := dead.CreateUser(ctx, "x", "p"); err == nil {
