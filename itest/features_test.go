@@ -159,13 +159,7 @@ func TestModelsAndSelfService(t *testing.T) {
 // OpenAI-shaped 502, not Caddy's empty 200, charges nothing and keeps the
 // request's record with that status.
 func TestNoUpstream(t *testing.T) {
-	global := "plan p {\n\t\t\ttokens 5000 per day\n\t\t}"
-	e := newEnv(t, envOpts{global: global, site: "plan p"})
-	none := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "", 1)
-	none = strings.NewReplacer("{GLOBAL}", global, "{SITE}", "plan p").Replace(none)
-	if err := e.caddy.Load(none); err != nil {
-		t.Fatal(err)
-	}
+	e := upstreamAs(t, "")
 	tk := token(t, "nobody-behind", nil)
 	for _, stream := range []bool{false, true} {
 		b := mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", stream, nil)), 502)
@@ -176,16 +170,7 @@ func TestNoUpstream(t *testing.T) {
 	if b := mustStatus(t, e.get("/v1/models", tk), 502); decodeError(t, b).Error.Code != "upstream_error" {
 		t.Fatalf("GET /v1/models: %s", b)
 	}
-	var me struct {
-		Windows []struct {
-			Used     int64 `json:"used"`
-			Reserved int64 `json:"reserved"`
-		} `json:"windows"`
-	}
-	jsonDecode(e.get("/llm_gate/me", tk), &me)
-	if len(me.Windows) != 1 || me.Windows[0].Used != 0 || me.Windows[0].Reserved != 0 {
-		t.Fatalf("charged with no upstream: %+v", me)
-	}
+	e.uncharged(tk)
 	recs := e.waitRecords("nobody-behind", 2)
 	for _, r := range recs {
 		if r.Status != 502 || r.PromptTokens != 0 || r.CompletionTokens != 0 {
@@ -197,12 +182,7 @@ func TestNoUpstream(t *testing.T) {
 // TestUpstreamDown: a dead upstream gives an OpenAI-shaped 502 and charges
 // nothing.
 func TestUpstreamDown(t *testing.T) {
-	e := newEnv(t, envOpts{global: "plan p {\n\t\t\ttokens 5000 per day\n\t\t}", site: "plan p"})
-	dead := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy 127.0.0.1:1", 1)
-	dead = strings.NewReplacer("{GLOBAL}", "plan p {\n\t\t\ttokens 5000 per day\n\t\t}", "{SITE}", "plan p").Replace(dead)
-	if err := e.caddy.Load(dead); err != nil {
-		t.Fatal(err)
-	}
+	e := upstreamAs(t, "reverse_proxy 127.0.0.1:1")
 	tk := token(t, "max", nil)
 	b := mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil)), 502)
 	if decodeError(t, b).Error.Code != "upstream_error" {
@@ -212,6 +192,26 @@ func TestUpstreamDown(t *testing.T) {
 	if b := mustStatus(t, e.get("/v1/models", tk), 502); decodeError(t, b).Error.Code != "upstream_error" {
 		t.Fatalf("GET /v1/models: %s", b)
 	}
+	e.uncharged(tk)
+}
+
+// upstreamAs starts the gate with a 5,000-token daily plan, then reloads it
+// with proxy (a reverse_proxy line, or nothing) in place of the emulator's.
+func upstreamAs(t *testing.T, proxy string) *env {
+	t.Helper()
+	global := "plan p {\n\t\t\ttokens 5000 per day\n\t\t}"
+	e := newEnv(t, envOpts{global: global, site: "plan p"})
+	file := strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", proxy, 1)
+	if err := e.caddy.Load(strings.NewReplacer("{GLOBAL}", global, "{SITE}", "plan p").Replace(file)); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// uncharged checks that the caller of tk has nothing used or reserved in
+// its one window.
+func (e *env) uncharged(tk string) {
+	e.t.Helper()
 	var me struct {
 		Windows []struct {
 			Used     int64 `json:"used"`
@@ -220,7 +220,7 @@ func TestUpstreamDown(t *testing.T) {
 	}
 	jsonDecode(e.get("/llm_gate/me", tk), &me)
 	if len(me.Windows) != 1 || me.Windows[0].Used != 0 || me.Windows[0].Reserved != 0 {
-		t.Fatalf("charged for a failed upstream: %+v", me)
+		e.t.Fatalf("charged: %+v", me)
 	}
 }
 
