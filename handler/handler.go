@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -63,6 +64,9 @@ type Handler struct {
 	apiKeys   bool
 	hide      bool
 	modelLens *modelLens
+	// uncounted numbers the requests admitted on a bound of their prompt
+	// whose usage the upstream reported, to count one in estimateEvery.
+	uncounted *atomic.Uint64
 	logger    *zap.Logger
 }
 
@@ -99,6 +103,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.hide = h.UsageChunk == "hide"
 	h.modelLens = &modelLens{}
+	h.uncounted = new(atomic.Uint64)
 	if h.JWT != nil {
 		cfg, err := h.JWT.verifierConfig(h.logger)
 		if err != nil {

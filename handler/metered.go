@@ -52,7 +52,19 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errModelNotAllowed(req.Model).write(w, r)
 		return nil
 	}
-	prompt := h.countPrompt(r, next, &req)
+	// A request that does not stream and sets its output cap (or a user
+	// without token windows) is admitted on a bound of its prompt, read
+	// without counting it, where the bound cannot change the outcome; the
+	// usage the upstream reports is what it is charged. Anything else, or
+	// a bound the windows have no ample room for, is counted first.
+	prompt, counted := int64(0), true
+	if h.PromptCount != "tokenize" && !req.Stream && (!req.Uncapped() || !hasTokenLimit(c.eff.Limits)) {
+		prompt, counted = req.PromptBound(body)
+		counted = !counted
+	}
+	if counted {
+		prompt = h.countPrompt(r, next, &req)
+	}
 	// Without a client cap, reserve what the model can still produce, at
 	// most reserve_output.
 	defaultOutput, modelBound := h.ReserveOutput, false
@@ -76,7 +88,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	engine := h.state.Engine
 	var res quota.Reservation
-	err := engine.AdmitTo(&res, quota.Request{
+	qr := quota.Request{
 		User:          c.user.ID,
 		Limits:        c.eff.Limits,
 		Prompt:        prompt,
@@ -85,7 +97,14 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		DefaultOutput: defaultOutput,
 		PromptOnly:    req.PromptOnly(),
 		WantRate:      true,
-	})
+		PromptBound:   !counted,
+	}
+	err := engine.AdmitTo(&res, qr)
+	if errors.Is(err, quota.ErrNeedCount) {
+		prompt, counted = h.countPrompt(r, next, &req), true
+		qr.Prompt, qr.PromptBound = prompt, false
+		err = engine.AdmitTo(&res, qr)
+	}
 	if err != nil {
 		var d *quota.Denial
 		if errors.As(err, &d) {
@@ -97,7 +116,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w, r)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, start: start}
+	x := exchange{h: h, w: w, r: r, c: c, req: &req, model: req.Model, ep: ep, prompt: prompt, counted: counted, start: start}
 	if ep.Audio() {
 		x.textPrompt, x.audioExact = req.TextPromptTokens(h.app.Counter()), req.AudioExact
 	}
@@ -180,14 +199,18 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 
 // exchange is one metered request on its way back.
 type exchange struct {
-	h      *Handler
-	w      http.ResponseWriter
-	r      *http.Request
-	c      *caller
-	model  string
-	ep     meter.Endpoint
-	mw     *meteredWriter
-	prompt int64
+	h     *Handler
+	w     http.ResponseWriter
+	r     *http.Request
+	c     *caller
+	req   *meter.Request
+	model string
+	ep    meter.Endpoint
+	mw    *meteredWriter
+	// prompt is the prompt's count, or, until promptCount counts it, the
+	// bound the request was admitted on (counted false).
+	prompt  int64
+	counted bool
 	// modelCap is the output the model can still produce after the prompt
 	// (estimated), when it set the reservation of a request without a cap;
 	// else 0.
@@ -224,12 +247,12 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 		rec.PromptTokens, rec.CompletionTokens = x.transcript()
 		rec.Estimated = true
 	case mw.generated():
-		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.prompt), mw.estimateCompletion(), true
+		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.promptCount()), mw.estimateCompletion(), true
 	case upErr == nil && (accepted && nextErr == nil || clientGone):
 		// Accepted but cut before the first token, or the client gone
 		// before the answer (a non-streaming request that vLLM was
 		// generating): vLLM processed the prompt.
-		rec.PromptTokens, rec.Estimated = mw.prompt(x.prompt), true
+		rec.PromptTokens, rec.Estimated = mw.prompt(x.promptCount()), true
 	}
 	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
 		res.Cancel()
@@ -249,7 +272,16 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	rec.Duration = time.Since(x.start)
 	rec.TTFT = mw.ttft
 	x.c.prompt, x.c.completion, x.c.estimated, x.c.settled = rec.PromptTokens, rec.CompletionTokens, rec.Estimated, true
-	h.observe(&rec, upErr != nil || nextErr != nil || mw.status >= 500, aborted, reported, x.prompt)
+	// The prompt estimate's error (a metric) is observed on every request
+	// the gate counted, and on one in estimateEvery of the others.
+	if !x.counted && reported && h.uncounted.Add(1)%estimateEvery == 1 {
+		x.promptCount()
+	}
+	estimate := int64(-1) // no estimate to compare with
+	if x.counted {
+		estimate = x.prompt
+	}
+	h.observe(&rec, upErr != nil || nextErr != nil || mw.status >= 500, aborted, reported, estimate)
 	var err error
 	if mw.st != nil {
 		err = h.state.Finish(mw.st, rec) // replaces its open record
@@ -259,6 +291,20 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	if err != nil {
 		h.logger.Error("committing usage", zap.Error(err))
 	}
+}
+
+// estimateEvery: of the requests admitted without counting their prompt,
+// the first and then one in estimateEvery are counted after their answer, so
+// that the estimate's error stays measured.
+const estimateEvery = 64
+
+// promptCount returns the prompt's count, counting it now if the request
+// was admitted on a bound and the upstream's answer did not report it.
+func (x *exchange) promptCount() int64 {
+	if !x.counted {
+		x.prompt, x.counted = x.req.EstimatePrompt(x.h.app.Counter()), true
+	}
+	return x.prompt
 }
 
 // record is the request's record before its outcome: who, what, when.

@@ -83,7 +83,8 @@ func tokenCounters(model string) *[2]prometheus.Counter {
 	return c.(*[2]prometheus.Counter)
 }
 
-// observe updates the metrics for a settled request.
+// observe updates the metrics for a settled request; estimate is the
+// gate's count of its prompt, or -1 if it was admitted without one.
 func (h *Handler) observe(rec *store.Record, upstreamFailed, aborted, reported bool, estimate int64) {
 	switch {
 	case aborted:
@@ -108,7 +109,7 @@ func (h *Handler) observe(rec *store.Record, upstreamFailed, aborted, reported b
 		gate.Metrics.UserTokens.WithLabelValues(rec.User, "prompt").Add(float64(rec.PromptTokens))
 		gate.Metrics.UserTokens.WithLabelValues(rec.User, "completion").Add(float64(rec.CompletionTokens))
 	}
-	if reported && rec.PromptTokens > 0 {
+	if reported && rec.PromptTokens > 0 && estimate >= 0 {
 		gate.Metrics.EstimateError.Observe(float64(estimate-rec.PromptTokens) / float64(rec.PromptTokens))
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/vllmsim"
+	"github.com/llmgate/llmgate/meter"
 )
 
 func (e *env) get(path, cred string) *http.Response {
@@ -368,15 +369,23 @@ func TestCapsAsTheUpstreamAppliesThem(t *testing.T) {
 		site:   "plan p\n\t\treserve_output 4096",
 	})
 	tk := token(t, "capped", nil)
-	resp := e.post("/v1/completions", tk, map[string]any{"model": "sim-model", "prompt": "Once upon a time"})
+	body := []byte(mustJSON(t, map[string]any{"model": "sim-model", "prompt": "Once upon a time"}))
+	// Capped by vLLM's default and far from the budget, it is admitted on
+	// a bound of its prompt (TestAdmissionOnABound).
+	parsed, err := meter.ParseRequest(meter.EndpointCompletions, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, _ := parsed.PromptBound(body)
+	resp := e.post("/v1/completions", tk, body)
 	remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
 	mustStatus(t, resp, 200)
 	reqs := e.sim.Requests()
 	if last := reqs[len(reqs)-1]; last.MaxTokens != nil {
 		t.Fatalf("upstream max_tokens %d; want none (vLLM's default of 16)", *last.MaxTokens)
 	}
-	if held := 100000 - remaining; held < 16 || held > 16+50 {
-		t.Fatalf("x-ratelimit-remaining-tokens %d: %d held; want the prompt and 16", remaining, held)
+	if held := 100000 - remaining; held != bound+16 {
+		t.Fatalf("x-ratelimit-remaining-tokens %d: %d held; want the prompt's bound (%d) and 16", remaining, held, bound)
 	}
 
 	// An explicit null is no cap at all to vLLM: the gate caps it.

@@ -2,6 +2,8 @@ package itest
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -317,5 +319,70 @@ func TestParallelSlotNotFreedByText(t *testing.T) {
 	r2.Body.Close()
 	if r2.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("max_parallel 1 let a second request in while the first streams: %d", r2.StatusCode)
+	}
+}
+
+// TestAdmissionOnABound: a non-streaming request with its own cap, from a
+// user whose windows have ample room, is admitted on a bound of its prompt
+// read without counting it: the x-ratelimit headers show the bound held
+// while it runs, and it is charged the usage vLLM reports. A user with
+// little room is counted first, so the same request holds its estimate. A
+// request admitted on a bound whose answer reports nothing (its client gone
+// before the answer) is charged the estimate a counted one is.
+func TestAdmissionOnABound(t *testing.T) {
+	const roomy, tight = 1000000, 10000
+	e := newEnv(t, envOpts{
+		global: fmt.Sprintf("plan roomy {\n\t\t\ttokens %d per day\n\t\t}\n\t\tplan tight {\n\t\t\ttokens %d per day\n\t\t}", roomy, tight),
+		site:   "plan roomy",
+	})
+	e.admin("PUT", "/llm_gate/users/tess", map[string]any{"plan": "tight"}, nil)
+	body := []byte(mustJSON(t, chatBody("sim-model", false, map[string]any{"max_tokens": 16})))
+	req, err := meter.ParseRequest(meter.EndpointChat, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, _ := req.PromptBound(body)
+	tok, _ := tokenizer.Get("")
+	estimate := req.EstimatePrompt(tok)
+	if bound+16 <= tight/32 || bound <= estimate || bound+16 > roomy/32 {
+		t.Fatalf("bound %d, estimate %d: the plans do not separate the two admissions", bound, estimate)
+	}
+	for _, c := range []struct {
+		user  string
+		limit int64
+		held  int64
+	}{{"rosa", roomy, bound + 16}, {"tess", tight, estimate + 16}} {
+		before := e.sim.Counters().PromptTokens
+		resp := e.post("/v1/chat/completions", token(t, c.user, nil), body)
+		mustStatus(t, resp, 200)
+		remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
+		if held := c.limit - remaining; held != c.held {
+			t.Errorf("%s: %d tokens held while the request ran, want %d (bound %d, estimate %d)", c.user, held, c.held, bound, estimate)
+		}
+		r := e.waitRecords(c.user, 1)[0]
+		if r.Estimated || r.PromptTokens != e.sim.Counters().PromptTokens-before || r.CompletionTokens != 16 {
+			t.Errorf("%s: record %+v, want the emulator's usage", c.user, r)
+		}
+	}
+
+	for _, user := range []string{"rosa", "tess"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.base+"/v1/chat/completions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token(t, user, nil))
+		req.Header.Set("X-Sim-TPS", "20") // 16 tokens: 0.8 s
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: answered %d before the client's timeout", user, resp.StatusCode)
+		}
+		cancel()
+		recs := e.waitRecords(user, 2)
+		r := recs[0]
+		if !r.Estimated {
+			r = recs[1]
+		}
+		if !r.Estimated || r.PromptTokens != estimate || r.CompletionTokens != 0 {
+			t.Errorf("%s, client gone: record %+v, want the estimate %d charged", user, r, estimate)
+		}
 	}
 }

@@ -55,6 +55,25 @@ const (
 // difference.
 const MediaPartTokens = 512
 
+// PromptBound returns, for a chat or completions request, a number of
+// tokens EstimatePrompt never exceeds, read from the body it was parsed
+// from without counting anything: what the estimate counts of a string is
+// at most its bytes (a token is at least a byte, a JSON escape longer than
+// what it stands for), of a token id one, of a message or array element its
+// template's three tokens (at least two bytes with its comma), and of an
+// object part MediaPartTokens at most. So twice the body's bytes, plus
+// MediaPartTokens for each '{' in it, plus the reply's priming, bound it.
+// ok is false for the other endpoints, whose estimates may count a text
+// more than once (rerank, score) or read audio.
+func (r *Request) PromptBound(body []byte) (n int64, ok bool) {
+	if r.Endpoint != EndpointChat && r.Endpoint != EndpointCompletions {
+		return 0, false
+	}
+	return 2*int64(len(body)) + MediaPartTokens*int64(bytes.Count(body, openBrace)) + replyPriming, true
+}
+
+var openBrace = []byte{'{'}
+
 // EstimatePrompt estimates the request's prompt tokens with c (nil: four
 // bytes per token):
 //   - chat (and each conversation of a batched chat): each message's

@@ -437,3 +437,87 @@ func FuzzParseUsage(f *testing.F) {
 		}
 	})
 }
+
+// promptBoundSeeds are chat and completions bodies where the estimate comes
+// closest to the body's size: one-byte strings, empty and non-object
+// elements, object parts with nothing in them, token ids, escapes that
+// decode to more tokens than characters, and tools.
+var promptBoundSeeds = []struct {
+	ep   Endpoint
+	body string
+}{
+	{EndpointChat, `{"messages":[{"role":"user","content":"Hello there"}]}`},
+	{EndpointChat, `{"messages":[{}]}`},
+	{EndpointChat, `{"messages":[{},{},{}]}`},
+	{EndpointChat, `{"messages":[1,2,3,4,5,6,7,8,9]}`},
+	{EndpointChat, `{"messages":["a","b",null,[],[1]]}`},
+	{EndpointChat, `{"messages":[{"role":"a","name":"b","content":[{},{},"c",{"text":"d"},{"type":"image_url"}]}]}`},
+	{EndpointChat, `{"messages":[{"role":"user","content":"\u00e9\ud83d\ude00\n\t\"x\" \u4e2d\u6587 \u0000\u0001"}]}`},
+	{EndpointChat, `{"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{}"}}],"function_call":{"name":"g","arguments":"1"}}],"tools":[{"type":"function","function":{"name":"f"}}],"functions":[{"name":"g"}]}`},
+	{EndpointCompletions, `{"prompt":[1,2,3,4,5,6,7,8,9,0]}`},
+	{EndpointCompletions, `{"prompt":[[1],[2,3],[],[4,5,6]]}`},
+	{EndpointCompletions, `{"prompt":["a","b","","c"]}`},
+	{EndpointCompletions, `{"prompt":"` + strings.Repeat(`\u00e9`, 50) + `"}`},
+	{EndpointCompletions, `{"prompt":[{"content":"x"},{}]}`},
+}
+
+// FuzzPromptBound: for any body the gate admits on a chat or completions
+// path, PromptBound is at least the estimate, by the tokenizer and by the
+// rule of thumb (the admission of a request whose prompt is not counted
+// rests on it).
+func FuzzPromptBound(f *testing.F) {
+	for _, s := range promptBoundSeeds {
+		f.Add(uint8(s.ep), []byte(s.body))
+	}
+	tk := cl100k(f)
+	f.Fuzz(func(t *testing.T, ep uint8, body []byte) {
+		e := EndpointChat
+		if ep%2 == 1 {
+			e = EndpointCompletions
+		}
+		r, err := ParseRequest(e, body)
+		if err != nil {
+			return
+		}
+		bound, ok := r.PromptBound(body)
+		if !ok {
+			t.Fatalf("no bound for %v", e)
+		}
+		for _, c := range []Counter{tk, nil} {
+			if est := r.EstimatePrompt(c); est > bound {
+				t.Fatalf("%v %q: estimate %d > bound %d (counter %T)", e, body, est, bound, c)
+			}
+		}
+	})
+}
+
+// TestPromptBound: the bound is reached within a few times by dense bodies
+// (so it is not so loose that admission by it would rarely apply) and is
+// refused for the endpoints whose estimate it does not bound.
+func TestPromptBound(t *testing.T) {
+	tk := cl100k(t)
+	for _, s := range promptBoundSeeds {
+		r, err := ParseRequest(s.ep, []byte(s.body))
+		if err != nil {
+			continue // a seed the parser refuses is the fuzzer's
+		}
+		bound, ok := r.PromptBound([]byte(s.body))
+		if est := r.EstimatePrompt(tk); !ok || est > bound {
+			t.Errorf("%q: estimate %d, bound %d, %v", s.body, est, bound, ok)
+		}
+	}
+	body := []byte(`{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"Write one short sentence about the sea, please."}]}`)
+	r, err := ParseRequest(EndpointChat, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound, _ := r.PromptBound(body); bound != 2*int64(len(body))+2*MediaPartTokens+3 {
+		t.Fatalf("bound %d for %d bytes with two braces", bound, len(body))
+	}
+	for _, ep := range []Endpoint{EndpointEmbeddings, EndpointRerank, EndpointScore, EndpointResponses, EndpointMessages, EndpointChatBatch} {
+		r := &Request{Endpoint: ep}
+		if _, ok := r.PromptBound([]byte(`{}`)); ok {
+			t.Errorf("%v: a bound", ep)
+		}
+	}
+}

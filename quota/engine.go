@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -49,7 +50,26 @@ type Request struct {
 	// WantRate asks for Reservation.Rate: the windows as they stand after
 	// admission, read under the same lock.
 	WantRate bool
+	// PromptBound marks Prompt as an upper bound of the prompt's estimate
+	// (one the caller has without counting it): the request is admitted
+	// only where the bound cannot matter, that is when nothing refuses it
+	// and every token window keeps room for BoundSlack times its
+	// reservation. Otherwise AdmitTo changes nothing and returns
+	// ErrNeedCount: the caller counts the prompt and admits again, so that
+	// a refusal (and its message) or a lowered output cap always comes
+	// from the estimate.
+	PromptBound bool
 }
+
+// BoundSlack is how many times a reservation made from a prompt's bound
+// every token window must still have room for (Request.PromptBound): what
+// the bound holds beyond the estimate while the request runs is at most a
+// 32nd of any window's remaining tokens.
+const BoundSlack = 32
+
+// ErrNeedCount is AdmitTo's answer to a request whose prompt is only
+// bounded (Request.PromptBound) where the bound could change the outcome.
+var ErrNeedCount = errors.New("quota: the prompt must be counted to admit this request")
 
 // Reservation is an admitted request's hold on the user's budget. Exactly one
 // of Settle or Cancel should be called when the request ends; further calls
@@ -477,6 +497,10 @@ func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 	if limited && minRemaining < needMin {
 		blocked = true
 	}
+	if req.PromptBound && (blocked || limited && !roomFor(minRemaining/BoundSlack, prompt, want, n, req.PromptOnly)) {
+		sh.mu.Unlock()
+		return ErrNeedCount
+	}
 	if blocked {
 		d := u.deny(&c, l, needMin, minTok, minReq)
 		sh.mu.Unlock()
@@ -518,6 +542,12 @@ func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 	}
 	sh.mu.Unlock()
 	return nil
+}
+
+// roomFor reports whether room holds the reservation of a prompt with n
+// choices of want tokens (the prompt alone if promptOnly), without overflow.
+func roomFor(room, prompt, want, n int64, promptOnly bool) bool {
+	return room >= prompt && (promptOnly || (room-prompt)/n >= want)
 }
 
 // deny builds the Denial for a blocked request: of every constraint that

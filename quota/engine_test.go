@@ -907,3 +907,63 @@ func TestProgressCheckpoints(t *testing.T) {
 		t.Fatalf("after settling: %d used, %d reserved", tok[Day], reserved(e))
 	}
 }
+
+// TestPromptBound: a request whose prompt is only bounded is admitted when
+// every token window keeps room for BoundSlack times its reservation and
+// nothing else refuses it; otherwise AdmitTo changes nothing and asks for
+// the count, so refusals and caps always come from the estimate.
+func TestPromptBound(t *testing.T) {
+	e, _ := newTestEngine(t0)
+	l := tokens(Day, 32*300)
+	l.Tokens[Minute] = 32 * 1000
+	bound := Request{User: "u", Limits: l, Prompt: 100, Output: 200, Choices: 1, PromptBound: true}
+	r := mustAdmit(t, e, bound)
+	if r.Reserved != 300 || r.OutputCap != 200 || r.Clamped {
+		t.Fatalf("reservation from the bound: %+v", r)
+	}
+	// 9,300 of the day left: 300 more no longer fits 32 times.
+	var other Reservation
+	if err := e.AdmitTo(&other, bound); !errors.Is(err, ErrNeedCount) || other.u != nil {
+		t.Fatalf("bound without room: %v, %+v", err, other)
+	}
+	if e.InFlight("u") != 1 || e.Reservations() != 1 {
+		t.Fatalf("ErrNeedCount changed the state: in flight %d, reservations %d", e.InFlight("u"), e.Reservations())
+	}
+	if _, req := usage(t, e, "u"); req[Day] != 1 {
+		t.Fatalf("requests counted %d, want 1", req[Day])
+	}
+	// The counted prompt is admitted as usual.
+	counted := bound
+	counted.PromptBound, counted.Prompt = false, 40
+	mustAdmit(t, e, counted).Cancel()
+	r.Settle(90, 10)
+
+	// Several choices multiply the output, and an embeddings-like request
+	// reserves only its prompt.
+	many := bound
+	many.User, many.Choices = "n", 2
+	many.Limits = tokens(Day, 32*500-1)
+	if err := e.AdmitTo(&other, many); !errors.Is(err, ErrNeedCount) {
+		t.Fatalf("two choices: %v", err)
+	}
+	many.Limits = tokens(Day, 32*500)
+	mustAdmit(t, e, many).Cancel()
+	only := Request{User: "p", Limits: tokens(Day, 32*100), Prompt: 100, PromptOnly: true, PromptBound: true}
+	if r := mustAdmit(t, e, only); r.Reserved != 100 {
+		t.Fatalf("prompt only: reserved %d", r.Reserved)
+	}
+
+	// Without token windows the bound never matters, but any refusal asks
+	// for the count.
+	var rl Limits
+	rl.Requests[Minute] = 1
+	free := Request{User: "r", Limits: rl, Prompt: 1 << 30, Output: 1 << 20, PromptBound: true}
+	mustAdmit(t, e, free).Settle(5, 5)
+	if err := e.AdmitTo(&other, free); !errors.Is(err, ErrNeedCount) {
+		t.Fatalf("request limit reached: %v", err)
+	}
+	free.PromptBound = false
+	if d := mustDeny(t, e, free); d.Kind != RequestRate {
+		t.Fatalf("counted: %+v", d)
+	}
+}
