@@ -56,13 +56,14 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	// without token windows) is admitted on a bound of its prompt, read
 	// without counting it, where the bound cannot change the outcome; the
 	// usage the upstream reports is what it is charged. Anything else, or
-	// a bound the windows have no ample room for, is counted first.
-	prompt, counted := int64(0), true
+	// a bound the windows have no ample room for, is counted first. (So the
+	// model-length cap below, for uncapped requests under token limits,
+	// always has the count.)
+	prompt, bounded := int64(0), false
 	if h.PromptCount != "tokenize" && !req.Stream && (!req.Uncapped() || !hasTokenLimit(c.eff.Limits)) {
-		prompt, counted = req.PromptBound(body)
-		counted = !counted
+		prompt, bounded = req.PromptBound(body)
 	}
-	if counted {
+	if !bounded {
 		prompt = h.countPrompt(r, next, &req)
 	}
 	// Without a client cap, reserve what the model can still produce, at
@@ -97,11 +98,11 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		DefaultOutput: defaultOutput,
 		PromptOnly:    req.PromptOnly(),
 		WantRate:      true,
-		PromptBound:   !counted,
+		PromptBound:   bounded,
 	}
 	err := engine.AdmitTo(&res, qr)
 	if errors.Is(err, quota.ErrNeedCount) {
-		prompt, counted = h.countPrompt(r, next, &req), true
+		prompt, bounded = h.countPrompt(r, next, &req), false
 		qr.Prompt, qr.PromptBound = prompt, false
 		err = engine.AdmitTo(&res, qr)
 	}
@@ -116,7 +117,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w, r)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, req: &req, model: req.Model, ep: ep, prompt: prompt, counted: counted, start: start}
+	x := exchange{h: h, w: w, r: r, c: c, req: &req, model: req.Model, ep: ep, prompt: prompt, counted: !bounded, start: start}
 	if ep.Audio() {
 		x.textPrompt, x.audioExact = req.TextPromptTokens(h.app.Counter()), req.AudioExact
 	}
