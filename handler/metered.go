@@ -52,15 +52,16 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errModelNotAllowed(req.Model).write(w, r)
 		return nil
 	}
-	// A request that does not stream and sets its output cap (or a user
-	// without token windows) is admitted on a bound of its prompt, read
-	// without counting it, where the bound cannot change the outcome; the
-	// usage the upstream reports is what it is charged. Anything else, or
-	// a bound the windows have no ample room for, is counted first. (So the
-	// model-length cap below, for uncapped requests under token limits,
-	// always has the count.)
+	// A request that sets its output cap (or comes from a user without
+	// token windows) is admitted on a bound of its prompt, read without
+	// counting it, where the bound cannot change the outcome; the usage the
+	// upstream reports is what it is charged, and a stream's prompt is
+	// counted once its first chunk has gone (see streamPrompt). Anything
+	// else, or a bound the windows have no ample room for, is counted
+	// first. (So the model-length cap below, for uncapped requests under
+	// token limits, always has the count.)
 	prompt, bounded := int64(0), false
-	if h.PromptCount != "tokenize" && !req.Stream && (!req.Uncapped() || !hasTokenLimit(c.eff.Limits)) {
+	if h.PromptCount != "tokenize" && (!req.Uncapped() || !hasTokenLimit(c.eff.Limits)) {
 		prompt, bounded = req.PromptBound(body)
 	}
 	if !bounded {
@@ -178,7 +179,11 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		// A stream may run for minutes: each commit charges what it has
 		// produced so far (the prompt and the text counted) and writes it
 		// as the request's open record, so that a crash does not lose it.
-		mw.promptN = x.prompt
+		if x.counted {
+			mw.promptN = x.prompt
+		} else {
+			mw.promptReq, mw.promptLater = *req, true
+		}
 		mw.st = h.state.Track(res.Track(), x.record())
 		defer h.state.Untrack(mw.st)
 	}
@@ -302,7 +307,11 @@ const estimateEvery = 64
 // promptCount returns the prompt's count, counting it now if the request
 // was admitted on a bound and the upstream's answer did not report it.
 func (x *exchange) promptCount() int64 {
-	if !x.counted {
+	switch {
+	case x.counted:
+	case x.mw != nil && x.mw.st != nil && !x.mw.promptLater: // a stream's, counted
+		x.prompt, x.counted = x.mw.promptN, true
+	default:
 		x.prompt, x.counted = x.req.EstimatePrompt(x.h.app.Counter()), true
 	}
 	return x.prompt
@@ -481,6 +490,11 @@ type meteredWriter struct {
 	audio       *bytes.Buffer // a speech-to-text answer's body, up to maxTranscript
 	audioMore   int64         // its bytes beyond maxTranscript
 	promptN     int64         // the gate's count of the prompt, for st
+	// promptLater: a stream admitted on a bound of its prompt, which
+	// streamPrompt counts (promptReq) after the first write.
+	promptLater bool
+	promptReq   meter.Request
+	relayed     bool // a stream's write went through
 	emit        func([]byte) error
 	wrapper     caddyhttp.ResponseWriterWrapper
 }
@@ -581,9 +595,11 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 			mw.ttft = time.Since(mw.start)
 		}
 		if mw.st != nil {
-			prompt := mw.prompt(mw.promptN)
-			mw.st.Report(mw.status, prompt, prompt+mw.stream.EstimateSoFar())
+			if prompt, ok := mw.streamPrompt(); ok {
+				mw.st.Report(mw.status, prompt, prompt+mw.stream.EstimateSoFar())
+			}
 		}
+		mw.relayed = true
 		if err != nil {
 			return 0, err
 		}
@@ -605,6 +621,33 @@ func (mw *meteredWriter) Write(p []byte) (int, error) {
 	mw.wroteBody = true
 	return mw.ResponseWriterWrapper.ResponseWriter.Write(p)
 }
+
+// streamPrompt returns the prompt a stream's progress counts: the one the
+// stream reported (a Messages stream's message_start), else the gate's
+// count. A stream admitted on a bound of its prompt reports no progress
+// for its first streamCountAfter, then has its prompt counted at its next
+// write: most streams that short end with vLLM's usage and are never
+// counted, and a longer one is counted between two chunks, never before
+// the first token (the server flushes each write as it returns). Progress
+// only matters to the commits' checkpoints, at most one a second: those of
+// the stream's first moments charge nothing, as for a stream that started
+// after them.
+func (mw *meteredWriter) streamPrompt() (int64, bool) {
+	if n, ok := mw.stream.PromptReported(); ok {
+		return n, true
+	}
+	if mw.promptLater {
+		if !mw.relayed || time.Since(mw.start) < streamCountAfter {
+			return 0, false
+		}
+		mw.promptN, mw.promptLater = mw.promptReq.EstimatePrompt(mw.h.app.Counter()), false
+	}
+	return mw.promptN, true
+}
+
+// streamCountAfter is how long a stream admitted on a bound of its prompt
+// runs before the gate counts its prompt (streamPrompt).
+const streamCountAfter = 250 * time.Millisecond
 
 // maxTranscript bounds the part of a speech-to-text answer the gate keeps
 // to count; beyond it, four bytes count a token.

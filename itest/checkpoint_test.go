@@ -1,10 +1,15 @@
 package itest
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/llmgate/llmgate/internal/vllmsim"
+	"github.com/llmgate/llmgate/meter"
+	"github.com/llmgate/llmgate/tokenizer"
 )
 
 // TestResetThenGiveBackKeepsOtherUsage: a stream checkpointed before
@@ -59,5 +64,68 @@ func TestResetThenGiveBackKeepsOtherUsage(t *testing.T) {
 	t.Logf("after the reset: B used %d; the day shows %d used; records: %+v", b.Usage.Total, me.Windows[0].Used, recs)
 	if me.Windows[0].Used < b.Usage.Total {
 		t.Fatalf("the day shows %d used after the reset, less than B's %d alone: A's give-back was taken from B", me.Windows[0].Used, b.Usage.Total)
+	}
+}
+
+// TestStreamOnABound: a stream with its own cap, from a user far from every
+// limit, is admitted on a bound of its prompt (the rate-limit headers show
+// the bound held) and has its prompt counted once its first chunk has gone:
+// the checkpoints while it runs charge the counted prompt and the text so
+// far, and its record is vLLM's usage.
+func TestStreamOnABound(t *testing.T) {
+	const limit = 1000000
+	e := newEnv(t, envOpts{
+		sim:    vllmsim.Config{TokensPerSecond: 25, DefaultLength: 1000},
+		flush:  "1s",
+		global: fmt.Sprintf("plan p {\n\t\t\ttokens %d per day\n\t\t}", limit),
+		site:   "plan p",
+	})
+	// A prompt of some 2,000 tokens, so that the checkpoints' charge tells
+	// a counted prompt from none.
+	body := []byte(mustJSON(t, map[string]any{
+		"model": "sim-model", "stream": true, "max_tokens": 100,
+		"messages": []map[string]any{{"role": "user", "content": strings.Repeat("word ", 2000)}},
+	}))
+	req, err := meter.ParseRequest(meter.EndpointChat, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, _ := req.PromptBound(body)
+	tok, _ := tokenizer.Get("")
+	estimate := req.EstimatePrompt(tok)
+	if bound+100 > limit/32 {
+		t.Fatalf("bound %d: no room for 32 reservations", bound)
+	}
+	tk := token(t, "sb", nil)
+	resp := e.post("/v1/chat/completions", tk, body)
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
+	if held := limit - remaining; held != bound+100 {
+		t.Errorf("%d tokens held while the stream runs, want its bound %d and 100", held, bound)
+	}
+	buf := make([]byte, 4096)
+	for deadline := time.Now().Add(2500 * time.Millisecond); time.Now().Before(deadline); {
+		if _, err := resp.Body.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var me struct {
+		Windows []struct {
+			Used int64 `json:"used"`
+		} `json:"windows"`
+	}
+	if err := jsonDecode(e.get("/llm_gate/me", tk), &me); err != nil || len(me.Windows) != 1 {
+		t.Fatal(me, err)
+	}
+	// Checkpointed a second ago or less: the prompt and some text.
+	if used := me.Windows[0].Used; used <= estimate || used > estimate+100 {
+		t.Errorf("%d used while the stream runs; want its prompt (%d) and part of its 100 tokens", used, estimate)
+	}
+	readAll(t, resp.Body)
+	if r := e.waitRecords("sb", 1)[0]; r.Estimated || r.CompletionTokens != 100 || r.PromptTokens < estimate/2 {
+		t.Errorf("record %+v, want vLLM's usage", r)
 	}
 }

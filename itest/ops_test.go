@@ -63,9 +63,9 @@ func TestMetricsAndLogs(t *testing.T) {
 		`caddy_llm_gate_tokens_total{kind="completion",model="sim-model"}`: float64(completion),
 		`caddy_llm_gate_requests_total{outcome="ok"}`:                      3,
 		`caddy_llm_gate_requests_total{outcome="unauthorized"}`:            2,
-		// The stream's count, and of the two requests admitted without
-		// counting (no token limit here) the first, counted after its answer.
-		`caddy_llm_gate_prompt_estimate_error_ratio_count`: 2,
+		// Of the three requests, admitted without counting (no token limit
+		// here), the first, counted after its answer.
+		`caddy_llm_gate_prompt_estimate_error_ratio_count`: 1,
 	} {
 		if got := after.values[name] - before.values[name]; got != want {
 			t.Errorf("%s grew by %v, want %v", name, got, want)
