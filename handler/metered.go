@@ -55,8 +55,9 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	// A request that sets its output cap (or comes from a user without
 	// token windows) is admitted on a bound of its prompt, read without
 	// counting it, where the bound cannot change the outcome; the usage the
-	// upstream reports is what it is charged, and a stream's prompt is
-	// counted once its first chunk has gone (see streamPrompt). Anything
+	// upstream reports is what it is charged, and a stream still running
+	// after streamCountAfter has its prompt counted then, between two
+	// chunks, for its checkpoints (see streamPrompt). Anything
 	// else, or a bound the windows have no ample room for, is counted
 	// first. (So the model-length cap below, for uncapped requests under
 	// token limits, always has the count.)
