@@ -119,7 +119,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w, r)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, req: &req, model: req.Model, ep: ep, prompt: prompt, counted: !bounded, start: start}
+	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, counted: !bounded, start: start}
 	if ep.Audio() {
 		x.textPrompt, x.audioExact = req.TextPromptTokens(h.app.Counter()), req.AudioExact
 	}
@@ -195,12 +195,12 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		// connection when the upstream cut its own: charge what was relayed,
 		// then let the panic do its job.
 		if p := recover(); p != nil {
-			x.settle(res, errors.New("response aborted"))
+			x.settle(req, res, errors.New("response aborted"))
 			settled = true
 			panic(p)
 		}
 	}()
-	x.settle(res, next.ServeHTTP(mw, r))
+	x.settle(req, res, next.ServeHTTP(mw, r))
 	settled = true
 }
 
@@ -210,7 +210,6 @@ type exchange struct {
 	w     http.ResponseWriter
 	r     *http.Request
 	c     *caller
-	req   *meter.Request
 	model string
 	ep    meter.Endpoint
 	mw    *meteredWriter
@@ -232,7 +231,7 @@ type exchange struct {
 // settle charges what the response shows to the reservation, keeps the
 // record and answers an upstream failure that left the client without a
 // response.
-func (x *exchange) settle(res *quota.Reservation, nextErr error) {
+func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr error) {
 	h, mw := x.h, x.mw
 	mw.finish(x.r.ProtoMajor == 1 && h.state.FlushInterval() > 0 && gate.InFlight() == 1) // alone: see finish
 	if mw.slotFreed {
@@ -254,12 +253,12 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 		rec.PromptTokens, rec.CompletionTokens = x.transcript()
 		rec.Estimated = true
 	case mw.generated():
-		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.promptCount()), mw.estimateCompletion(), true
+		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.promptCount(req)), mw.estimateCompletion(), true
 	case upErr == nil && (accepted && nextErr == nil || clientGone):
 		// Accepted but cut before the first token, or the client gone
 		// before the answer (a non-streaming request that vLLM was
 		// generating): vLLM processed the prompt.
-		rec.PromptTokens, rec.Estimated = mw.prompt(x.promptCount()), true
+		rec.PromptTokens, rec.Estimated = mw.prompt(x.promptCount(req)), true
 	}
 	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
 		res.Cancel()
@@ -282,7 +281,7 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 	// The prompt estimate's error (a metric) is observed on every request
 	// the gate counted, and on one in estimateEvery of the others.
 	if !x.counted && reported && h.uncounted.Add(1)%estimateEvery == 1 {
-		x.promptCount()
+		x.promptCount(req)
 	}
 	estimate := int64(-1) // no estimate to compare with
 	if x.counted {
@@ -305,15 +304,17 @@ func (x *exchange) settle(res *quota.Reservation, nextErr error) {
 // that the estimate's error stays measured.
 const estimateEvery = 64
 
-// promptCount returns the prompt's count, counting it now if the request
-// was admitted on a bound and the upstream's answer did not report it.
-func (x *exchange) promptCount() int64 {
+// promptCount returns the prompt's count, counting it (req) now if the
+// request was admitted on a bound and the upstream's answer did not report
+// it. (req is not kept in x: x's other fields reach the heap, and req, on
+// serveMetered's stack, would go with them.)
+func (x *exchange) promptCount(req *meter.Request) int64 {
 	switch {
 	case x.counted:
 	case x.mw != nil && x.mw.st != nil && !x.mw.promptLater: // a stream's, counted
 		x.prompt, x.counted = x.mw.promptN, true
 	default:
-		x.prompt, x.counted = x.req.EstimatePrompt(x.h.app.Counter()), true
+		x.prompt, x.counted = req.EstimatePrompt(x.h.app.Counter()), true
 	}
 	return x.prompt
 }
