@@ -52,18 +52,11 @@ func TestResetThenGiveBackKeepsOtherUsage(t *testing.T) {
 	}
 	a.Body.Close() // the client leaves: A settles at prompt + its text counted
 	time.Sleep(500 * time.Millisecond)
-	var me struct {
-		Windows []struct {
-			Used int64 `json:"used"`
-		} `json:"windows"`
-	}
-	if err := jsonDecode(e.get("/llm_gate/me", tk), &me); err != nil || len(me.Windows) != 1 {
-		t.Fatal(me, err)
-	}
+	used := e.usedInTheWindow(tk)
 	recs := e.records("rr")
-	t.Logf("after the reset: B used %d; the day shows %d used; records: %+v", b.Usage.Total, me.Windows[0].Used, recs)
-	if me.Windows[0].Used < b.Usage.Total {
-		t.Fatalf("the day shows %d used after the reset, less than B's %d alone: A's give-back was taken from B", me.Windows[0].Used, b.Usage.Total)
+	t.Logf("after the reset: B used %d; the day shows %d used; records: %+v", b.Usage.Total, used, recs)
+	if used < b.Usage.Total {
+		t.Fatalf("the day shows %d used after the reset, less than B's %d alone: A's give-back was taken from B", used, b.Usage.Total)
 	}
 }
 
@@ -86,13 +79,7 @@ func TestStreamOnABound(t *testing.T) {
 		"model": "sim-model", "stream": true, "max_tokens": 100,
 		"messages": []map[string]any{{"role": "user", "content": strings.Repeat("word ", 2000)}},
 	}))
-	req, err := meter.ParseRequest(meter.EndpointChat, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bound, _ := req.PromptBound(body)
-	tok, _ := tokenizer.Get("")
-	estimate := req.EstimatePrompt(tok)
+	bound, estimate := boundAndEstimate(t, body)
 	if bound+100 > limit/32 {
 		t.Fatalf("bound %d: no room for 32 reservations", bound)
 	}
@@ -112,20 +99,45 @@ func TestStreamOnABound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var me struct {
-		Windows []struct {
-			Used int64 `json:"used"`
-		} `json:"windows"`
-	}
-	if err := jsonDecode(e.get("/llm_gate/me", tk), &me); err != nil || len(me.Windows) != 1 {
-		t.Fatal(me, err)
-	}
+	used := e.usedInTheWindow(tk)
 	// Checkpointed a second ago or less: the prompt and some text.
-	if used := me.Windows[0].Used; used <= estimate || used > estimate+100 {
+	if used <= estimate || used > estimate+100 {
 		t.Errorf("%d used while the stream runs; want its prompt (%d) and part of its 100 tokens", used, estimate)
 	}
 	readAll(t, resp.Body)
 	if r := e.waitRecords("sb", 1)[0]; r.Estimated || r.CompletionTokens != 100 || r.PromptTokens < estimate/2 {
 		t.Errorf("record %+v, want vLLM's usage", r)
 	}
+}
+
+// usedInTheWindow returns what /llm_gate/me shows used in the caller's one
+// window.
+func (e *env) usedInTheWindow(cred string) int64 {
+	e.t.Helper()
+	var me struct {
+		Windows []struct {
+			Used int64 `json:"used"`
+		} `json:"windows"`
+	}
+	if err := jsonDecode(e.get("/llm_gate/me", cred), &me); err != nil || len(me.Windows) != 1 {
+		e.t.Fatal(me, err)
+	}
+	return me.Windows[0].Used
+}
+
+// boundAndEstimate returns the bound of a chat body's prompt the gate admits
+// on (meter.Request.PromptBound) and its estimate by the gate's default
+// tokenizer.
+func boundAndEstimate(t *testing.T, body []byte) (bound, estimate int64) {
+	t.Helper()
+	req, err := meter.ParseRequest(meter.EndpointChat, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, _ = req.PromptBound(body)
+	tok, err := tokenizer.Get("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bound, req.EstimatePrompt(tok)
 }

@@ -337,13 +337,7 @@ func TestAdmissionOnABound(t *testing.T) {
 	})
 	e.admin("PUT", "/llm_gate/users/tess", map[string]any{"plan": "tight"}, nil)
 	body := []byte(mustJSON(t, chatBody("sim-model", false, map[string]any{"max_tokens": 16})))
-	req, err := meter.ParseRequest(meter.EndpointChat, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bound, _ := req.PromptBound(body)
-	tok, _ := tokenizer.Get("")
-	estimate := req.EstimatePrompt(tok)
+	bound, estimate := boundAndEstimate(t, body)
 	if bound+16 <= tight/32 || bound <= estimate || bound+16 > roomy/32 {
 		t.Fatalf("bound %d, estimate %d: the plans do not separate the two admissions", bound, estimate)
 	}
