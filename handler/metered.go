@@ -183,7 +183,8 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		if x.counted {
 			mw.promptN = x.prompt
 		} else {
-			mw.promptReq, mw.promptLater = *req, true
+			mw.promptReq = new(meter.Request) // one a stream; the writer stays small
+			*mw.promptReq = *req
 		}
 		mw.st = h.state.Track(res.Track(), x.record())
 		defer h.state.Untrack(mw.st)
@@ -311,7 +312,7 @@ const estimateEvery = 64
 func (x *exchange) promptCount(req *meter.Request) int64 {
 	switch {
 	case x.counted:
-	case x.mw != nil && x.mw.st != nil && !x.mw.promptLater: // a stream's, counted
+	case x.mw != nil && x.mw.st != nil && x.mw.promptReq == nil: // a stream's, counted
 		x.prompt, x.counted = x.mw.promptN, true
 	default:
 		x.prompt, x.counted = req.EstimatePrompt(x.h.app.Counter()), true
@@ -492,13 +493,12 @@ type meteredWriter struct {
 	audio       *bytes.Buffer // a speech-to-text answer's body, up to maxTranscript
 	audioMore   int64         // its bytes beyond maxTranscript
 	promptN     int64         // the gate's count of the prompt, for st
-	// promptLater: a stream admitted on a bound of its prompt, which
-	// streamPrompt counts (promptReq) after the first write.
-	promptLater bool
-	promptReq   meter.Request
-	relayed     bool // a stream's write went through
-	emit        func([]byte) error
-	wrapper     caddyhttp.ResponseWriterWrapper
+	// promptReq is the request of a stream admitted on a bound of its
+	// prompt, until streamPrompt counts it.
+	promptReq *meter.Request
+	relayed   bool // a stream's write went through
+	emit      func([]byte) error
+	wrapper   caddyhttp.ResponseWriterWrapper
 }
 
 var writerPool = sync.Pool{New: func() any {
@@ -638,11 +638,11 @@ func (mw *meteredWriter) streamPrompt() (int64, bool) {
 	if n, ok := mw.stream.PromptReported(); ok {
 		return n, true
 	}
-	if mw.promptLater {
+	if mw.promptReq != nil {
 		if !mw.relayed || time.Since(mw.start) < streamCountAfter {
 			return 0, false
 		}
-		mw.promptN, mw.promptLater = mw.promptReq.EstimatePrompt(mw.h.app.Counter()), false
+		mw.promptN, mw.promptReq = mw.promptReq.EstimatePrompt(mw.h.app.Counter()), nil
 	}
 	return mw.promptN, true
 }
