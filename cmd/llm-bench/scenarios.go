@@ -23,33 +23,33 @@ import (
 // request, as it would a new message.
 const smallPrompt = "Write one short sentence about the sea."
 
-// chatBody renders an OpenAI chat completion request.
+// chatBody renders an OpenAI chat completion request (without max_tokens
+// if maxTokens is 0).
 func chatBody(model, prompt string, maxTokens int, stream bool) []byte {
-	b, err := json.Marshal(map[string]any{
-		"model":      model,
-		"messages":   []map[string]string{{"role": "user", "content": prompt}},
-		"max_tokens": maxTokens,
-		"stream":     stream,
-	})
-	if err != nil {
-		panic(err) // maps of strings and ints always marshal
-	}
-	return b
+	return mustMarshal(chatFields(model, prompt, maxTokens, stream))
 }
 
 // bigPromptBody is the bigprompt scenario's streamed chat request, with
-// include_usage (so that every path's answer carries the usage) and, if
-// maxTokens > 0, that cap.
+// include_usage (so that every path's answer carries the usage).
 func bigPromptBody(model, prompt string, maxTokens int) []byte {
+	m := chatFields(model, prompt, maxTokens, true)
+	m["stream_options"] = map[string]bool{"include_usage": true}
+	return mustMarshal(m)
+}
+
+func chatFields(model, prompt string, maxTokens int, stream bool) map[string]any {
 	m := map[string]any{
-		"model":          model,
-		"messages":       []map[string]string{{"role": "user", "content": prompt}},
-		"stream":         true,
-		"stream_options": map[string]bool{"include_usage": true},
+		"model":    model,
+		"messages": []map[string]string{{"role": "user", "content": prompt}},
+		"stream":   stream,
 	}
 	if maxTokens > 0 {
 		m["max_tokens"] = maxTokens
 	}
+	return m
+}
+
+func mustMarshal(m map[string]any) []byte {
 	b, err := json.Marshal(m)
 	if err != nil {
 		panic(err) // maps of strings, bools and ints always marshal
