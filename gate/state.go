@@ -46,13 +46,19 @@ type State struct {
 
 	pendMu  sync.Mutex
 	pending store.Batch
+	// pending.Records is the chunk records are appended to: when it is
+	// full it joins full and an empty chunk from free takes its place, so
+	// that no record is ever copied under pendMu (a slice growing there
+	// would copy the whole batch while every request waits). Flush joins
+	// the chunks into batch.
+	full, free [][]store.Record
 	// keyQueued is, per API key, the last-used time last queued for the
 	// store: a key in constant use is written once per keyUsedGrain rather
 	// than on every flush.
 	keyQueued map[string]time.Time
-	// spare is the record slice of the last committed batch, emptied, for
-	// the next batch to fill without growing a new one from nothing.
-	spare []store.Record
+	// batch is the record slice of the last committed batch, emptied, for
+	// the next one to be joined in; guarded by flushMu.
+	batch []store.Record
 
 	// streams are the requests in flight that each commit checkpoints
 	// (see Track).
@@ -221,6 +227,9 @@ func (s *State) record(rec store.Record, closeID uint64) error {
 		s.pendMu.Unlock()
 		return fmt.Errorf("llm_gate store %s was closed when the config using it was replaced: the usage of %s's request is lost", s.path, rec.User)
 	}
+	if len(s.pending.Records) == cap(s.pending.Records) {
+		s.nextChunk()
+	}
 	s.pending.Records = append(s.pending.Records, rec)
 	if closeID != 0 {
 		s.pending.Closed = append(s.pending.Closed, closeID)
@@ -254,9 +263,17 @@ func (s *State) Flush() error {
 	open := s.checkpoint()
 	s.pendMu.Lock()
 	b := s.pending
-	s.pending = store.Batch{Records: s.spare}
-	s.spare = nil
+	chunks := append(s.full, b.Records)
+	s.pending, s.full = store.Batch{}, nil
 	s.pendMu.Unlock()
+	if len(chunks) > 1 {
+		recs := s.batch[:0]
+		for _, c := range chunks {
+			recs = append(recs, c...)
+		}
+		b.Records = recs
+	}
+	s.batch = nil // back below once committed
 	b.Counters = mergeCounters(b.Counters, s.Engine.Dirty())
 	b.Open = mergeOpen(b.Open, open)
 	if len(b.Records) == 0 && len(b.Counters) == 0 && len(b.KeyLastUsed) == 0 && len(b.Open) == 0 && len(b.Closed) == 0 {
@@ -272,15 +289,47 @@ func (s *State) Flush() error {
 		s.requeue(b)
 		return err
 	}
-	// Keep the slice while it fits the traffic: a burst's slice is dropped
-	// once batches fill less than a quarter of it.
-	if len(b.Records) >= cap(b.Records)/4 {
+	// Keep the joined slice while it fits the traffic: a burst's slice is
+	// dropped once batches fill less than a quarter of it, or one chunk.
+	if len(chunks) > 1 && len(b.Records) >= cap(b.Records)/4 {
 		clear(b.Records) // drop the strings the records hold
-		s.pendMu.Lock()
-		s.spare = b.Records[:0]
-		s.pendMu.Unlock()
+		s.batch = b.Records[:0]
 	}
+	s.recycle(chunks)
 	return nil
+}
+
+// recordChunk is how many records a chunk of pending holds.
+const recordChunk = 256
+
+// nextChunk moves the full chunk of pending records to full and starts an
+// empty one. Under pendMu.
+func (s *State) nextChunk() {
+	if len(s.pending.Records) > 0 {
+		s.full = append(s.full, s.pending.Records)
+	}
+	if n := len(s.free); n > 0 {
+		s.pending.Records, s.free = s.free[n-1], s.free[:n-1]
+		return
+	}
+	s.pending.Records = make([]store.Record, 0, recordChunk)
+}
+
+// recycle empties committed chunks for later records. The free list keeps
+// as many as the last batch used.
+func (s *State) recycle(chunks [][]store.Record) {
+	for i, c := range chunks {
+		clear(c) // drop the strings the records hold
+		chunks[i] = c[:0]
+	}
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	s.free = s.free[:0]
+	for _, c := range chunks {
+		if cap(c) == recordChunk {
+			s.free = append(s.free, c)
+		}
+	}
 }
 
 func mergeCounters(dst, src map[string][]byte) map[string][]byte {
@@ -298,7 +347,11 @@ func mergeCounters(dst, src map[string][]byte) map[string][]byte {
 func (s *State) requeue(b store.Batch) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
+	for _, c := range s.full {
+		b.Records = append(b.Records, c...)
+	}
 	b.Records = append(b.Records, s.pending.Records...)
+	s.full = nil
 	for k, v := range s.pending.KeyLastUsed {
 		if b.KeyLastUsed == nil {
 			b.KeyLastUsed = make(map[string]time.Time)

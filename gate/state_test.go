@@ -3,6 +3,7 @@ package gate
 import (
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,9 +85,10 @@ func TestRecordAndDestruct(t *testing.T) {
 	}
 }
 
-// TestFlushReusesRecords: batches fill the slices of earlier ones;
-// every record of both batches lands in the file intact, and a batch far
-// smaller than the slice lets it go.
+// TestFlushReusesRecords: records are queued in chunks that later batches
+// reuse, and a batch of several chunks is joined in a slice kept for the
+// next one while it fits; every record of every batch lands in the file
+// intact, and batches far smaller than the slice let it go.
 func TestFlushReusesRecords(t *testing.T) {
 	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
 	defer s.Destruct()
@@ -106,28 +108,41 @@ func TestFlushReusesRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	record(0, 40)
-	if cap(s.spare) < 40 || len(s.spare) != 0 {
-		t.Fatalf("after a flush of 40 records the spare slice has len %d cap %d", len(s.spare), cap(s.spare))
+	n := 2*recordChunk + 10 // three chunks
+	record(0, n)
+	if len(s.free) != 3 || cap(s.batch) < n || len(s.batch) != 0 {
+		t.Fatalf("after a flush of three chunks: %d free chunks, the joined slice has len %d cap %d", len(s.free), len(s.batch), cap(s.batch))
 	}
-	// Two slices take turns: one fills while the other commits.
-	kept := &s.spare[:1][0]
-	record(40, 70)
-	record(70, 100)
-	if &s.spare[:1][0] != kept {
-		t.Fatal("the third batch did not fill the first one's slice")
+	chunk, joined := &s.free[2][:1][0], &s.batch[:1][0]
+	record(n, 2*n)
+	if &s.batch[:1][0] != joined {
+		t.Fatal("the second batch was not joined in the first one's slice")
 	}
-	record(100, 102) // 2 records in the second slice (cap 32 or more): let go
-	if s.spare != nil {
-		t.Fatalf("a slice of cap %d is kept for batches of 2", cap(s.spare))
+	if !slices.ContainsFunc(s.free, func(c []store.Record) bool { return &c[:1][0] == chunk }) {
+		t.Fatal("the second batch did not reuse the first one's chunks")
+	}
+	record(2*n, 2*n+2) // one chunk, not joined: the slice goes
+	if s.batch != nil || len(s.free) != 1 {
+		t.Fatalf("after a batch of 2: the joined slice has cap %d, %d free chunks", cap(s.batch), len(s.free))
 	}
 	db, err := s.DB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, _, err := db.Records(store.RecordQuery{Limit: 1000})
-	if err != nil || len(recs) != 102 {
-		t.Fatalf("%d records in the file, want 102 (%v)", len(recs), err)
+	var recs []store.Record
+	for cursor := "start"; cursor != ""; {
+		q := store.RecordQuery{Limit: 1000}
+		if cursor != "start" {
+			q.Cursor = cursor
+		}
+		page, next, err := db.Records(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, cursor = append(recs, page...), next
+	}
+	if len(recs) != 2*n+2 {
+		t.Fatalf("%d records in the file, want %d", len(recs), 2*n+2)
 	}
 	for _, r := range recs {
 		i := int(r.PromptTokens)
@@ -411,5 +426,88 @@ func TestRecordDuringDestruct(t *testing.T) {
 		if rows[0].Requests != accepted.Load() {
 			t.Fatalf("run %d: %d records accepted, %d in the file", run, accepted.Load(), rows[0].Requests)
 		}
+	}
+}
+
+// TestFailedCommitKeepsEveryRecord: a batch of several chunks whose commit
+// fails goes back in front of the records queued since, full chunks and
+// all, and the next commit writes every one of them once.
+func TestFailedCommitKeepsEveryRecord(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	s.configure(time.Hour, 0)
+	base := time.Now()
+	next := 0
+	rec := func() store.Record {
+		next++
+		return store.Record{Time: base.Add(time.Duration(next) * time.Millisecond), User: "u", Model: "m",
+			Endpoint: "chat", Status: 200, PromptTokens: int64(next)}
+	}
+	record := func(n int) {
+		for range n {
+			if err := s.Record(rec()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	db, err := s.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(2*recordChunk + 1)
+	if err := db.Close(); err != nil { // the commit below fails
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err == nil {
+		t.Fatal("a commit to a closed file succeeded")
+	}
+	record(recordChunk + 1) // after the requeued batch, into chunks again
+	// A batch failing while two chunks and a bit were queued behind it
+	// goes in front of them all.
+	failed := store.Batch{Records: []store.Record{rec(), rec()}}
+	s.pendMu.Lock()
+	behind := slices.Concat(append(slices.Clone(s.full), s.pending.Records)...)
+	s.pendMu.Unlock()
+	record(2*recordChunk + 1)
+	s.requeue(failed)
+	s.pendMu.Lock()
+	queued := slices.Concat(append(slices.Clone(s.full), s.pending.Records)...)
+	s.pendMu.Unlock()
+	if len(queued) != len(behind)+2+2*recordChunk+1 || queued[0] != failed.Records[0] || queued[1] != failed.Records[1] ||
+		queued[2] != behind[0] || queued[len(queued)-1].PromptTokens != int64(next) {
+		t.Fatalf("%d records queued after the failed batch's", len(queued))
+	}
+	record(3)
+	s.openMu.Lock()
+	s.db = nil // the next commit opens the file again
+	s.openMu.Unlock()
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = s.DB(); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(map[int64]int)
+	for cursor := "start"; cursor != ""; {
+		q := store.RecordQuery{Limit: 1000}
+		if cursor != "start" {
+			q.Cursor = cursor
+		}
+		page, c, err := db.Records(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page {
+			seen[r.PromptTokens]++
+		}
+		cursor = c
+	}
+	for i := 1; i <= next; i++ {
+		if seen[int64(i)] != 1 {
+			t.Errorf("record %d is in the file %d times", i, seen[int64(i)])
+		}
+	}
+	if len(seen) != next {
+		t.Errorf("%d records in the file, want %d", len(seen), next)
 	}
 }
