@@ -268,6 +268,9 @@ func (s *State) Flush() error {
 	s.pendMu.Unlock()
 	if len(chunks) > 1 {
 		recs := s.batch[:0]
+		if n := len(chunks) * recordChunk; cap(recs) < n {
+			recs = make([]store.Record, 0, n+n/4)
+		}
 		for _, c := range chunks {
 			recs = append(recs, c...)
 		}
