@@ -23,6 +23,14 @@ func TestVerifiedCacheHonoursExpiry(t *testing.T) {
 	if err != nil || again != first {
 		t.Fatalf("second verification: %v (cached: %v)", err, again == first)
 	}
+	// A caller's time decides whether the cache answers (a token not
+	// answered from it is verified again, with the parser's clock).
+	if id, err := v.VerifyAt(tok, exp.Add(-time.Second)); err != nil || id != first {
+		t.Fatalf("before its exp by the caller's time: %v (cached: %v)", err, id == first)
+	}
+	if id, err := v.VerifyAt(tok, exp.Add(time.Second)); err != nil || id == first {
+		t.Fatalf("after its exp by the caller's time, before by the verifier's: %v (cached: %v)", err, id == first)
+	}
 	clk.Advance(2 * time.Minute)
 	if _, err := v.Verify(tok); err == nil {
 		t.Fatal("an expired token verified from the cache")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -153,7 +154,11 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	c, aerr := h.identify(r)
+	// The request's one reading of the wall clock: its record's time, the
+	// admission's and the JWT's now; later instants add the monotonic
+	// time since (cheaper than another reading).
+	start := time.Now()
+	c, aerr := h.identify(r, start)
 	if aerr != nil {
 		h.countOutcome(outcomeFor(aerr))
 		aerr.write(w, r)
@@ -175,7 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if r.Method == http.MethodPost {
 		if ep := meter.EndpointFor(r.URL.Path); ep != meter.EndpointOther {
-			return h.serveMetered(w, r, next, c, ep)
+			return h.serveMetered(w, r, next, c, ep, start)
 		}
 	}
 	if !strings.HasPrefix(r.URL.Path, "/v1/") {

@@ -53,7 +53,7 @@ func (c *caller) placeholder(key string) (any, bool) {
 
 // identify turns the request's credential into a caller, or the error to
 // answer. Reasons are logged at debug level, never the credential itself.
-func (h *Handler) identify(r *http.Request) (*caller, *apiError) {
+func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) {
 	tok, err := auth.Credential(r.Header)
 	if errors.Is(err, auth.ErrNoCredential) {
 		return nil, errMissingKey()
@@ -63,7 +63,6 @@ func (h *Handler) identify(r *http.Request) (*caller, *apiError) {
 		return nil, errInvalidKey()
 	}
 	c := &caller{}
-	now := time.Now()
 	switch {
 	case auth.IsAPIKey(tok) && h.apiKeys:
 		k, err := h.state.KeyByHash(auth.HashKey(tok))
@@ -89,7 +88,7 @@ func (h *Handler) identify(r *http.Request) (*caller, *apiError) {
 		}
 		c.user, c.keyID = u, k.ID
 	case h.verifier != nil:
-		id, err := h.verifier.Verify(tok)
+		id, err := h.verifier.VerifyAt(tok, now)
 		if err != nil {
 			h.logger.Debug("credential refused", zap.Error(err))
 			return nil, errInvalidKey()

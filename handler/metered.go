@@ -22,8 +22,7 @@ import (
 
 // serveMetered is the life of a metered request: read and check the body,
 // admit it against every window, forward it, count the response, settle.
-func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, ep meter.Endpoint) error {
-	start := time.Now()
+func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *caller, ep meter.Endpoint, start time.Time) error {
 	body, aerr := readBody(r, h.MaxBodySize)
 	if aerr != nil {
 		h.countOutcome(outcomeBadRequest)
@@ -101,6 +100,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		PromptOnly:    req.PromptOnly(),
 		WantRate:      true,
 		PromptBound:   bounded,
+		Now:           start,
 	}
 	err := engine.AdmitTo(&res, qr)
 	if errors.Is(err, quota.ErrNeedCount) {
@@ -261,10 +261,11 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 		// generating): vLLM processed the prompt.
 		rec.PromptTokens, rec.Estimated = mw.prompt(x.promptCount(req)), true
 	}
+	elapsed := time.Since(x.start)
 	if rec.PromptTokens == 0 && rec.CompletionTokens == 0 {
 		res.Cancel()
 	} else {
-		res.Settle(rec.PromptTokens, rec.CompletionTokens)
+		res.SettleAt(rec.PromptTokens, rec.CompletionTokens, x.start.Add(elapsed))
 	}
 	switch {
 	case !mw.wroteHeader && nextErr != nil:
@@ -276,7 +277,7 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 		h.noUpstream(x.w, x.r)
 		rec.Status = http.StatusBadGateway
 	}
-	rec.Duration = time.Since(x.start)
+	rec.Duration = elapsed
 	rec.TTFT = mw.ttft
 	x.c.prompt, x.c.completion, x.c.estimated, x.c.settled = rec.PromptTokens, rec.CompletionTokens, rec.Estimated, true
 	// The prompt estimate's error (a metric) is observed on every request
@@ -383,8 +384,8 @@ var rateHeaderNames = [2][3]string{
 // writeRate sets the x-ratelimit-* headers of the user's tightest windows.
 // Every metered response carries them, so the values (limit, remaining and
 // reset of each window present, in order) are cut from one string and
-// share one slice.
-func writeRate(hdr http.Header, rs quota.RateStatus) {
+// share one slice. The resets count from now.
+func writeRate(hdr http.Header, rs quota.RateStatus, now time.Time) {
 	var wins [2]*quota.WindowStatus
 	if rs.HasTokens {
 		wins[0] = &rs.Tokens
@@ -394,7 +395,6 @@ func writeRate(hdr http.Header, rs quota.RateStatus) {
 	}
 	var buf [128]byte // two windows' int64s and resets in decimal
 	b, ends, n := buf[:0], [6]int{}, 0
-	now := time.Now()
 	for _, s := range wins {
 		if s == nil {
 			continue
@@ -448,7 +448,7 @@ func appendSeconds(b []byte, d time.Duration) []byte {
 }
 
 func (h *Handler) writeDenial(w http.ResponseWriter, r *http.Request, c *caller, d *quota.Denial) {
-	writeRate(w.Header(), h.state.Engine.Tightest(c.user.ID, c.eff.Limits))
+	writeRate(w.Header(), h.state.Engine.Tightest(c.user.ID, c.eff.Limits), time.Now())
 	// RetryAfter 0: waiting will not help (a total budget, a request larger
 	// than the limit), so no retry-after.
 	if d.RetryAfter > 0 {
@@ -580,7 +580,7 @@ func (mw *meteredWriter) WriteHeader(status int) {
 		// (JSON, text, SRT or VTT): its transcript is kept to count them.
 		mw.audio = new(bytes.Buffer)
 	}
-	writeRate(hdr, mw.rate)
+	writeRate(hdr, mw.rate, mw.start.Add(time.Since(mw.start))) // the monotonic clock: cheaper than a reading of both
 	mw.ResponseWriterWrapper.WriteHeader(status)
 }
 

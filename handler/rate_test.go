@@ -48,7 +48,7 @@ func TestWriteRate(t *testing.T) {
 	}
 	for _, c := range cases {
 		hdr := http.Header{}
-		writeRate(hdr, c.rs)
+		writeRate(hdr, c.rs, time.Now())
 		if len(hdr) != len(c.want) {
 			t.Errorf("%s: %d headers %v, want %d", c.name, len(hdr), hdr, len(c.want))
 		}
@@ -70,7 +70,7 @@ func TestWriteRate(t *testing.T) {
 	// formatted on its own would add an allocation per value.
 	both := cases[0].rs
 	hdr := make(http.Header, 8)
-	if n := testing.AllocsPerRun(100, func() { writeRate(hdr, both) }); n > 2 {
+	if n := testing.AllocsPerRun(100, func() { writeRate(hdr, both, now) }); n > 2 {
 		t.Errorf("writeRate allocates %v times, want 2", n)
 	}
 }

@@ -59,6 +59,9 @@ type Request struct {
 	// a refusal (and its message) or a lowered output cap always comes
 	// from the estimate.
 	PromptBound bool
+	// Now is when the request arrived, for a caller that has read the clock
+	// already; zero reads the engine's.
+	Now time.Time
 }
 
 // BoundSlack is how many times a reservation made from a prompt's bound
@@ -255,20 +258,30 @@ func (r *Reservation) SlotFreed() { r.slotFreed = true }
 // tokens to every window's current period and to the minute bucket of now.
 // Negative counts are taken as 0.
 func (r *Reservation) Settle(prompt, completion int64) {
-	r.release(true, satAdd(max(prompt, 0), max(completion, 0)))
+	r.release(true, satAdd(max(prompt, 0), max(completion, 0)), time.Time{})
+}
+
+// SettleAt is Settle for a caller that knows the time already (now).
+func (r *Reservation) SettleAt(prompt, completion int64, now time.Time) {
+	r.release(true, satAdd(max(prompt, 0), max(completion, 0)), now)
 }
 
 // Cancel ends the request without charging tokens. The request still counts
 // against request windows: it was made.
-func (r *Reservation) Cancel() { r.release(false, 0) }
+func (r *Reservation) Cancel() { r.release(false, 0, time.Time{}) }
 
-func (r *Reservation) release(charge bool, tokens int64) {
+// release ends the request; now, if zero, is read from the engine's clock
+// when needed.
+func (r *Reservation) release(charge bool, tokens int64, now time.Time) {
 	if r == nil || r.u == nil {
 		return
 	}
 	var c clock
 	if charge || r.prog != nil {
-		c = newClock(r.e.now())
+		if now.IsZero() {
+			now = r.e.now()
+		}
+		c = newClock(now)
 	}
 	r.sh.mu.Lock()
 	if r.done {
@@ -473,7 +486,11 @@ func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 		needMin = math.MaxInt64
 	}
 	l := &req.Limits
-	c := newClock(e.now())
+	now := req.Now
+	if now.IsZero() {
+		now = e.now()
+	}
+	c := newClock(now)
 
 	sh, u, err := e.lockUser(req.User)
 	if err != nil {

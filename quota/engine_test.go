@@ -967,3 +967,20 @@ func TestPromptBound(t *testing.T) {
 		t.Fatalf("counted: %+v", d)
 	}
 }
+
+// TestCallersTime: a request admitted with its own Now, and settled with
+// SettleAt, lands in the periods of those times, not the engine clock's.
+func TestCallersTime(t *testing.T) {
+	e, _ := newTestEngine(utc(2024, 12, 31, 23, 59, 30)) // the engine's clock stays in 2024
+	l := tokens(Day, 1000)
+	r := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 10, Output: 10, WantRate: true, Now: utc(2025, 1, 1, 0, 0, 5)})
+	if !r.Rate.Tokens.ResetsAt.Equal(utc(2025, 1, 2, 0, 0, 0)) {
+		t.Fatalf("the day the request was admitted in resets at %v, want 2025-01-02", r.Rate.Tokens.ResetsAt)
+	}
+	r.SettleAt(10, 5, utc(2025, 1, 6, 0, 0, 5)) // a Monday
+	r2 := mustAdmit(t, e, Request{User: "u", Limits: l, Prompt: 1, Output: 1, WantRate: true, Now: utc(2025, 1, 6, 0, 0, 6)})
+	defer r2.Cancel()
+	if got := r2.Rate.Tokens.Remaining; got != 1000-15-2 {
+		t.Fatalf("remaining on the day of the settlement %d, want %d", got, 1000-15-2)
+	}
+}
