@@ -257,7 +257,7 @@ func TestJournalDeletedUser(t *testing.T) {
 func TestJournalDamagedEntry(t *testing.T) {
 	setFoldEvery(t, 100)
 	s := newStore(t)
-	deltas := aggregate([]Record{{Time: t0, User: "bob", Model: "m", PromptTokens: 5, CompletionTokens: 1}})
+	deltas := aggregate([]Record{{Time: t0, User: "bob", Model: "m", PromptTokens: 5, CompletionTokens: 1}}, 0)
 	valid := encodeJournal(map[string][]byte{"bob": {7}}, []string{"bob"}, deltas)
 	if err := s.PutUser(&User{ID: "bob"}); err != nil {
 		t.Fatal(err)

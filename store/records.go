@@ -311,7 +311,8 @@ func (s *Store) Commit(b *Batch) error {
 		buf = appendRecord(buf, &b.Records[i])
 		ends[i] = len(buf)
 	}
-	deltas := aggregate(b.Records)
+	deltas := aggregate(b.Records, int(s.aggGroups.Load()))
+	s.aggGroups.Store(int64(len(deltas)))
 	users := sortedKeys(b.Counters)
 
 	s.jmu.Lock()

@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -80,6 +81,8 @@ type Store struct {
 	j   journalCounters
 	// deleted holds the users DeleteUser deleted (under jmu).
 	deleted map[string]struct{}
+	// aggGroups is how many aggregate keys the last commit summed.
+	aggGroups atomic.Int64
 }
 
 var (

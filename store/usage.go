@@ -99,18 +99,31 @@ type aggDelta struct {
 
 // aggregate sums records per aggregate key, sorted by key so the
 // transaction walks the tree in order.
-func aggregate(recs []Record) []aggDelta {
-	idx := make(map[string]int)
+// groups, if known, is about how many keys there are (the last commit's
+// count): the map is made that size at once rather than grown.
+func aggregate(recs []Record, groups int) []aggDelta {
+	idx := make(map[string]int, min(groups, len(recs)))
 	var out []aggDelta
-	var kb []byte
+	// The keys are cut from one buffer; a full one is left to its keys
+	// and a new one started.
+	var keys, kb []byte
+	j := -1
 	for i := range recs {
 		r := &recs[i]
 		kb = aggKey(kb[:0], uint64(r.Time.Unix()/3600*3600), r.User, r.Model)
-		j, ok := idx[string(kb)]
-		if !ok {
-			j = len(out)
-			idx[string(kb)] = j
-			out = append(out, aggDelta{key: bytes.Clone(kb)})
+		if j < 0 || !bytes.Equal(kb, out[j].key) { // a user's requests often come in runs
+			var ok bool
+			if j, ok = idx[string(kb)]; !ok {
+				if cap(keys)-len(keys) < len(kb) {
+					keys = make([]byte, 0, max(4096, len(kb)))
+				}
+				start := len(keys)
+				keys = append(keys, kb...)
+				key := keys[start:len(keys):len(keys)]
+				j = len(out)
+				idx[string(key)] = j
+				out = append(out, aggDelta{key: key})
+			}
 		}
 		s := &out[j].sums
 		one := sums{requests: 1, prompt: r.PromptTokens, completion: r.CompletionTokens, cached: r.CachedTokens}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -220,5 +221,44 @@ func TestSumsEncoding(t *testing.T) {
 	}
 	if _, _, _, ok := splitAggKey([]byte("short")); ok {
 		t.Error("splitAggKey accepted a short key")
+	}
+}
+
+// TestAggregate: records summed per hour, user and model, in runs of one
+// key and interleaved, with more keys than one key buffer holds and a
+// wrong size hint, match a plain map's sums, each key once, in key order.
+func TestAggregate(t *testing.T) {
+	var recs []Record
+	want := map[string]sums{}
+	for i := range 3000 {
+		r := Record{
+			Time:   t0.Add(time.Duration(i/3%7) * 50 * time.Minute),
+			User:   fmt.Sprintf("user-%04d-%s", i/3%400, strings.Repeat("x", i/3%13)),
+			Model:  []string{"a", "bb"}[i/5%2],
+			Status: 200, PromptTokens: int64(i), CompletionTokens: 1, Estimated: i%4 == 0,
+		}
+		recs = append(recs, r)
+		k := string(aggKey(nil, uint64(r.Time.Unix()/3600*3600), r.User, r.Model))
+		s := want[k]
+		one := sums{requests: 1, prompt: r.PromptTokens, completion: 1}
+		if r.Estimated {
+			one.estimated = 1
+		}
+		s.add(&one)
+		want[k] = s
+	}
+	for _, hint := range []int{0, 5, 1 << 20} {
+		got := aggregate(recs, hint)
+		if len(got) != len(want) || len(want) > len(recs)/2 {
+			t.Fatalf("hint %d: %d keys, want %d", hint, len(got), len(want))
+		}
+		for i, d := range got {
+			if i > 0 && bytes.Compare(got[i-1].key, d.key) >= 0 {
+				t.Fatalf("hint %d: keys out of order at %d", hint, i)
+			}
+			if w, ok := want[string(d.key)]; !ok || w != d.sums {
+				t.Fatalf("hint %d: key %q sums %+v, want %+v", hint, d.key, d.sums, w)
+			}
+		}
 	}
 }
