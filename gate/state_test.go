@@ -129,18 +129,7 @@ func TestFlushReusesRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []store.Record
-	for cursor := "start"; cursor != ""; {
-		q := store.RecordQuery{Limit: 1000}
-		if cursor != "start" {
-			q.Cursor = cursor
-		}
-		page, next, err := db.Records(q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs, cursor = append(recs, page...), next
-	}
+	recs := allRecords(t, db)
 	if len(recs) != 2*n+2 {
 		t.Fatalf("%d records in the file, want %d", len(recs), 2*n+2)
 	}
@@ -488,19 +477,8 @@ func TestFailedCommitKeepsEveryRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := make(map[int64]int)
-	for cursor := "start"; cursor != ""; {
-		q := store.RecordQuery{Limit: 1000}
-		if cursor != "start" {
-			q.Cursor = cursor
-		}
-		page, c, err := db.Records(q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range page {
-			seen[r.PromptTokens]++
-		}
-		cursor = c
+	for _, r := range allRecords(t, db) {
+		seen[r.PromptTokens]++
 	}
 	for i := 1; i <= next; i++ {
 		if seen[int64(i)] != 1 {
@@ -509,5 +487,22 @@ func TestFailedCommitKeepsEveryRecord(t *testing.T) {
 	}
 	if len(seen) != next {
 		t.Errorf("%d records in the file, want %d", len(seen), next)
+	}
+}
+
+// allRecords reads every record in the file, page by page.
+func allRecords(t *testing.T, db *store.Store) []store.Record {
+	t.Helper()
+	var recs []store.Record
+	for q := (store.RecordQuery{Limit: 1000}); ; {
+		page, next, err := db.Records(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, page...)
+		if next == "" {
+			return recs
+		}
+		q.Cursor = next
 	}
 }
