@@ -197,15 +197,22 @@ func satAdd(a, b int64) int64 {
 	return maxCount
 }
 
-// Persisted state, version 1, all integers as (u)varints:
+// Persisted state, all integers as (u)varints:
 //
-//	version byte (1)
+//	version byte (2)
 //	for Hour, Day, Week, Month, Total: period start (varint), tokens, requests
-//	bucket count (≤ 60), then per bucket: second, tokens, requests
+//	mask: bit k set for a bucket of second latest−k (k < 60); bit 0 is set
+//	whenever any is, latest being the latest bucket's second
+//	if the mask is not 0: latest, then per set bit from k = 0 up: tokens, requests
+//
+// Version 1 (read, no longer written) had a bucket count, then per bucket
+// its second, tokens and requests: five bytes of each bucket's seven or so
+// went to its second, and a user who makes a request every second or two
+// has forty buckets or more, rewritten in every commit that changes them.
 //
 // Reservations and in-flight counts are not persisted: they belong to the
 // process that holds the requests.
-const stateVersion = 1
+const stateVersion = 2
 
 // encode appends the user's persisted state to buf.
 func (u *userState) encode(buf []byte) []byte {
@@ -215,21 +222,37 @@ func (u *userState) encode(buf []byte) []byte {
 		buf = binary.AppendUvarint(buf, uint64(u.tokens[w]))
 		buf = binary.AppendUvarint(buf, uint64(u.requests[w]))
 	}
-	n := 0
+	// The kept buckets, by age from the latest of them.
+	latest := int64(-1)
 	for i := range u.minute {
-		if b := &u.minute[i]; u.live(b) && (b.tokens != 0 || b.requests != 0) {
-			n++
+		if b := &u.minute[i]; u.kept(b) {
+			latest = max(latest, int64(b.sec))
 		}
 	}
-	buf = binary.AppendUvarint(buf, uint64(n))
+	var mask uint64
 	for i := range u.minute {
-		if b := &u.minute[i]; u.live(b) && (b.tokens != 0 || b.requests != 0) {
-			buf = binary.AppendUvarint(buf, uint64(b.sec))
+		if b := &u.minute[i]; u.kept(b) {
+			mask |= 1 << uint(latest-int64(b.sec))
+		}
+	}
+	buf = binary.AppendUvarint(buf, mask)
+	if mask == 0 {
+		return buf
+	}
+	buf = binary.AppendUvarint(buf, uint64(latest))
+	for k := int64(0); mask>>k != 0; k++ {
+		if mask&(1<<k) != 0 {
+			b := &u.minute[mod(latest-k, 60)]
 			buf = binary.AppendUvarint(buf, uint64(b.tokens))
 			buf = binary.AppendUvarint(buf, uint64(b.requests))
 		}
 	}
 	return buf
+}
+
+// kept reports whether encode keeps a bucket: a live one with a count.
+func (u *userState) kept(b *bucket) bool {
+	return u.live(b) && (b.tokens != 0 || b.requests != 0)
 }
 
 var errTruncated = errors.New("truncated")
@@ -275,7 +298,7 @@ func (u *userState) decode(data []byte) error {
 	if len(data) == 0 {
 		return errors.New("quota: empty state")
 	}
-	if data[0] != stateVersion {
+	if data[0] != 1 && data[0] != stateVersion {
 		return fmt.Errorf("quota: unsupported state version %d", data[0])
 	}
 	d := decoder{b: data[1:]}
@@ -285,14 +308,8 @@ func (u *userState) decode(data []byte) error {
 		s.tokens[w] = d.uvarint(maxCount)
 		s.requests[w] = d.uvarint(maxCount)
 	}
-	n := d.uvarint(uint64(len(s.minute)))
-	for range n {
-		sec := d.uvarint(math.MaxUint32)
-		tok := d.uvarint(maxCount)
-		req := d.uvarint(math.MaxUint32)
-		if d.err != nil {
-			break
-		}
+	// put fills the bucket of second sec; it reports a corrupt one.
+	put := func(sec, tok, req int64) error {
 		b := &s.minute[sec%60]
 		if b.tokens != 0 || b.requests != 0 {
 			return fmt.Errorf("quota: corrupt state: two minute buckets for second %d mod 60", sec%60)
@@ -301,6 +318,42 @@ func (u *userState) decode(data []byte) error {
 			return errors.New("quota: corrupt state: empty minute bucket")
 		}
 		*b = bucket{sec: uint32(sec), tokens: tok, requests: uint32(req)}
+		return nil
+	}
+	if data[0] == 1 {
+		n := d.uvarint(uint64(len(s.minute)))
+		for range n {
+			sec := d.uvarint(math.MaxUint32)
+			tok := d.uvarint(maxCount)
+			req := d.uvarint(math.MaxUint32)
+			if d.err != nil {
+				break
+			}
+			if err := put(sec, tok, req); err != nil {
+				return err
+			}
+		}
+	} else if mask := d.uvarint(1<<len(s.minute) - 1); mask != 0 {
+		if mask&1 == 0 {
+			return errors.New("quota: corrupt state: no bucket for the latest second")
+		}
+		latest := d.uvarint(math.MaxUint32)
+		for k := int64(0); mask>>k != 0 && d.err == nil; k++ {
+			if mask&(1<<k) == 0 {
+				continue
+			}
+			tok := d.uvarint(maxCount)
+			req := d.uvarint(math.MaxUint32)
+			if d.err != nil {
+				break
+			}
+			if k > latest {
+				return fmt.Errorf("quota: corrupt state: a bucket %d s before second %d", k, latest)
+			}
+			if err := put(latest-k, tok, req); err != nil {
+				return err
+			}
+		}
 	}
 	if d.err != nil {
 		return fmt.Errorf("quota: corrupt state: %w", d.err)

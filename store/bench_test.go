@@ -160,11 +160,16 @@ func BenchmarkRecordsPage(b *testing.B) {
 // way the writer does, records and counters, from one user or spread over
 // 3,000 of 10,000 users (the bench's many-users scenario): what a flush
 // costs per record when every request dirties another user's counters and
-// hourly sums.
+// hourly sums. Each user's counters take state bytes: 48 is a user with a
+// few requests in the last minute; 128 and 300 a user with one every second
+// or two in the quota engine's state version 2 and 1 (forty seconds of the
+// minute with a count; five bytes of each one's seven went to its second
+// in version 1).
 func BenchmarkCommitUsers(b *testing.B) {
 	const perFlush, all = 3000, 10000
-	for _, distinct := range []int{1, perFlush} {
-		b.Run(fmt.Sprintf("users=%d", distinct), func(b *testing.B) {
+	for _, c := range []struct{ distinct, state int }{{1, 48}, {perFlush, 48}, {perFlush, 128}, {perFlush, 300}} {
+		distinct := c.distinct
+		b.Run(fmt.Sprintf("users=%d/state=%d", distinct, c.state), func(b *testing.B) {
 			s, err := Open(filepath.Join(b.TempDir(), "gate.db"), Options{NoSync: true})
 			if err != nil {
 				b.Fatal(err)
@@ -193,7 +198,7 @@ func BenchmarkCommitUsers(b *testing.B) {
 					}
 					tm = tm.Add(time.Second / perFlush)
 					recs[j] = Record{Time: tm, User: u, Model: "llama-8b", Endpoint: "chat", Plan: "free", Status: 200, PromptTokens: 20, CompletionTokens: 16}
-					counters[u] = make([]byte, 48)
+					counters[u] = make([]byte, c.state)
 				}
 				if err := s.Commit(&Batch{Records: recs, Counters: counters}); err != nil {
 					b.Fatal(err)

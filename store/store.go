@@ -46,7 +46,7 @@ var ErrInvalid = errors.New("invalid argument")
 
 // SchemaVersion is the layout version this build reads and writes. Bump it
 // with a migration in migrations whenever the layout changes incompatibly.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -115,11 +115,16 @@ type migration func(tx *bolt.Tx) error
 // of records, which a version 1 build would refuse to decode; version 3 the
 // journal (see journal.go), which a version 2 build would not read;
 // version 4 records in blocks (see blocks.go), which a version 3 build
-// would refuse to decode (records of one per entry read as blocks of one).
+// would refuse to decode (records of one per entry read as blocks of one);
+// version 5 counters the quota engine writes in its state version 2, which
+// a version 4 build would refuse to decode (the store does not read
+// counters: the number is moved on so that such a build refuses the file
+// rather than every user whose counters changed).
 var migrations = []migration{
 	func(*bolt.Tx) error { return nil }, // 1 → 2
 	func(*bolt.Tx) error { return nil }, // 2 → 3
 	func(*bolt.Tx) error { return nil }, // 3 → 4
+	func(*bolt.Tx) error { return nil }, // 4 → 5
 }
 
 // Open opens the store file at path, creating it (mode 0600, parent
