@@ -25,7 +25,7 @@ func tinyOptions(t *testing.T) Options {
 		Conc: []int{1, 16}, H2Conc: []int{4},
 		Streams: 20, StreamTokens: 8, StreamTPS: 400, Chunks: []int{1, 4}, StreamRounds: 1, StreamUsers: 3, Ramp: 10 * time.Millisecond,
 		PromptTokens: 3000, PromptReqs: 2, ConvTurns: 4, ConvConc: 3,
-		Users: 30, UsersConc: 4, StoreConc: 4, SplitConc: 4, SplitB: self, Profile: true,
+		Users: 30, UsersConc: 4, StoreConc: 4, SplitConc: 4, SplitB: self, SplitKeys: 5, Profile: true,
 		settle: 10 * time.Millisecond, flushWait: 50 * time.Millisecond,
 	}
 }
@@ -54,7 +54,7 @@ func TestRunEndToEnd(t *testing.T) {
 		"concurrency 16 — throughput, sliced (req/s) gate/plain", "concurrency 4 — throughput, sliced (req/s) gate/plain",
 		"— throughput, sliced (req/s) gate 30 keys/plain",
 		// plain, gate and gate B each in a process of its own, profiled.
-		"Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency 4",
+		"Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency 4, 5 API keys round-robin",
 		"gate B/gate", "gate B − gate", "CPU profile of gate over the first sliced round",
 	} {
 		if !strings.Contains(string(md), want) {

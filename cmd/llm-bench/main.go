@@ -66,6 +66,7 @@ type Options struct {
 
 	SplitConc int    // concurrency of the split scenario
 	SplitB    string // a second Caddy binary for the split scenario's gate B path ("": none)
+	SplitKeys int    // API-key users the split scenario's gates are driven with (0: one JWT user)
 	Profile   bool   // the split scenario records each process's CPU profile
 
 	Keep bool // keep the temp dir (Caddyfiles, logs, bbolt files)
@@ -124,6 +125,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.StoreConc, "store-conc", 16, "concurrency of the store scenario")
 	fs.IntVar(&o.SplitConc, "split-conc", 16, "concurrency of the split scenario (plain and gate in two Caddy processes)")
 	fs.StringVar(&o.SplitB, "split-b", "", "another Caddy binary (an earlier build, say) whose gate runs as a third process of the split scenario, gate B")
+	fs.IntVar(&o.SplitKeys, "split-keys", 0, "drive the split scenario's gates with this many API-key users, round-robin, created in each gate process (0: one JWT user)")
 	fs.BoolVar(&o.Profile, "profile", false, "record each split process's CPU profile during the first sliced round, as <out>/split-<path>.pprof")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir with Caddyfiles, logs and bbolt files")
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +183,8 @@ func parseFlags(args []string) (Options, error) {
 		return o, errors.New("-prompt-tokens, -prompt-reqs, -users, -users-conc, -store-conc, -conv-conc and -split-conc must be positive")
 	case o.ConvTurns < 1 || o.ConvTurns > len(conversationQuestions):
 		return o, fmt.Errorf("-conv-turns must be 1 to %d", len(conversationQuestions))
+	case o.SplitKeys < 0:
+		return o, errors.New("-split-keys must not be negative")
 	}
 	return o, nil
 }

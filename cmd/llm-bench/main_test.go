@@ -58,8 +58,9 @@ func TestParseFlags(t *testing.T) {
 		{name: "too many turns", args: []string{"-conv-turns", "11"}, wantErr: "-conv-turns must be 1 to 10"},
 		{name: "zero conversation concurrency", args: []string{"-conv-conc", "0"}, wantErr: "-conv-conc"},
 		{name: "zero split concurrency", args: []string{"-split-conc", "0"}, wantErr: "-split-conc"},
-		{name: "split B and profile", args: []string{"-split-b", "/x/old-caddy", "-profile", "-split-conc", "8"}, check: func(t *testing.T, o Options) {
-			if o.SplitB != "/x/old-caddy" || !o.Profile || o.SplitConc != 8 || !slices.Contains(o.Scenarios, "split") {
+		{name: "negative split keys", args: []string{"-split-keys", "-1"}, wantErr: "-split-keys"},
+		{name: "split B and profile", args: []string{"-split-b", "/x/old-caddy", "-profile", "-split-conc", "8", "-split-keys", "10000"}, check: func(t *testing.T, o Options) {
+			if o.SplitB != "/x/old-caddy" || !o.Profile || o.SplitConc != 8 || o.SplitKeys != 10000 || !slices.Contains(o.Scenarios, "split") {
 				t.Errorf("%+v", o)
 			}
 		}},

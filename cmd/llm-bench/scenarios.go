@@ -913,10 +913,7 @@ func (b *Bench) scenarioUsers(ctx context.Context) error {
 	}
 	took := time.Since(start)
 	b.log("created %d users with API keys in %v", n, took.Round(time.Millisecond))
-	var rr atomic.Uint64
-	roundRobin := func() string {
-		return "Bearer " + keys[int((rr.Add(1)-1)%uint64(len(keys)))]
-	}
+	roundRobin := roundRobin(keys)
 	gateKeys := fmt.Sprintf("gate %d keys", n)
 	const gate1 = "gate 1 JWT"
 	runs := []pathRun{
@@ -943,6 +940,15 @@ func (b *Bench) scenarioUsers(ctx context.Context) error {
 	t.Notes = []string{slicedNote(slice), fmt.Sprintf("Setting up the %d users and keys through the admin API took %v (%.0f users/s, one PUT and one POST each).", n, took.Round(time.Millisecond), float64(n)/took.Seconds())}
 	b.tables = append(b.tables, t)
 	return nil
+}
+
+// roundRobin returns an Auth function that hands out keys as bearer
+// credentials in turn, from the first.
+func roundRobin(keys []string) func() string {
+	var next atomic.Uint64
+	return func() string {
+		return "Bearer " + keys[int((next.Add(1)-1)%uint64(len(keys)))]
+	}
 }
 
 // scenarioStore: the cost of committing usage: flush_interval 1s (the

@@ -18,10 +18,12 @@ const gateB = "gate B"
 // process the paths share. With -profile, every process's CPU profile is
 // recorded during the first sliced round, where the paths meet the machine
 // in the same state: profiles taken one after the other do not compare, as
-// the machine's speed moves between them by more than the gate costs.
+// the machine's speed moves between them by more than the gate costs. With
+// -split-keys N, each gate process gets N users with API keys, and every
+// path's requests go round-robin over them (plain passes on a gate's).
 func (b *Bench) scenarioSplit(ctx context.Context) error {
 	conc := b.o.SplitConc
-	auth := bearer(b.Token("bench"))
+	jwt := bearer(b.Token("bench"))
 	type proc struct {
 		path, bin string
 		plain     bool
@@ -32,6 +34,7 @@ func (b *Bench) scenarioSplit(ctx context.Context) error {
 	}
 	var runs []pathRun
 	admins, bins := map[string]*Admin{}, map[string]string{}
+	var keyAuth func() string // the last gate's keys, for plain
 	for _, p := range procs {
 		name := splitName(p.path)
 		cfg, err := b.newCaddyConfig(name, "1s", p.plain)
@@ -47,8 +50,22 @@ func (b *Bench) scenarioSplit(ctx context.Context) error {
 		if p.plain {
 			port = cfg.PlainPort
 		}
+		auth := jwt
+		if n := b.o.SplitKeys; n > 0 && !p.plain {
+			keys, err := b.createUsers(ctx, admin, "user", n)
+			if err != nil {
+				return fmt.Errorf("creating users in %s: %w", name, err)
+			}
+			auth = roundRobin(keys)
+			keyAuth = roundRobin(keys)
+		}
 		runs = append(runs, pathRun{target(p.path, fmt.Sprintf("http://127.0.0.1:%d", port), conc, false, auth, nil), c.Pid()})
 		admins[p.path], bins[p.path] = admin, p.bin
+	}
+	who := "one JWT user"
+	if keyAuth != nil {
+		runs[0].t.Auth = keyAuth // plain's process comes first
+		who = fmt.Sprintf("%d API keys round-robin", b.o.SplitKeys)
 	}
 	body := chatBody(b.o.Model, smallPrompt, 16, false)
 	label := fmt.Sprintf("split c=%d", conc)
@@ -77,7 +94,7 @@ func (b *Bench) scenarioSplit(ctx context.Context) error {
 		return err
 	}
 	paths := names(runs)
-	t := closedTable(fmt.Sprintf("Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency %d", conc), paths, res, pathPlain, pathGate, paths)
+	t := closedTable(fmt.Sprintf("Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency %d, %s", conc, who), paths, res, pathPlain, pathGate, paths)
 	t.Rows = append(t.Rows, slicedRows(sliced, pathPlain, pathGate, paths, nil)...)
 	if b.o.SplitB != "" {
 		t.Rows = append(t.Rows,
