@@ -361,15 +361,14 @@ func TestStateVersions(t *testing.T) {
 	if !bytes.Equal(w.encode(nil), v2) {
 		t.Fatal("a version 1 state re-encodes differently")
 	}
-	if n := 0; true {
-		for i := range u.minute {
-			if u.kept(&u.minute[i]) {
-				n++
-			}
+	n := 0
+	for i := range u.minute {
+		if u.kept(&u.minute[i]) {
+			n++
 		}
-		if n < 20 {
-			t.Fatalf("%d buckets: the test wants a busy minute", n)
-		}
+	}
+	if n < 20 {
+		t.Fatalf("%d buckets: the test wants a busy minute", n)
 	}
 	if 10*len(v2) > 6*len(v1) {
 		t.Fatalf("version 2 takes %d bytes, version 1 %d", len(v2), len(v1))
