@@ -166,6 +166,9 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	}
 	rb := &bodyReader{}
 	rb.Reset(body)
+	if len(r.Trailer) == 0 {
+		rb.whole = body
+	}
 	r.Body = rb
 
 	mw := getWriter(w, h, x.ep, opts.InjectUsage && !req.IncludeUsage && h.hide, x.start)
@@ -334,8 +337,14 @@ func (x *exchange) record() store.Record {
 const statusClientClosed = 499
 
 // bodyReader is the request body handed on to the upstream: the bytes the
-// gate read (and may have rewritten), in one allocation.
-type bodyReader struct{ bytes.Reader }
+// gate read (and may have rewritten), in one allocation. whole is those
+// bytes when the llm_gate transport may send them with the request's
+// headers, each attempt from the start: when the client declared no
+// trailers (reverse_proxy copies them when the body reaches its end).
+type bodyReader struct {
+	bytes.Reader
+	whole []byte
+}
 
 func (*bodyReader) Close() error { return nil }
 

@@ -1,0 +1,107 @@
+package handler
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"reflect"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func init() {
+	caddy.RegisterModule(Transport{})
+}
+
+// Transport is reverse_proxy's `http` transport, with every option of it,
+// that sends a request body the gate has read together with the request's
+// headers, in one write.
+//
+// reverse_proxy wraps each request body in readers of its own, so Go's
+// transport cannot tell that it is already in memory: it writes the headers,
+// then copies the body in a second write (two syscalls, two TCP segments
+// for vLLM to read). The gate has read the whole body before it passes the
+// request on (it counts the prompt), so this transport finds the gate's
+// reader under reverse_proxy's and hands Go's transport the bytes
+// themselves. A request the gate did not read goes as with `http`.
+//
+//	reverse_proxy localhost:8000 {
+//		transport llm_gate
+//	}
+type Transport struct {
+	reverseproxy.HTTPTransport
+}
+
+// CaddyModule returns the Caddy module information.
+func (Transport) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.transport.llm_gate",
+		New: func() caddy.Module { return new(Transport) },
+	}
+}
+
+// directSends counts the requests sent with their body in memory (for tests).
+var directSends atomic.Int64
+
+// RoundTrip sends req through the http transport, with the gate's body as
+// a reader Go's transport knows to be in memory when it finds one.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A body of no bytes is nil here already; a body the gate may not send
+	// whole has none.
+	if b := gateBody(req.Body); b != nil && req.ContentLength > 0 && req.ContentLength == int64(len(b.whole)) {
+		// Each attempt (reverse_proxy retries) sends the whole body.
+		req.Body = io.NopCloser(bytes.NewReader(b.whole))
+		directSends.Add(1)
+	}
+	return t.HTTPTransport.RoundTrip(req)
+}
+
+// gateBody finds the gate's reader under the readers reverse_proxy wraps a
+// request body in, or returns nil. Only reverse_proxy's own readers, which
+// pass the bytes on as they are, are looked through (each a struct pointer
+// embedding the io.ReadCloser it wraps): a reader of another module between
+// the gate and reverse_proxy may change the body, which then goes as with
+// the http transport.
+func gateBody(rc io.ReadCloser) *bodyReader {
+	for range 4 {
+		if b, ok := rc.(*bodyReader); ok {
+			return b
+		}
+		v := reflect.ValueOf(rc)
+		if v.Kind() != reflect.Pointer || v.IsNil() || !passThrough(v.Type().Elem()) {
+			return nil
+		}
+		f := v.Elem().FieldByName("ReadCloser")
+		if !f.IsValid() || f.Kind() != reflect.Interface || f.IsNil() || !f.CanInterface() {
+			return nil
+		}
+		if rc, _ = f.Interface().(io.ReadCloser); rc == nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// passThrough reports whether t is one of reverse_proxy's readers that
+// gateBody looks through (unexported: known by name).
+func passThrough(t reflect.Type) bool {
+	const pkg = "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	if t.Kind() != reflect.Struct || t.PkgPath() != pkg {
+		return false
+	}
+	n := t.Name()
+	return n == "requestBodyWithTrailers" || n == "bodyNopCloserIfNotRead"
+}
+
+// Interface guards.
+var (
+	_ http.RoundTripper         = (*Transport)(nil)
+	_ caddy.Provisioner         = (*Transport)(nil)
+	_ caddy.CleanerUpper        = (*Transport)(nil)
+	_ caddyfile.Unmarshaler     = (*Transport)(nil)
+	_ reverseproxy.TLSTransport = (*Transport)(nil)
+	_ reverseproxy.H2CTransport = (*Transport)(nil)
+)

@@ -1,0 +1,29 @@
+package handler
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+// gateBody finds the gate's reader alone or under reverse_proxy's readers
+// (TestTransport), and under nothing else.
+func TestGateBody(t *testing.T) {
+	b := &bodyReader{}
+	if gateBody(b) != b {
+		t.Error("the gate's reader itself not found")
+	}
+	// The name and shape of one of reverse_proxy's readers, in another
+	// package.
+	type requestBodyWithTrailers struct{ io.ReadCloser }
+	for name, rc := range map[string]io.ReadCloser{
+		"nil":                 nil,
+		"another module's":    &requestBodyWithTrailers{b},
+		"a value, no pointer": requestBodyWithTrailers{b},
+		"the client's":        io.NopCloser(strings.NewReader("{}")),
+	} {
+		if gateBody(rc) != nil {
+			t.Errorf("%s reader: the gate's found", name)
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package handler_test
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/llmgate/llmgate/handler"
+	"github.com/llmgate/llmgate/internal/testcaddy"
+	"github.com/llmgate/llmgate/internal/vllmsim"
+)
+
+// firstReads is a listener whose connections note what their first Read
+// returned: the request's headers alone, or its headers and body.
+type firstReads struct {
+	net.Listener
+	mu    sync.Mutex
+	reads []string
+}
+
+func (l *firstReads) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &firstReadConn{Conn: c, l: l}, nil
+}
+
+func (l *firstReads) first() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.reads...)
+}
+
+type firstReadConn struct {
+	net.Conn
+	l    *firstReads
+	done bool
+}
+
+func (c *firstReadConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.done && n > 0 {
+		c.done = true
+		c.l.mu.Lock()
+		c.l.reads = append(c.l.reads, string(p[:n]))
+		c.l.mu.Unlock()
+	}
+	return n, err
+}
+
+// emulator serves the vLLM emulator on a listener that notes first reads.
+func emulator(t *testing.T) (*firstReads, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := &firstReads{Listener: ln}
+	srv := &http.Server{Handler: vllmsim.New(vllmsim.Config{}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(fr)
+	t.Cleanup(func() { srv.Close() })
+	return fr, ln.Addr().String()
+}
+
+const transportCaddyfile = `{
+	admin 127.0.0.1:{ADMIN}
+	http_port {HTTP}
+	persist_config off
+	auto_https off
+	llm_gate {
+		db {DB}
+		plan free {
+			tokens 1000000 per day
+		}
+		default_plan free
+	}
+}
+
+http://127.0.0.1:{HTTP} {
+	handle /gate/* {
+		uri strip_prefix /gate
+		llm_gate {
+			jwt {
+				secret ` + overheadSecret + `
+			}
+		}
+		reverse_proxy {UP_GATE} {
+			transport llm_gate {
+				versions 1.1
+				keepalive 30s
+			}
+		}
+	}
+	handle /retry/* {
+		uri strip_prefix /retry
+		llm_gate {
+			jwt {
+				secret ` + overheadSecret + `
+			}
+		}
+		reverse_proxy {DEAD} {UP_RETRY} {
+			lb_policy first
+			lb_retries 2
+			fail_duration 30s
+			transport llm_gate
+		}
+	}
+	handle /wrapped/* {
+		uri strip_prefix /wrapped
+		route {
+			llm_gate {
+				jwt {
+					secret ` + overheadSecret + `
+				}
+			}
+			request_body {
+				max_size 1MB
+			}
+			reverse_proxy {UP_WRAPPED} {
+				transport llm_gate
+			}
+		}
+	}
+	handle /plain/* {
+		uri strip_prefix /plain
+		reverse_proxy {UP_PLAIN} {
+			transport llm_gate
+		}
+	}
+}
+`
+
+// The llm_gate transport sends the body the gate read with the request's
+// headers, in one write, from the start on each attempt; a request the gate
+// did not read goes through it as through reverse_proxy's http transport.
+func TestTransport(t *testing.T) {
+	gateUp, gateAddr := emulator(t)
+	retryUp, retryAddr := emulator(t)
+	plainUp, plainAddr := emulator(t)
+	wrappedUp, wrappedAddr := emulator(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there: each dial is refused
+
+	in := testcaddy.Start(t, transportCaddyfile, map[string]string{
+		"{DB}": filepath.Join(t.TempDir(), "gate.db"), "{UP_GATE}": gateAddr,
+		"{UP_RETRY}": retryAddr, "{UP_PLAIN}": plainAddr, "{DEAD}": deadAddr,
+		"{UP_WRAPPED}": wrappedAddr,
+	})
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(overheadSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"model":"sim-model","messages":[{"role":"user","content":"Say something long enough to notice."}],"max_tokens":8}`
+	post := func(path string) string {
+		t.Helper()
+		req, _ := http.NewRequest("POST", in.HTTP+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"completion_tokens":8`) {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+
+	before := handler.DirectSends()
+	post("/gate/v1/chat/completions")
+	if n := handler.DirectSends() - before; n != 1 {
+		t.Errorf("the gate's request: %d direct sends, want 1", n)
+	}
+	reads := gateUp.first()
+	if len(reads) != 1 {
+		t.Fatalf("%d upstream connections, want 1", len(reads))
+	}
+	head, sent, ok := strings.Cut(reads[0], "\r\n\r\n")
+	if !ok || !strings.Contains(head, "Content-Length: "+strconv.Itoa(len(sent))) || !strings.HasPrefix(sent, `{"model":"sim-model"`) {
+		t.Errorf("the upstream's first read is not the whole request:\n%q", reads[0])
+	}
+
+	// The first upstream refuses the connection; the second attempt sends
+	// the whole body again (the emulator refuses a body cut short).
+	before = handler.DirectSends()
+	post("/retry/v1/chat/completions")
+	if n := handler.DirectSends() - before; n < 2 {
+		t.Errorf("a retried request: %d direct sends, want one per attempt (2 or more)", n)
+	}
+	if len(retryUp.first()) != 1 {
+		t.Errorf("the second upstream saw %d connections, want 1", len(retryUp.first()))
+	}
+
+	// Another module's reader between the gate and reverse_proxy (it
+	// might change the body): the body goes through it.
+	before = handler.DirectSends()
+	post("/wrapped/v1/chat/completions")
+	if n := handler.DirectSends() - before; n != 0 {
+		t.Errorf("a body another module wraps: %d direct sends", n)
+	}
+	if len(wrappedUp.first()) != 1 {
+		t.Errorf("the wrapped site's upstream saw %d connections", len(wrappedUp.first()))
+	}
+
+	// No gate: reverse_proxy's own readers, the client's body.
+	before = handler.DirectSends()
+	post("/plain/v1/chat/completions")
+	if n := handler.DirectSends() - before; n != 0 {
+		t.Errorf("a request the gate did not read: %d direct sends", n)
+	}
+	if len(plainUp.first()) != 1 {
+		t.Errorf("the plain upstream saw %d connections", len(plainUp.first()))
+	}
+}
+
+// The transport takes the http transport's options, and its errors name the
+// line.
+func TestTransportCaddyfile(t *testing.T) {
+	in := testcaddy.Start(t, `{
+	admin 127.0.0.1:{ADMIN}
+	http_port {HTTP}
+	persist_config off
+}
+http://127.0.0.1:{HTTP} {
+	respond ok
+}`, nil)
+	site := func(transport string) string {
+		return "http://127.0.0.1:{HTTP} {\n\treverse_proxy 127.0.0.1:9 {\n\t\t" + transport + "\n\t}\n}\n"
+	}
+	js, err := in.Adapt(site("transport llm_gate {\n\t\t\tversions 1.1\n\t\t\tmax_conns_per_host 4\n\t\t}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"protocol":"llm_gate"`, `"versions":["1.1"]`, `"max_conns_per_host":4`} {
+		if !bytes.Contains(js, []byte(want)) {
+			t.Errorf("config lacks %s:\n%s", want, js)
+		}
+	}
+	_, err = in.Adapt(site("transport llm_gate {\n\t\t\tbogus_option 1\n\t\t}"))
+	if err == nil || !strings.Contains(err.Error(), "bogus_option") || !strings.Contains(err.Error(), ":4") {
+		t.Errorf("an unknown option: %v", err)
+	}
+}
