@@ -174,6 +174,7 @@ func (b *Bench) newCaddyConfig(name, flush string, plain bool) (CaddyConfig, err
 		Secret:           b.secret,
 		H2C:              true,
 		IdleConnsPerHost: max(b.o.Streams, 1024),
+		GateTransport:    b.o.GateTransport,
 	}
 	if plain {
 		cfg.PlainPort = ports[2]
@@ -332,7 +333,16 @@ func (b *Bench) settings() []string {
 			o.PromptTokens, o.PromptReqs, o.ConvTurns, o.ConvConc, o.Users, o.UsersConc, o.StoreConc, o.SplitConc),
 		"emulator: internal/vllmsim (cmd/vllm-sim), no recording; Caddy: access log off, error-level logging, reverse_proxy keeps up to " +
 			fmt.Sprint(max(o.Streams, 1024)) + " idle upstream connections on both sites",
+		fmt.Sprintf("reverse_proxy transport: plain http, gate %s", o.GateTransport) + transportNote(o.GateTransport),
 		"requests: every path of a scenario gets the same requests, Authorization header included (an OpenAI SDK always sends one): " +
 			"plain reverse_proxy passes it on to the emulator, the gate checks it and strips it",
 	}
+}
+
+// transportNote says what the gate's transport changes, for the report.
+func transportNote(t string) string {
+	if t != "llm_gate" {
+		return " (the same as plain's)"
+	}
+	return " (http's options; sends the request body the gate has read with its headers in one write, where reverse_proxy's readers make http write them in two)"
 }

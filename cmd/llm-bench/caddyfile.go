@@ -33,10 +33,14 @@ type CaddyConfig struct {
 	// its default (32) would make every burst of streams redial most of
 	// its upstream connections.
 	IdleConnsPerHost int
+	// GateTransport is the gate site's reverse_proxy transport: llm_gate
+	// or http (the default; plain's is always http).
+	GateTransport string
 }
 
-// Caddyfile renders c. Both sites use the same reverse_proxy block so that
-// the only difference between them is the llm_gate directive. Access logs
+// Caddyfile renders c. Both sites use the same reverse_proxy block, but for
+// the gate's transport (GateTransport), so that the other difference
+// between them is the llm_gate directive. Access logs
 // are off (no `log` directive) and the default logger only reports errors,
 // so logging costs nothing on the measured path.
 func (c CaddyConfig) Caddyfile() string {
@@ -52,14 +56,20 @@ func (c CaddyConfig) Caddyfile() string {
 	fmt.Fprintf(&b, "\t\tplan %s {\n\t\t\ttokens 1000000000000000 per day\n\t\t}\n", benchPlan)
 	fmt.Fprintf(&b, "\t\tdefault_plan %s\n\t}\n}\n", benchPlan)
 
-	proxy := fmt.Sprintf("\treverse_proxy %s {\n\t\ttransport http {\n\t\t\tkeepalive_idle_conns_per_host %d\n\t\t}\n\t}\n",
-		c.Upstream, max(c.IdleConnsPerHost, 1))
+	proxy := func(transport string) string {
+		return fmt.Sprintf("\treverse_proxy %s {\n\t\ttransport %s {\n\t\t\tkeepalive_idle_conns_per_host %d\n\t\t}\n\t}\n",
+			c.Upstream, transport, max(c.IdleConnsPerHost, 1))
+	}
 	if c.PlainPort != 0 {
-		fmt.Fprintf(&b, "\nhttp://127.0.0.1:%d {\n%s}\n", c.PlainPort, proxy)
+		fmt.Fprintf(&b, "\nhttp://127.0.0.1:%d {\n%s}\n", c.PlainPort, proxy("http"))
 	}
 	fmt.Fprintf(&b, "\nhttp://127.0.0.1:%d {\n", c.GatePort)
 	fmt.Fprintf(&b, "\tllm_gate {\n\t\tjwt {\n\t\t\tsecret %s\n\t\t}\n\t\tapi_keys\n\t\tplan %s\n\t}\n", quoteArg(c.Secret), benchPlan)
-	fmt.Fprintf(&b, "%s}\n", proxy)
+	gt := c.GateTransport
+	if gt == "" {
+		gt = "http"
+	}
+	fmt.Fprintf(&b, "%s}\n", proxy(gt))
 	return b.String()
 }
 

@@ -78,6 +78,15 @@ func TestCaddyfile(t *testing.T) {
 			sites:   1,
 		},
 		{
+			name: "the gate's transport",
+			mod:  func(c *CaddyConfig) { c.GateTransport = "llm_gate" },
+			want: map[string][]string{
+				"http://127.0.0.1:2002": {"transport http {"},
+				"http://127.0.0.1:2003": {"transport llm_gate {", "keepalive_idle_conns_per_host 1000"},
+			},
+			notWant: map[string][]string{"http://127.0.0.1:2003": {"transport http"}},
+		},
+		{
 			name: "paths with spaces are quoted",
 			mod:  func(c *CaddyConfig) { c.DB = `/tmp/my dir/"q".db` },
 			want: map[string][]string{"": {`db "/tmp/my dir/\"q\".db"`}},
@@ -110,10 +119,11 @@ func TestCaddyfile(t *testing.T) {
 			if tt.sites > 0 && len(bl) != tt.sites+1 {
 				t.Errorf("%d top-level blocks, want the global options and %d sites:\n%s", len(bl), tt.sites, cf)
 			}
-			// The two sites proxy the same way: only llm_gate differs.
+			// The two sites proxy the same way: only llm_gate (and the
+			// gate's transport) differs.
 			if c.PlainPort != 0 {
 				plain := bl["http://127.0.0.1:2002"]
-				gate := bl["http://127.0.0.1:2003"]
+				gate := strings.Replace(bl["http://127.0.0.1:2003"], "transport llm_gate", "transport http", 1)
 				if !strings.HasSuffix(gate, plain) {
 					t.Errorf("the gate site does not end with the plain site's proxy block:\nplain:%s\ngate:%s", plain, gate)
 				}

@@ -26,6 +26,7 @@ func tinyOptions(t *testing.T) Options {
 		Streams: 20, StreamTokens: 8, StreamTPS: 400, Chunks: []int{1, 4}, StreamRounds: 1, StreamUsers: 3, Ramp: 10 * time.Millisecond,
 		PromptTokens: 3000, PromptReqs: 2, ConvTurns: 4, ConvConc: 3,
 		Users: 30, UsersConc: 4, StoreConc: 4, SplitConc: 4, SplitB: self, SplitKeys: 5, Profile: true,
+		GateTransport: "llm_gate", SplitBTransport: "http",
 		settle: 10 * time.Millisecond, flushWait: 50 * time.Millisecond,
 	}
 }

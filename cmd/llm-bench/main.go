@@ -69,6 +69,10 @@ type Options struct {
 	SplitKeys int    // API-key users the split scenario's gates are driven with (0: one JWT user)
 	Profile   bool   // the split scenario records each process's CPU profile
 
+	// GateTransport is the reverse_proxy transport of the gate's sites
+	// (llm_gate or http; plain's is always http), SplitBTransport gate B's.
+	GateTransport, SplitBTransport string
+
 	Keep bool // keep the temp dir (Caddyfiles, logs, bbolt files)
 
 	// settle and flushWait override Bench's pauses (tests shorten them).
@@ -126,6 +130,8 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.SplitConc, "split-conc", 16, "concurrency of the split scenario (plain and gate in two Caddy processes)")
 	fs.StringVar(&o.SplitB, "split-b", "", "another Caddy binary (an earlier build, say) whose gate runs as a third process of the split scenario, gate B")
 	fs.IntVar(&o.SplitKeys, "split-keys", 0, "drive the split scenario's gates with this many API-key users, round-robin, created in each gate process (0: one JWT user)")
+	fs.StringVar(&o.GateTransport, "gate-transport", "llm_gate", "reverse_proxy transport of the gate's sites: llm_gate (sends the body the gate read with the headers) or http (plain's)")
+	fs.StringVar(&o.SplitBTransport, "split-b-transport", "", "reverse_proxy transport of gate B's site (default: -gate-transport)")
 	fs.BoolVar(&o.Profile, "profile", false, "record each split process's CPU profile during the first sliced round, as <out>/split-<path>.pprof")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir with Caddyfiles, logs and bbolt files")
 	if err := fs.Parse(args); err != nil {
@@ -185,6 +191,14 @@ func parseFlags(args []string) (Options, error) {
 		return o, fmt.Errorf("-conv-turns must be 1 to %d", len(conversationQuestions))
 	case o.SplitKeys < 0:
 		return o, errors.New("-split-keys must not be negative")
+	}
+	if o.SplitBTransport == "" {
+		o.SplitBTransport = o.GateTransport
+	}
+	for _, t := range []string{o.GateTransport, o.SplitBTransport} {
+		if t != "llm_gate" && t != "http" {
+			return o, fmt.Errorf("transport %q: want llm_gate or http", t)
+		}
 	}
 	return o, nil
 }

@@ -64,6 +64,17 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("%+v", o)
 			}
 		}},
+		{name: "transports", args: []string{}, check: func(t *testing.T, o Options) {
+			if o.GateTransport != "llm_gate" || o.SplitBTransport != "llm_gate" {
+				t.Errorf("transports %q, %q; want llm_gate for both by default", o.GateTransport, o.SplitBTransport)
+			}
+		}},
+		{name: "gate B's transport", args: []string{"-split-b-transport", "http"}, check: func(t *testing.T, o Options) {
+			if o.GateTransport != "llm_gate" || o.SplitBTransport != "http" {
+				t.Errorf("transports %q, %q", o.GateTransport, o.SplitBTransport)
+			}
+		}},
+		{name: "unknown transport", args: []string{"-gate-transport", "fastcgi"}, wantErr: `transport "fastcgi"`},
 		{name: "positional argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "not defined"},
 	}

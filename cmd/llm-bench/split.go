@@ -41,6 +41,9 @@ func (b *Bench) scenarioSplit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if p.path == gateB {
+			cfg.GateTransport = b.o.SplitBTransport
+		}
 		c, admin, err := b.startCaddyBin(ctx, name, p.bin, cfg)
 		if err != nil {
 			return fmt.Errorf("starting %s: %w", name, err)
@@ -101,7 +104,7 @@ func (b *Bench) scenarioSplit(ctx context.Context) error {
 			(&Row{Metric: "throughput, sliced (req/s), gate B against gate", Vals: only(perRound(sliced, Window.Rate), pathGate, gateB)}).Ratio(gateB, pathGate, nil),
 			(&Row{Metric: "Caddy CPU, sliced (µs per req), gate B against gate", Vals: only(perRound(sliced, usePerReq(func(u Usage) time.Duration { return u.Proc })), pathGate, gateB)}).Delta(gateB, pathGate, nil),
 		)
-		t.Notes = append(t.Notes, fmt.Sprintf("gate B is the gate of %s, in a third process.", b.o.SplitB))
+		t.Notes = append(t.Notes, fmt.Sprintf("gate B is the gate of %s, in a third process, with reverse_proxy's %s transport.", b.o.SplitB, b.o.SplitBTransport))
 	}
 	t.Notes = append(t.Notes, "Each path has a Caddy process of its own, so its Caddy CPU is that process's alone. In the sliced rows, "+slicedHow(slice))
 	if b.o.Profile {
