@@ -342,7 +342,7 @@ func TestBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, m := range []string{"llm_gate", "http.handlers.llm_gate", "admin.api.llm_gate"} {
+	for _, m := range []string{"llm_gate", "http.handlers.llm_gate", "admin.api.llm_gate", "http.reverse_proxy.transport.llm_gate"} {
 		if !strings.Contains("\n"+string(out), "\n"+m+"\n") {
 			t.Errorf("list-modules lacks %s", m)
 		}
