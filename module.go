@@ -1,5 +1,6 @@
 // Package llmgate registers every llm_gate module with Caddy: the
-// `llm_gate` app, the `http.handlers.llm_gate` handler, the
+// `llm_gate` app, the `http.handlers.llm_gate` handler, reverse_proxy's
+// `http.reverse_proxy.transport.llm_gate` transport, the
 // `admin.api.llm_gate` admin routes, and the Caddyfile directive and global
 // option. Import it (or build with xcaddy --with github.com/llmgate/llmgate)
 // to get the whole plugin.
