@@ -5,10 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,6 +133,17 @@ http://127.0.0.1:{HTTP} {
 			}
 		}
 	}
+	handle /trailer/* {
+		uri strip_prefix /trailer
+		llm_gate {
+			jwt {
+				secret ` + overheadSecret + `
+			}
+		}
+		reverse_proxy {UP_TRAILER} {
+			transport llm_gate
+		}
+	}
 	handle /plain/* {
 		uri strip_prefix /plain
 		reverse_proxy {UP_PLAIN} {
@@ -148,6 +161,17 @@ func TestTransport(t *testing.T) {
 	retryUp, retryAddr := emulator(t)
 	plainUp, plainAddr := emulator(t)
 	wrappedUp, wrappedAddr := emulator(t)
+	// An upstream that notes the request's trailer, then answers as the
+	// emulator does.
+	sim := vllmsim.New(vllmsim.Config{})
+	var trailer atomic.Value
+	trailerUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		trailer.Store(r.Trailer.Get("X-Check"))
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+		sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(trailerUp.Close)
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +182,7 @@ func TestTransport(t *testing.T) {
 	in := testcaddy.Start(t, transportCaddyfile, map[string]string{
 		"{DB}": filepath.Join(t.TempDir(), "gate.db"), "{UP_GATE}": gateAddr,
 		"{UP_RETRY}": retryAddr, "{UP_PLAIN}": plainAddr, "{DEAD}": deadAddr,
-		"{UP_WRAPPED}": wrappedAddr,
+		"{UP_WRAPPED}": wrappedAddr, "{UP_TRAILER}": trailerUp.Listener.Addr().String(),
 	})
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(),
@@ -167,9 +191,16 @@ func TestTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := `{"model":"sim-model","messages":[{"role":"user","content":"Say something long enough to notice."}],"max_tokens":8}`
-	post := func(path string) string {
+	post := func(path string, trailers ...string) {
 		t.Helper()
-		req, _ := http.NewRequest("POST", in.HTTP+path, strings.NewReader(body))
+		var rd io.Reader = strings.NewReader(body)
+		if len(trailers) > 0 {
+			rd = io.MultiReader(rd) // of unknown length: sent chunked, with the trailer
+		}
+		req, _ := http.NewRequest("POST", in.HTTP+path, rd)
+		if len(trailers) > 0 {
+			req.Trailer = http.Header{trailers[0]: {trailers[1]}}
+		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
@@ -181,7 +212,6 @@ func TestTransport(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(b), `"completion_tokens":8`) {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
 		}
-		return string(b)
 	}
 
 	before := handler.DirectSends()
@@ -189,6 +219,8 @@ func TestTransport(t *testing.T) {
 	if n := handler.DirectSends() - before; n != 1 {
 		t.Errorf("the gate's request: %d direct sends, want 1", n)
 	}
+	// What the emulator read first: the whole request. (Two writes close
+	// together may arrive in one read too; the count above is what tells.)
 	reads := gateUp.first()
 	if len(reads) != 1 {
 		t.Fatalf("%d upstream connections, want 1", len(reads))
@@ -218,6 +250,17 @@ func TestTransport(t *testing.T) {
 	}
 	if len(wrappedUp.first()) != 1 {
 		t.Errorf("the wrapped site's upstream saw %d connections", len(wrappedUp.first()))
+	}
+
+	// A client that declares a trailer: reverse_proxy passes it on, with
+	// the body through its own readers.
+	before = handler.DirectSends()
+	post("/trailer/v1/chat/completions", "X-Check", "yes")
+	if n := handler.DirectSends() - before; n != 0 {
+		t.Errorf("a request with a trailer: %d direct sends", n)
+	}
+	if got, _ := trailer.Load().(string); got != "yes" {
+		t.Errorf("the upstream's trailer X-Check = %q, want yes", got)
 	}
 
 	// No gate: reverse_proxy's own readers, the client's body.
