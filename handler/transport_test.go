@@ -213,10 +213,15 @@ func TestTransport(t *testing.T) {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
 		}
 	}
+	// sends posts and returns how many attempts went with the body in memory.
+	sends := func(path string, trailers ...string) int64 {
+		t.Helper()
+		before := handler.DirectSends()
+		post(path, trailers...)
+		return handler.DirectSends() - before
+	}
 
-	before := handler.DirectSends()
-	post("/gate/v1/chat/completions")
-	if n := handler.DirectSends() - before; n != 1 {
+	if n := sends("/gate/v1/chat/completions"); n != 1 {
 		t.Errorf("the gate's request: %d direct sends, want 1", n)
 	}
 	// What the emulator read first: the whole request. (Two writes close
@@ -232,9 +237,7 @@ func TestTransport(t *testing.T) {
 
 	// The first upstream refuses the connection; the second attempt sends
 	// the whole body again (the emulator refuses a body cut short).
-	before = handler.DirectSends()
-	post("/retry/v1/chat/completions")
-	if n := handler.DirectSends() - before; n < 2 {
+	if n := sends("/retry/v1/chat/completions"); n < 2 {
 		t.Errorf("a retried request: %d direct sends, want one per attempt (2 or more)", n)
 	}
 	if len(retryUp.first()) != 1 {
@@ -243,9 +246,7 @@ func TestTransport(t *testing.T) {
 
 	// Another module's reader between the gate and reverse_proxy (it
 	// might change the body): the body goes through it.
-	before = handler.DirectSends()
-	post("/wrapped/v1/chat/completions")
-	if n := handler.DirectSends() - before; n != 0 {
+	if n := sends("/wrapped/v1/chat/completions"); n != 0 {
 		t.Errorf("a body another module wraps: %d direct sends", n)
 	}
 	if len(wrappedUp.first()) != 1 {
@@ -254,9 +255,7 @@ func TestTransport(t *testing.T) {
 
 	// A client that declares a trailer: reverse_proxy passes it on, with
 	// the body through its own readers.
-	before = handler.DirectSends()
-	post("/trailer/v1/chat/completions", "X-Check", "yes")
-	if n := handler.DirectSends() - before; n != 0 {
+	if n := sends("/trailer/v1/chat/completions", "X-Check", "yes"); n != 0 {
 		t.Errorf("a request with a trailer: %d direct sends", n)
 	}
 	if got, _ := trailer.Load().(string); got != "yes" {
@@ -264,9 +263,7 @@ func TestTransport(t *testing.T) {
 	}
 
 	// No gate: reverse_proxy's own readers, the client's body.
-	before = handler.DirectSends()
-	post("/plain/v1/chat/completions")
-	if n := handler.DirectSends() - before; n != 0 {
+	if n := sends("/plain/v1/chat/completions"); n != 0 {
 		t.Errorf("a request the gate did not read: %d direct sends", n)
 	}
 	if len(plainUp.first()) != 1 {
