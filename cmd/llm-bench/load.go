@@ -336,13 +336,16 @@ func Interleaved(ctx context.Context, ts []*Target, body []byte, d time.Duration
 // its slice ended) and the time it held the load, and, when use is not nil,
 // what the counters use(i) reads for target i moved by over i's slices.
 // Requests still in flight when a slice ends run into the next target's
-// slice, so slice should be long next to the latency. Failures go to errs
-// under label and the target's name.
+// slice, so slice should be long next to the latency. The run lasts at
+// least one cycle, so that every target holds the load for a slice even
+// when d is shorter than that. Failures go to errs under label and the
+// target's name.
 func Sliced(ctx context.Context, ts []*Target, body []byte, conc int, d, slice time.Duration, use func(i int) Usage, errs *ErrorLog, label string) []Window {
 	out := make([]Window, len(ts))
 	if ctx.Err() != nil {
 		return out
 	}
+	d = max(d, slice*time.Duration(len(ts)))
 	var (
 		active atomic.Int32
 		stop   atomic.Bool

@@ -169,6 +169,14 @@ func TestSliced(t *testing.T) {
 	if !slices.IsSorted(a.Lat) {
 		t.Fatal("latencies not sorted")
 	}
+	// A run shorter than one cycle (slices are long when the latency is)
+	// still gives every target a slice of its own.
+	body := chatBody("sim-model", smallPrompt, 4, false)
+	for i, w := range Sliced(context.Background(), ts, body, 4, slice, 2*slice, use, &errs, "s") {
+		if w.Elapsed < slice || w.Use.Total == 0 || (i < 2 && w.OK == 0) {
+			t.Errorf("target %d in a run shorter than a cycle: held the load %v, %d answers", i, w.Elapsed, w.OK)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, w := range Sliced(ctx, ts, nil, 4, time.Hour, slice, nil, &errs, "s") {
