@@ -57,6 +57,8 @@ func TestRunEndToEnd(t *testing.T) {
 		// plain, gate and gate B each in a process of its own, profiled.
 		"Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency 4, 5 API keys round-robin",
 		"gate B/gate", "gate B − gate", "CPU profile of gate over the first sliced round",
+		// Streams in two processes, plain's and gate's, hold the CPU target.
+		"| Caddy CPU, split mixed (ms per 1,000 tokens)", "CPU profile of plain over the first split round",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
@@ -78,7 +80,7 @@ func TestRunEndToEnd(t *testing.T) {
 			t.Errorf("%d rows %q, want one per sliced table", n, metric)
 		}
 	}
-	for _, p := range []string{"split-plain.pprof", "split-gate.pprof", "split-gate-b.pprof"} {
+	for _, p := range []string{"split-plain.pprof", "split-gate.pprof", "split-gate-b.pprof", "stream-1-plain.pprof", "stream-4-gate.pprof"} {
 		b, err := os.ReadFile(filepath.Join(o.Out, p))
 		if err != nil || !strings.HasPrefix(string(b), "fake profile of ") {
 			t.Errorf("%s: %q, %v", p, b, err)

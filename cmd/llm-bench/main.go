@@ -132,7 +132,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.SplitKeys, "split-keys", 0, "drive the split scenario's gates with this many API-key users, round-robin, created in each gate process (0: one JWT user)")
 	fs.StringVar(&o.GateTransport, "gate-transport", "llm_gate", "reverse_proxy transport of the gate's sites: llm_gate (sends the body the gate read with the headers) or http (plain's)")
 	fs.StringVar(&o.SplitBTransport, "split-b-transport", "", "reverse_proxy transport of gate B's site (default: -gate-transport)")
-	fs.BoolVar(&o.Profile, "profile", false, "record each split process's CPU profile during the first sliced round, as <out>/split-<path>.pprof")
+	fs.BoolVar(&o.Profile, "profile", false, "record each split process's CPU profile during the first sliced round, as <out>/split-<path>.pprof, and the stream scenario's during its first split round, as <out>/stream-<chunk>-<path>.pprof")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir with Caddyfiles, logs and bbolt files")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -535,6 +536,15 @@ func (b *Bench) scenarioStream(ctx context.Context) error {
 			return err
 		}
 	}
+	split, err := b.streamProcs(ctx, streamAuth)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, sp := range split {
+			sp.c.stop() // idle from here on, but holding a thousand connections each
+		}
+	}()
 	for _, chunk := range o.Chunks {
 		hdr := http.Header{
 			"X-Sim-Tps":    {fmt.Sprint(o.StreamTPS)},
@@ -599,9 +609,115 @@ func (b *Bench) scenarioStream(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b.tables = append(b.tables, streamTable(o, chunk, names(runs), res, mixed))
+		// And once more in two Caddy processes, plain's and gate's, so
+		// that each path's CPU is a process's own over the same seconds:
+		// the CPU target is held to this.
+		splitMixed, err := b.streamSplitRounds(ctx, label, chunk, hdr, split, body, minEvents)
+		if err != nil {
+			return err
+		}
+		t := streamTable(o, chunk, names(runs), res, mixed, splitMixed)
+		if o.Profile {
+			for _, sp := range split {
+				t.Notes = append(t.Notes, sp.profileNote(b, chunk))
+			}
+		}
+		b.tables = append(b.tables, t)
 	}
 	return nil
+}
+
+// streamProc is a Caddy process of the stream scenario's split rounds: it
+// serves one path's streams, plain's or gate's.
+type streamProc struct {
+	run   pathRun
+	c     *Child
+	admin *Admin
+	err   error // of its CPU profile, when -profile
+}
+
+// streamProcs starts the split rounds' two Caddy processes, plain's and
+// gate's, each configured as the main one, and opens their connections.
+func (b *Bench) streamProcs(ctx context.Context, auth func() string) ([]*streamProc, error) {
+	var out []*streamProc
+	for _, path := range []string{pathPlain, pathGate} {
+		name := "stream-" + path
+		cfg, err := b.newCaddyConfig(name, "1s", path == pathPlain)
+		if err != nil {
+			return nil, err
+		}
+		c, admin, err := b.startCaddy(ctx, name, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", name, err)
+		}
+		port := cfg.GatePort
+		if path == pathPlain {
+			port = cfg.PlainPort
+		}
+		t := target(path, fmt.Sprintf("http://127.0.0.1:%d", port), b.o.Streams, false, auth, nil)
+		if err := b.openConns(ctx, t, b.o.Streams); err != nil {
+			return nil, err
+		}
+		out = append(out, &streamProc{run: pathRun{t, c.Pid()}, c: c, admin: admin})
+	}
+	return out, nil
+}
+
+// streamSplitRounds runs the stream scenario's split rounds for one chunk
+// size (hdr sets the emulator's pace): plain's and gate's streams started in turn, each path served by a
+// process of its own, the CPU of each read over the same window. With
+// -profile, both processes are profiled over the first round.
+func (b *Bench) streamSplitRounds(ctx context.Context, label string, chunk int, hdr http.Header, split []*streamProc, body []byte, minEvents int) (map[string][]StreamWindow, error) {
+	o := b.o
+	ts := make([]*Target, len(split))
+	for i, sp := range split {
+		ts[i] = sp.run.t
+		ts[i].Header = hdr
+	}
+	round := 0
+	return sideBySide(ctx, b, label+" split", ts, o.StreamRounds,
+		func() []StreamWindow {
+			var wg sync.WaitGroup
+			if o.Profile && round == 0 {
+				// As long as the streams last: the ramp and the decode.
+				d := o.Ramp + time.Duration(float64(o.StreamTokens)/o.StreamTPS*float64(time.Second))
+				for _, sp := range split {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						sp.err = sp.admin.CPUProfile(ctx, d, b.streamProfilePath(sp.run.t.Name, chunk))
+					}()
+				}
+			}
+			round++
+			c0 := make([]time.Duration, len(split))
+			for i, sp := range split {
+				c0[i] = cpuOf(sp.run.pid)
+			}
+			ws := MixedStreams(ctx, ts, body, o.Streams, o.Ramp, minEvents, &b.errs, label+" split")
+			for i, sp := range split {
+				ws[i].CPU = cpuOf(sp.run.pid) - c0[i]
+			}
+			wg.Wait()
+			return ws
+		},
+		func(w StreamWindow) string {
+			return fmt.Sprintf("CPU %s", w.CPU.Round(time.Millisecond))
+		})
+}
+
+// streamProfilePath is where the stream scenario's split rounds write
+// path's CPU profile for chunk tokens a chunk.
+func (b *Bench) streamProfilePath(path string, chunk int) string {
+	return filepath.Join(b.o.Out, fmt.Sprintf("stream-%d-%s.pprof", chunk, path))
+}
+
+// profileNote tells where sp's profile of chunk's first split round is.
+func (sp *streamProc) profileNote(b *Bench, chunk int) string {
+	if sp.err != nil {
+		return fmt.Sprintf("CPU profile of %s, split: %v", sp.run.t.Name, sp.err)
+	}
+	return fmt.Sprintf("CPU profile of %s over the first split round: `go tool pprof %s %s`.", sp.run.t.Name, b.o.CaddyBin, b.streamProfilePath(sp.run.t.Name, chunk))
 }
 
 // openConns makes t's client open n keep-alive connections (and the proxy
@@ -637,7 +753,7 @@ func (b *Bench) idleMemory(ctx context.Context, pid int) (rss float64, mem GoMem
 }
 
 // streamTable summarises the stream scenario for one chunk size.
-func streamTable(o Options, chunk int, cols []string, res map[string][]streamSample, mixed map[string][]StreamWindow) *Table {
+func streamTable(o Options, chunk int, cols []string, res map[string][]streamSample, mixed, split map[string][]StreamWindow) *Table {
 	mixedTTFT := func(p float64) map[string][]float64 {
 		return perRound(mixed, func(w StreamWindow) float64 { return Micros(Percentile(w.TTFT, p)) })
 	}
@@ -655,13 +771,14 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 			pathGate:  Deltas(v[pathGate], v[pathDirect]),
 		}
 	}
-	cpu := perRound(res, func(s streamSample) float64 {
-		tokens := float64(s.w.OK * o.StreamTokens)
+	cpuPer1k := func(w StreamWindow) float64 {
+		tokens := float64(w.OK * o.StreamTokens)
 		if tokens == 0 {
 			return math.NaN()
 		}
-		return s.w.CPU.Seconds() * 1000 / tokens * 1000 // ms per 1,000 tokens
-	})
+		return w.CPU.Seconds() * 1000 / tokens * 1000 // ms per 1,000 tokens
+	}
+	cpu := perRound(res, func(s streamSample) float64 { return cpuPer1k(s.w) })
 	rss := perRound(res, func(s streamSample) float64 { return median(s.rss) })
 	live := perRound(res, func(s streamSample) float64 { return median(s.live) })
 	gor := perRound(res, func(s streamSample) float64 { return median(s.goroutines) })
@@ -681,7 +798,8 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 			(&Row{Metric: "inter-chunk delay p50 (µs)", Vals: gap(50)}).Delta(pathGate, pathPlain, nil),
 			(&Row{Metric: "inter-chunk delay p99 (µs)", Vals: gap(99)}).Delta(pathGate, pathPlain, nil),
 			(&Row{Metric: "added inter-chunk delay p99 vs direct (µs)", Vals: added(gap(99))}).Delta(pathGate, pathPlain, nil),
-			(&Row{Metric: "Caddy CPU (ms per 1,000 tokens)", Vals: only(cpu, proxied...)}).Ratio(pathGate, pathPlain, AtMost(1.10, "")),
+			(&Row{Metric: "Caddy CPU (ms per 1,000 tokens)", Vals: only(cpu, proxied...)}).Ratio(pathGate, pathPlain, nil),
+			(&Row{Metric: "Caddy CPU, split mixed (ms per 1,000 tokens)", Vals: perRound(split, cpuPer1k)}).Ratio(pathGate, pathPlain, AtMost(1.10, "")),
 			(&Row{Metric: "Caddy RSS per open stream (KiB)", Vals: only(rss, proxied...)}).Delta(pathGate, pathPlain, nil),
 			(&Row{Metric: "Caddy Go heap+stacks per open stream (KiB)", Vals: only(live, proxied...)}).Delta(pathGate, pathPlain, AtMost(8, " KiB")),
 			(&Row{Metric: "Caddy goroutines per open stream", Vals: only(gor, proxied...)}).Delta(pathGate, pathPlain, nil),
@@ -694,6 +812,7 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 			&Row{Metric: "streams open at the memory sample", Vals: perRound(res, func(s streamSample) float64 { return float64(s.w.Open) })},
 			&Row{Metric: "errors", Vals: perRound(res, func(s streamSample) float64 { return float64(s.w.Errors) })},
 			&Row{Metric: "errors, mixed", Vals: perRound(mixed, func(w StreamWindow) float64 { return float64(w.Errors) })},
+			&Row{Metric: "errors, split mixed", Vals: perRound(split, func(w StreamWindow) float64 { return float64(w.Errors) })},
 		},
 	}
 	t.Notes = []string{
@@ -701,6 +820,9 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 			"\"added … vs direct\" is the proxied path's figure minus direct's in the same round. " +
 			fmt.Sprintf("The mixed rows come from rounds of their own: %d streams, plain's and gate's started in turn, running side by side, so that both meet the same load; ", o.Streams) +
 			"the TTFT target is held to what the gate adds there on top of plain Caddy. " +
+			"The split mixed rows come from as many rounds again, the same streams served by two Caddy processes, plain's and gate's, " +
+			"so that each path's Caddy CPU is a process's own over the same seconds; the CPU target is held to them " +
+			"(the per-path rounds above read one process's CPU over windows seconds apart, which meet the machine in different states). " +
 			"A stream lasting well beyond its nominal duration, or inter-chunk delays near 0 at p50 (events arriving in bursts), mean the machine could not keep up: " +
 			"the load generator, Caddy and the emulator share its CPUs.",
 		fmt.Sprintf("Memory per open stream: Caddy's VmRSS (and, from its /metrics after a forced GC, Go heap in use + stacks) while every stream is open, "+
