@@ -58,12 +58,57 @@ func (*overheadAnswerer) ServeHTTP(w http.ResponseWriter, r *http.Request, _ cad
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		return err
 	}
+	if v := r.Header["X-Overhead-Events"]; len(v) == 1 {
+		n, err := strconv.Atoi(v[0])
+		if err != nil {
+			return err
+		}
+		return serveOverheadStream(w, n)
+	}
 	w.Header()["Content-Type"] = []string{"application/json"}
 	w.Header()["Content-Length"] = []string{overheadAnswerLen} // as vLLM sends it
 	w.WriteHeader(http.StatusOK)
 	_, err := io.WriteString(w, overheadAnswer)
 	return err
 }
+
+// serveOverheadStream answers as vLLM streams a chat completion asked with
+// include_usage, n chunks of four tokens, then the usage chunk and [DONE],
+// each written and flushed as reverse_proxy relays an SSE stream.
+func serveOverheadStream(w http.ResponseWriter, n int) error {
+	w.Header()["Content-Type"] = []string{"text/event-stream; charset=utf-8"}
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(b []byte) error {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	for range n {
+		if err := send(overheadChunkBytes); err != nil {
+			return err
+		}
+	}
+	if err := send(overheadUsageBytes); err != nil {
+		return err
+	}
+	return send(overheadDoneBytes)
+}
+
+var (
+	overheadChunkBytes = []byte(overheadChunk)
+	overheadUsageBytes = []byte(overheadUsageChunk)
+	overheadDoneBytes  = []byte("data: [DONE]\n\n")
+)
+
+// A chunk of the emulator's stream at four tokens a chunk, and its usage
+// chunk for a stream of 64 of them.
+const (
+	overheadChunk         = `data: {"id":"chatcmpl-b446bd57ec03f20b","object":"chat.completion.chunk","created":1795603876,"model":"sim-model","choices":[{"index":0,"delta":{"content":" new river as one"},"logprobs":null,"finish_reason":null,"token_ids":null}]}` + "\n\n"
+	overheadUsageChunk    = `data: {"id":"chatcmpl-b446bd57ec03f20b","object":"chat.completion.chunk","created":1795603876,"model":"sim-model","choices":[],"usage":{"prompt_tokens":15,"total_tokens":271,"completion_tokens":256}}` + "\n\n"
+	overheadStreamRequest = `{"max_tokens":256,"messages":[{"content":"Write one short sentence about the sea.","role":"user"}],"model":"sim-model","stream":true,"stream_options":{"include_usage":true}}`
+)
 
 const overheadSecret = "overhead-secret-0123456789abcdef0123456789"
 
@@ -286,6 +331,59 @@ func BenchmarkOverhead(b *testing.B) {
 					b.Errorf("status %d", d.status)
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkOverheadStream streams 64 chunks of four tokens through each
+// site (the bench's stream scenario at its 4-token chunks), one stream at a
+// time, and in parallel on every core; ns/event is a stream's time over its
+// 66 events, allocs/op a whole stream's. gate − plain is what the gate's
+// stream meter and writer cost.
+func BenchmarkOverheadStream(b *testing.B) {
+	plain, gated, token := overheadServers(b)
+	const events = 64
+	want := events*len(overheadChunk) + len(overheadUsageChunk) + len("data: [DONE]\n\n")
+	serve := func(h http.Handler, token string, d *discard) {
+		r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(overheadStreamRequest))
+		r.Header["Content-Type"] = []string{"application/json"}
+		r.Header["X-Overhead-Events"] = []string{itoa(events)}
+		if token != "" {
+			r.Header["Authorization"] = []string{"Bearer " + token}
+		}
+		clear(d.hdr)
+		d.status, d.n, d.flushes = 0, 0, 0
+		h.ServeHTTP(d, r)
+	}
+	for _, c := range []struct {
+		name  string
+		h     http.Handler
+		token string
+	}{{"plain", plain, ""}, {"gate", gated, token}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			d := &discard{hdr: http.Header{}}
+			for b.Loop() {
+				serve(c.h, c.token, d)
+			}
+			if d.status != 200 || d.n != want {
+				b.Fatalf("status %d, %d bytes of %d", d.status, d.n, want)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*(events+2)), "ns/event")
+		})
+		b.Run(c.name+"-parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				d := &discard{hdr: http.Header{}}
+				for pb.Next() {
+					serve(c.h, c.token, d)
+					if d.status != 200 || d.n != want {
+						b.Errorf("status %d, %d bytes of %d", d.status, d.n, want)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*(events+2)), "ns/event")
 		})
 	}
 }
