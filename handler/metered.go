@@ -734,14 +734,25 @@ func (mw *meteredWriter) freeSlot() {
 }
 
 // Markers of a stream's last event, which the client may answer with its
-// next request as soon as it reads it.
+// next request as soon as it reads it. Each is looked for by its rarest
+// bytes, from tail on: every write of a stream is searched, and a chunk's
+// JSON has a 'd' or a quote in every other key, where an uppercase D or a
+// '.' is rare.
 var (
-	markDone      = []byte("data: [DONE]")
-	markCompleted = []byte(`"response.completed"`)
-	markEnded     = []byte(`"response.incomplete"`)
-	markFailed    = []byte(`"response.failed"`)
-	markStop      = []byte("event: message_stop")
+	markDone = marker{[]byte("data: [DONE]"), len("data: [")}
+	markStop = marker{[]byte("event: message_stop"), len("event: message")}
+	// A Responses event type starts with responseType; those that end the
+	// stream go on with one of responseEnds.
+	responseType = []byte(`"response.`)
+	responseEnds = [][]byte{[]byte(`completed"`), []byte(`incomplete"`), []byte(`failed"`)}
 )
+
+// marker is a line start that ends a stream; mark[tail:] is what is
+// searched for.
+type marker struct {
+	mark []byte
+	tail int
+}
 
 // endsStream reports whether p holds the stream's last event. A marker cut
 // across two writes is missed, and the place is then given back when the
@@ -753,11 +764,12 @@ var (
 // breaks, so a line start is the SSE's own; so is a Messages stream's
 // "event: message_stop" (the quoted type alone could be a tool's name,
 // which the client chooses). The Responses markers are quoted event types
-// no client text can be.
+// ("response.completed", "response.incomplete", "response.failed") no
+// client text can be.
 func (mw *meteredWriter) endsStream(p []byte) bool {
 	switch mw.ep {
 	case meter.EndpointResponses:
-		return bytes.Contains(p, markCompleted) || bytes.Contains(p, markEnded) || bytes.Contains(p, markFailed)
+		return endsResponses(p)
 	case meter.EndpointMessages:
 		if mw.lineStarts(p, markStop) {
 			return true
@@ -766,18 +778,46 @@ func (mw *meteredWriter) endsStream(p []byte) bool {
 	return mw.lineStarts(p, markDone)
 }
 
-// lineStarts reports whether a line of p starts with mark.
-func (mw *meteredWriter) lineStarts(p, mark []byte) bool {
-	for i := 0; ; {
-		j := bytes.Index(p[i:], mark)
+// endsResponses reports whether p holds one of the quoted event types that
+// end a Responses stream.
+func endsResponses(p []byte) bool {
+	dot := len(responseType) - 1 // where the '.' searched for stands in it
+	for i := dot; i < len(p); i++ {
+		j := bytes.IndexByte(p[i:], '.')
 		if j < 0 {
 			return false
 		}
-		if i += j; i == 0 && mw.stream.AtLineStart() || i > 0 && (p[i-1] == '\n' || p[i-1] == '\r') {
+		i += j
+		if !bytes.Equal(p[i-dot:i+1], responseType) {
+			continue
+		}
+		for _, end := range responseEnds {
+			if bytes.HasPrefix(p[i+1:], end) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lineStarts reports whether a line of p starts with m's mark.
+func (mw *meteredWriter) lineStarts(p []byte, m marker) bool {
+	head, tail := m.mark[:m.tail], m.mark[m.tail:]
+	for i := m.tail; i <= len(p); i++ {
+		j := bytes.Index(p[i:], tail)
+		if j < 0 {
+			return false
+		}
+		i += j
+		start := i - m.tail
+		if !bytes.Equal(p[start:i], head) {
+			continue
+		}
+		if start == 0 && mw.stream.AtLineStart() || start > 0 && (p[start-1] == '\n' || p[start-1] == '\r') {
 			return true
 		}
-		i++
 	}
+	return false
 }
 
 func (mw *meteredWriter) usage() (meter.Usage, bool) {
