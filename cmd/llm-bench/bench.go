@@ -327,8 +327,8 @@ func (b *Bench) settings() []string {
 		fmt.Sprintf("closed-loop scenarios: %d rounds × %v per path (after %v of warm-up per path); then %d rounds side by side, each as long as a round of windows: "+
 			"at concurrency 1 interleaved, one request to each path in turn; under load sliced, the workers moving from path to path every 25 median latencies (0.1 to 1 s)",
 			o.Rounds, o.Window, o.Warmup, o.Rounds),
-		fmt.Sprintf("stream scenario: %d streams × %d tokens at %g tokens/s, chunks of %v tokens, started over %v, %d rounds per path, then %d mixed rounds (plain's and gate's streams side by side); the gate's streams belong to %d JWT user(s)",
-			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamRounds, o.StreamUsers),
+		fmt.Sprintf("stream scenario: %d streams × %d tokens at %g tokens/s, chunks of %v tokens, started over %v, %d rounds per path, then %d mixed rounds (plain's and gate's streams side by side), then %d split mixed rounds (the same, plain and gate in two Caddy processes of their own); the gate's streams belong to %d JWT user(s)",
+			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamRounds, o.StreamRounds, o.StreamUsers),
 		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; conversation: %d turns at concurrency %d; users: %d API keys at concurrency %d; store: concurrency %d; split: concurrency %d",
 			o.PromptTokens, o.PromptReqs, o.ConvTurns, o.ConvConc, o.Users, o.UsersConc, o.StoreConc, o.SplitConc),
 		"emulator: internal/vllmsim (cmd/vllm-sim), no recording; Caddy: access log off, error-level logging, reverse_proxy keeps up to " +

@@ -664,9 +664,10 @@ func (b *Bench) streamProcs(ctx context.Context, auth func() string) ([]*streamP
 }
 
 // streamSplitRounds runs the stream scenario's split rounds for one chunk
-// size (hdr sets the emulator's pace): plain's and gate's streams started in turn, each path served by a
-// process of its own, the CPU of each read over the same window. With
-// -profile, both processes are profiled over the first round.
+// size (hdr sets the emulator's pace): plain's and gate's streams started
+// in turn, each path served by a process of its own, the CPU of each read
+// over the same window. With -profile, both processes are profiled over
+// the first round.
 func (b *Bench) streamSplitRounds(ctx context.Context, label string, chunk int, hdr http.Header, split []*streamProc, body []byte, minEvents int) (map[string][]StreamWindow, error) {
 	o := b.o
 	ts := make([]*Target, len(split))
