@@ -305,35 +305,12 @@ func TestOverheadSocketHarness(t *testing.T) {
 // background work (commits, GC) is part of the figure. gate − plain is
 // what llm_gate costs per request.
 func BenchmarkOverhead(b *testing.B) {
-	plain, gated, token := overheadServers(b)
-	for _, c := range []struct {
-		name  string
-		h     http.Handler
-		token string
-	}{{"plain", plain, ""}, {"gate", gated, token}} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			d := &discard{hdr: http.Header{}}
-			for b.Loop() {
-				serveOne(c.h, c.token, d)
-			}
-			if d.status != 200 {
-				b.Fatalf("status %d", d.status)
-			}
-		})
-		b.Run(c.name+"-parallel", func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				d := &discard{hdr: http.Header{}, status: 200}
-				for pb.Next() {
-					serveOne(c.h, c.token, d)
-				}
-				if d.status != 200 {
-					b.Errorf("status %d", d.status)
-				}
-			})
-		})
-	}
+	benchSites(b, serveOne, func(d *discard) error {
+		if d.status != 200 {
+			return fmt.Errorf("status %d", d.status)
+		}
+		return nil
+	}, 0)
 }
 
 // BenchmarkOverheadStream streams 64 chunks of four tokens through each
@@ -342,10 +319,26 @@ func BenchmarkOverhead(b *testing.B) {
 // 66 events, allocs/op a whole stream's. gate − plain is what the gate's
 // stream meter and writer cost.
 func BenchmarkOverheadStream(b *testing.B) {
-	plain, gated, token := overheadServers(b)
 	const events = 64
 	want := streamBytes(events)
-	serve := func(h http.Handler, token string, d *discard) { serveStream(h, token, events, d) }
+	benchSites(b, func(h http.Handler, token string, d *discard) { serveStream(h, token, events, d) }, func(d *discard) error {
+		if d.status != 200 || d.n != want {
+			return fmt.Errorf("status %d, %d bytes of %d", d.status, d.n, want)
+		}
+		return nil
+	}, events+2)
+}
+
+// benchSites runs serve through the plain and the gate site, one request at
+// a time and in parallel on every core; ok checks an answer. With events
+// set, each request's time is reported per event too.
+func benchSites(b *testing.B, serve func(h http.Handler, token string, d *discard), ok func(*discard) error, events int) {
+	plain, gated, token := overheadServers(b)
+	perEvent := func(b *testing.B) {
+		if events > 0 {
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+		}
+	}
 	for _, c := range []struct {
 		name  string
 		h     http.Handler
@@ -357,10 +350,10 @@ func BenchmarkOverheadStream(b *testing.B) {
 			for b.Loop() {
 				serve(c.h, c.token, d)
 			}
-			if d.status != 200 || d.n != want {
-				b.Fatalf("status %d, %d bytes of %d", d.status, d.n, want)
+			if err := ok(d); err != nil {
+				b.Fatal(err)
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*(events+2)), "ns/event")
+			perEvent(b)
 		})
 		b.Run(c.name+"-parallel", func(b *testing.B) {
 			b.ReportAllocs()
@@ -368,13 +361,13 @@ func BenchmarkOverheadStream(b *testing.B) {
 				d := &discard{hdr: http.Header{}}
 				for pb.Next() {
 					serve(c.h, c.token, d)
-					if d.status != 200 || d.n != want {
-						b.Errorf("status %d, %d bytes of %d", d.status, d.n, want)
+					if err := ok(d); err != nil {
+						b.Error(err)
 						return
 					}
 				}
 			})
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*(events+2)), "ns/event")
+			perEvent(b)
 		})
 	}
 }
