@@ -245,10 +245,19 @@ func serveOne(h http.Handler, token string, d *discard) {
 
 // serveBody sends a chat completion request with body through h.
 func serveBody(h http.Handler, token, body string, d *discard) {
+	serveRequest(h, token, body, 0, d)
+}
+
+// serveRequest sends a chat completion request with body through h; with
+// events above 0, the answerer streams that many chunks.
+func serveRequest(h http.Handler, token, body string, events int, d *discard) {
 	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(body))
-	r.Header.Set("Content-Type", "application/json")
+	r.Header["Content-Type"] = []string{"application/json"}
+	if events > 0 {
+		r.Header["X-Overhead-Events"] = []string{itoa(events)}
+	}
 	if token != "" {
-		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header["Authorization"] = []string{"Bearer " + token}
 	}
 	clear(d.hdr)
 	d.status, d.n, d.flushes = 0, 0, 0
@@ -375,15 +384,7 @@ func benchSites(b *testing.B, serve func(h http.Handler, token string, d *discar
 // serveStream sends the stream request through h, which the answerer
 // answers with events chunks.
 func serveStream(h http.Handler, token string, events int, d *discard) {
-	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1/v1/chat/completions", strings.NewReader(overheadStreamRequest))
-	r.Header["Content-Type"] = []string{"application/json"}
-	r.Header["X-Overhead-Events"] = []string{itoa(events)}
-	if token != "" {
-		r.Header["Authorization"] = []string{"Bearer " + token}
-	}
-	clear(d.hdr)
-	d.status, d.n, d.flushes = 0, 0, 0
-	h.ServeHTTP(d, r)
+	serveRequest(h, token, overheadStreamRequest, events, d)
 }
 
 // streamBytes is the size of the answerer's stream of events chunks.
