@@ -38,9 +38,9 @@ type CaddyConfig struct {
 	GateTransport string
 }
 
-// Caddyfile renders c. Both sites use the same reverse_proxy block, but for
-// the gate's transport (GateTransport), so that the other difference
-// between them is the llm_gate directive. Access logs
+// Caddyfile renders c. Both sites use the same reverse_proxy block but for
+// its transport (GateTransport on the gate's), so that otherwise the only
+// difference between them is the llm_gate directive. Access logs
 // are off (no `log` directive) and the default logger only reports errors,
 // so logging costs nothing on the measured path.
 func (c CaddyConfig) Caddyfile() string {
