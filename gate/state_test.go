@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"errors"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -143,7 +144,8 @@ func TestFlushReusesRecords(t *testing.T) {
 
 // TestKeyLastUsedGrain: a key's last-used time reaches the store on its
 // first use, then again only once it is a minute older than what was
-// written; the records themselves all keep the key id.
+// written; a use older than the last one queued (a request that started
+// earlier) changes nothing.
 func TestKeyLastUsedGrain(t *testing.T) {
 	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
 	defer s.Destruct()
@@ -158,12 +160,13 @@ func TestKeyLastUsedGrain(t *testing.T) {
 	if err := db.PutKey(&store.Key{ID: "k1", UserID: "a", Hash: [32]byte{1}, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	k, err := s.KeyByHash([32]byte{1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t0 := time.Now().UTC().Truncate(time.Second)
-	use := func(at time.Duration) time.Time {
+	stored := func() time.Time {
 		t.Helper()
-		if err := s.Record(store.Record{Time: t0.Add(at), User: "a", KeyID: "k1", Model: "m", Endpoint: "chat", Status: 200, PromptTokens: 1}); err != nil {
-			t.Fatal(err)
-		}
 		if err := s.Flush(); err != nil {
 			t.Fatal(err)
 		}
@@ -181,18 +184,71 @@ func TestKeyLastUsedGrain(t *testing.T) {
 		{61 * time.Second, 60 * time.Second},
 		{3 * time.Minute, 3 * time.Minute},
 	} {
-		if got := use(step.at); !got.Equal(t0.Add(step.want)) {
+		s.KeyUsed(k, t0.Add(step.at))
+		if got := stored(); !got.Equal(t0.Add(step.want)) {
 			t.Errorf("after a use at +%v the stored last use is +%v, want +%v", step.at, got.Sub(t0), step.want)
 		}
 	}
-	recs, _, err := db.Records(store.RecordQuery{User: "a"})
-	if err != nil || len(recs) != 6 {
-		t.Fatalf("%d records, want 6 (%v)", len(recs), err)
+	s.KeyUsed(k, t0.Add(5*time.Minute))
+	s.KeyUsed(k, t0.Add(2*time.Minute))
+	if got := stored(); !got.Equal(t0.Add(5 * time.Minute)) {
+		t.Errorf("stored last use +%v, want +5m", got.Sub(t0))
 	}
-	for _, r := range recs {
-		if r.KeyID != "k1" {
-			t.Errorf("record at %v lost its key id", r.Time)
+}
+
+// TestKeyUserFollowsChanges: a key's requests take its user from the key's
+// entry, and see every change to the user from the request after it on
+// (disabled, plan changed, deleted and created again).
+func TestKeyUserFollowsChanges(t *testing.T) {
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	defer s.Destruct()
+	if err := s.PutUser(&store.User{ID: "a", Plan: "free"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutKey(&store.Key{ID: "k1", UserID: "a", Hash: [32]byte{1}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.KeyByHash([32]byte{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := func() *store.User {
+		t.Helper()
+		u, err := s.KeyUser(k)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return u
+	}
+	first := user()
+	if again := user(); again != first || first.Plan != "free" {
+		t.Fatalf("the second request's user %p %+v, want the first's %p", again, again, first)
+	}
+	if _, err := s.UpdateUser("a", func(u *store.User) error { u.Disabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if u := user(); !u.Disabled {
+		t.Fatalf("after disabling: %+v", u)
+	}
+	// A change to another user moves the generation on too: the key
+	// reads its own user again and finds it unchanged.
+	if err := s.PutUser(&store.User{ID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := user(); !u.Disabled {
+		t.Fatalf("after another user's change: %+v", u)
+	}
+	if err := s.PutUser(&store.User{ID: "a", Plan: "pro"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := user(); u.Plan != "pro" || u.Disabled {
+		t.Fatalf("after replacing: %+v", u)
+	}
+	if err := s.DeleteUser("a"); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.KeyUser(k); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after deleting: %+v, %v", u, err)
 	}
 }
 
@@ -284,7 +340,7 @@ func TestKeyCacheKeepsNoStaleRead(t *testing.T) {
 			if err := c.revoke(user, id); err != nil {
 				t.Fatal(err)
 			}
-			s.keys.put(h, stale, gen)
+			s.keys.put(h, &APIKey{Key: *stale}, gen)
 			if k, err := s.KeyByHash(h); err == nil && k.Active(time.Now()) {
 				t.Fatalf("the key is still accepted: %+v", k)
 			}

@@ -17,6 +17,7 @@ import (
 type caller struct {
 	user   *store.User
 	keyID  string
+	key    *gate.APIKey // nil for a JWT
 	claims gate.Claims
 	eff    gate.Effective
 
@@ -78,7 +79,7 @@ func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) 
 			h.logger.Debug("credential refused", zap.String("reason", "API key revoked or expired"), zap.String("key_id", k.ID))
 			return nil, errInvalidKey()
 		}
-		u, err := h.state.User(k.UserID)
+		u, err := h.state.KeyUser(k)
 		if err != nil {
 			if !errors.Is(err, store.ErrNotFound) {
 				h.logger.Error("looking up a user", zap.Error(err))
@@ -86,7 +87,7 @@ func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) 
 			}
 			return nil, errInvalidKey()
 		}
-		c.user, c.keyID = u, k.ID
+		c.user, c.keyID, c.key = u, k.ID, k
 	case h.verifier != nil:
 		id, err := h.verifier.VerifyAt(tok, now)
 		if err != nil {
@@ -117,6 +118,9 @@ func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) 
 	}
 	if c.user.Disabled {
 		return nil, errUserDisabled()
+	}
+	if c.key != nil {
+		h.state.KeyUsed(c.key, now)
 	}
 	c.eff = h.app.Resolve(c.user, h.Plan, c.claims)
 	return c, nil

@@ -102,6 +102,9 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		PromptBound:   bounded,
 		Now:           start,
 	}
+	if c.key != nil {
+		qr.Ref = &c.key.Quota
+	}
 	err := engine.AdmitTo(&res, qr)
 	if errors.Is(err, quota.ErrNeedCount) {
 		prompt, bounded = h.countPrompt(r, next, &req), false

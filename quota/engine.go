@@ -62,7 +62,17 @@ type Request struct {
 	// Now is when the request arrived, for a caller that has read the clock
 	// already; zero reads the engine's.
 	Now time.Time
+	// Ref, if not nil, is where the caller keeps User's state between its
+	// requests (see UserRef).
+	Ref *UserRef
 }
+
+// UserRef remembers where the engine keeps one user's state, for a caller
+// that admits that user's requests again and again (the gate keeps one
+// per API key): AdmitTo with Request.Ref goes to the state directly rather
+// than looking the user up among all of them, until Forget drops it. The
+// zero value is ready to use; a UserRef must only ever serve one user.
+type UserRef struct{ u atomic.Pointer[userState] }
 
 // BoundSlack is how many times a reservation made from a prompt's bound
 // every token window must still have room for (Request.PromptBound): what
@@ -429,6 +439,27 @@ func (e *Engine) lockUser(user string) (*shard, *userState, error) {
 	}
 }
 
+// lockRef is lockUser, going to the state ref holds while Forget has not
+// dropped it, and leaving ref with the state it found otherwise.
+func (e *Engine) lockRef(user string, ref *UserRef) (*shard, *userState, error) {
+	if ref == nil {
+		return e.lockUser(user)
+	}
+	if u := ref.u.Load(); u != nil {
+		sh := e.shardFor(user)
+		sh.mu.Lock()
+		if !u.gone { // set under sh.mu when Forget drops it
+			return sh, u, nil
+		}
+		sh.mu.Unlock()
+	}
+	sh, u, err := e.lockUser(user)
+	if err == nil {
+		ref.u.Store(u)
+	}
+	return sh, u, err
+}
+
 // view runs fn on the user's state rolled to now, without keeping a user that
 // is not in memory yet (so that reports over many users do not fill memory).
 func (e *Engine) view(user string, fn func(u *userState, c *clock)) error {
@@ -492,7 +523,7 @@ func (e *Engine) AdmitTo(r *Reservation, req Request) error {
 	}
 	c := newClock(now)
 
-	sh, u, err := e.lockUser(req.User)
+	sh, u, err := e.lockRef(req.User, req.Ref)
 	if err != nil {
 		return err
 	}

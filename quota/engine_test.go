@@ -984,3 +984,36 @@ func TestCallersTime(t *testing.T) {
 		t.Fatalf("remaining on the day of the settlement %d, want %d", got, 1000-15-2)
 	}
 }
+
+// TestUserRef: requests admitted through a UserRef count in the user's one
+// state, which the engine's own lookups see; once Forget drops it, the
+// next request through the ref starts the user afresh, as one without a
+// ref does, and the ref follows the new state.
+func TestUserRef(t *testing.T) {
+	e, _ := newTestEngine(t0)
+	var ref UserRef
+	admit := func(ref *UserRef) {
+		t.Helper()
+		mustAdmit(t, e, Request{User: "a", Prompt: 10, Output: 10, Ref: ref}).Settle(10, 5)
+	}
+	admit(&ref)
+	admit(nil)
+	admit(&ref)
+	if tok, req := usage(t, e, "a"); tok[Day] != 45 || req[Day] != 3 {
+		t.Fatalf("day: %d tokens in %d requests, want 45 in 3", tok[Day], req[Day])
+	}
+	e.Forget("a")
+	admit(&ref)
+	if tok, req := usage(t, e, "a"); tok[Day] != 15 || req[Day] != 1 {
+		t.Fatalf("after Forget: %d tokens in %d requests, want 15 in 1", tok[Day], req[Day])
+	}
+	admit(nil)
+	admit(&ref)
+	if tok, req := usage(t, e, "a"); tok[Day] != 45 || req[Day] != 3 {
+		t.Fatalf("the ref after Forget: %d tokens in %d requests, want 45 in 3", tok[Day], req[Day])
+	}
+	sh := e.shardFor("a")
+	if u := ref.u.Load(); u == nil || u != sh.users["a"] {
+		t.Fatalf("the ref holds %p, the engine %p", u, sh.users["a"])
+	}
+}
