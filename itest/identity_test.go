@@ -143,3 +143,45 @@ func TestIdentity(t *testing.T) {
 func jwtSeg(s string) string {
 	return strings.TrimRight((&jwt.Token{}).EncodeSegment([]byte(s)), "=")
 }
+
+// TestKeyUserChanges: a key's requests see every change to its user from
+// the next request on, though the gate keeps the user with the key between
+// requests: disabled, enabled again, and its plan's model list.
+func TestKeyUserChanges(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	if st := e.admin("PUT", "/llm_gate/users/kate", map[string]any{"plan": "unlimited"}, nil); st != 200 && st != 201 {
+		t.Fatalf("PUT user: %d", st)
+	}
+	var key struct {
+		Key string `json:"key"`
+	}
+	if st := e.admin("POST", "/llm_gate/users/kate/keys", map[string]any{"name": "ci"}, &key); st != 201 {
+		t.Fatalf("POST key: %d", st)
+	}
+	ask := func(want int) []byte {
+		t.Helper()
+		return mustStatus(t, e.post("/v1/chat/completions", key.Key, chatBody("sim-model", false, nil)), want)
+	}
+	ask(200)
+	ask(200) // the key and its user are the gate's cached ones now
+	for _, step := range []struct {
+		patch map[string]any
+		want  int
+		code  string
+	}{
+		{map[string]any{"disabled": true}, 403, "user_disabled"},
+		{map[string]any{"disabled": false}, 200, ""},
+		{map[string]any{"models": []string{"other-*"}}, 403, "model_not_allowed"},
+		{map[string]any{"models": []string{"sim-*"}}, 200, ""},
+	} {
+		if st := e.admin("PATCH", "/llm_gate/users/kate", step.patch, nil); st != 200 {
+			t.Fatalf("PATCH %v: %d", step.patch, st)
+		}
+		b := ask(step.want)
+		if step.code != "" {
+			if got := decodeError(t, b).Error.Code; got != step.code {
+				t.Fatalf("after PATCH %v: code %q, want %q: %s", step.patch, got, step.code, b)
+			}
+		}
+	}
+}
