@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -42,6 +43,26 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 		ID:  "http.reverse_proxy.transport.llm_gate",
 		New: func() caddy.Module { return new(Transport) },
 	}
+}
+
+// UpstreamIdleTimeout is how long the transport keeps an idle connection to
+// the upstream when the config sets no `keepalive`: less than the 5 s after
+// which vLLM's server (uvicorn, `timeout_keep_alive`, and vLLM's
+// VLLM_HTTP_TIMEOUT_KEEP_ALIVE) closes one. With the http transport's 2
+// minutes, a request can take a connection from the pool just as vLLM
+// closes it; Go does not send a POST again, and the client gets a 502.
+const UpstreamIdleTimeout = 4 * time.Second
+
+// Provision sets the idle timeout (UpstreamIdleTimeout) unless the config
+// has one, then provisions the http transport.
+func (t *Transport) Provision(ctx caddy.Context) error {
+	if t.KeepAlive == nil {
+		t.KeepAlive = new(reverseproxy.KeepAlive)
+	}
+	if t.KeepAlive.IdleConnTimeout == 0 {
+		t.KeepAlive.IdleConnTimeout = caddy.Duration(UpstreamIdleTimeout)
+	}
+	return t.HTTPTransport.Provision(ctx)
 }
 
 // directSends counts the requests sent with their body in memory (for tests).

@@ -2,6 +2,7 @@ package handler_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/llmgate/llmgate/handler"
@@ -297,5 +300,42 @@ http://127.0.0.1:{HTTP} {
 	_, err = in.Adapt(site("transport llm_gate {\n\t\t\tbogus_option 1\n\t\t}"))
 	if err == nil || !strings.Contains(err.Error(), "bogus_option") || !strings.Contains(err.Error(), ":4") {
 		t.Errorf("an unknown option: %v", err)
+	}
+}
+
+// TestTransportIdleTimeout: without a `keepalive` of the config's, the
+// transport drops idle upstream connections before vLLM's server does (5 s),
+// so that no request takes one just as vLLM closes it; a config's own
+// keepalive (or none at all) is kept.
+func TestTransportIdleTimeout(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	for _, c := range []struct {
+		block     string
+		idle      time.Duration
+		perHost   int
+		keepAlive bool
+	}{
+		{"llm_gate", handler.UpstreamIdleTimeout, 32, true},
+		{"llm_gate {\n keepalive_idle_conns_per_host 8\n}", handler.UpstreamIdleTimeout, 8, true},
+		{"llm_gate {\n keepalive 30s\n}", 30 * time.Second, 32, true},
+		{"llm_gate {\n keepalive off\n}", handler.UpstreamIdleTimeout, 32, false},
+	} {
+		var tr handler.Transport
+		d := caddyfile.NewTestDispenser(c.block)
+		if err := tr.UnmarshalCaddyfile(d); err != nil {
+			t.Fatalf("%q: %v", c.block, err)
+		}
+		if err := tr.Provision(ctx); err != nil {
+			t.Fatalf("%q: %v", c.block, err)
+		}
+		rt := tr.Transport
+		if rt.IdleConnTimeout != c.idle || rt.MaxIdleConnsPerHost != c.perHost || rt.DisableKeepAlives == c.keepAlive {
+			t.Errorf("%q: idle %v, %d per host, keep-alives off %v; want %v, %d, %v",
+				c.block, rt.IdleConnTimeout, rt.MaxIdleConnsPerHost, rt.DisableKeepAlives, c.idle, c.perHost, !c.keepAlive)
+		}
+	}
+	if handler.UpstreamIdleTimeout >= 5*time.Second {
+		t.Errorf("UpstreamIdleTimeout %v is not below vLLM's 5 s", handler.UpstreamIdleTimeout)
 	}
 }
