@@ -113,7 +113,10 @@ func (b *Bench) startSim(ctx context.Context) error {
 	maxLen := max(131072, b.o.PromptTokens+8192)
 	b.sim, err = b.sup.Start("vllm-sim", b.dir, nil, b.o.SimBin,
 		"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-model", b.o.Model,
-		"-max-model-len", fmt.Sprint(maxLen), "-length", "16", "-record-limit", "-1")
+		"-max-model-len", fmt.Sprint(maxLen), "-length", "16", "-record-limit", "-1",
+		// Connections stay open between rounds, as every site keeps them
+		// (keepalive 2m): no round starts with a storm of dials.
+		"-keep-alive", "0")
 	if err != nil {
 		return err
 	}
@@ -331,8 +334,8 @@ func (b *Bench) settings() []string {
 			o.Streams, o.StreamTokens, o.StreamTPS, o.Chunks, o.Ramp, o.StreamRounds, o.StreamRounds, o.StreamRounds, o.StreamUsers),
 		fmt.Sprintf("bigprompt: %d-token prompt, %d requests per path and round; conversation: %d turns at concurrency %d; users: %d API keys at concurrency %d; store: concurrency %d; split: concurrency %d",
 			o.PromptTokens, o.PromptReqs, o.ConvTurns, o.ConvConc, o.Users, o.UsersConc, o.StoreConc, o.SplitConc),
-		"emulator: internal/vllmsim (cmd/vllm-sim), no recording; Caddy: access log off, error-level logging, reverse_proxy keeps up to " +
-			fmt.Sprint(max(o.Streams, 1024)) + " idle upstream connections on both sites",
+		"emulator: internal/vllmsim (cmd/vllm-sim), no recording, idle connections kept open (-keep-alive 0, where vLLM closes them after 5 s); Caddy: access log off, error-level logging, reverse_proxy keeps up to " +
+			fmt.Sprint(max(o.Streams, 1024)) + " idle upstream connections for 2 minutes on both sites (keepalive 2m)",
 		fmt.Sprintf("reverse_proxy transport: plain http, gate %s", o.GateTransport) + transportNote(o.GateTransport),
 		"requests: every path of a scenario gets the same requests, Authorization header included (an OpenAI SDK always sends one): " +
 			"plain reverse_proxy passes it on to the emulator, the gate checks it and strips it",

@@ -55,9 +55,9 @@ func TestCaddyfile(t *testing.T) {
 			want: map[string][]string{
 				"": {"admin 127.0.0.1:2001", "auto_https off", "protocols h1 h2c", "db /tmp/x/caddy.db", "flush_interval 1s",
 					"plan bench {", "tokens 1000000000000000 per day", "default_plan bench", "level ERROR"},
-				"http://127.0.0.1:2002": {"reverse_proxy 127.0.0.1:2004 {", "keepalive_idle_conns_per_host 1000"},
+				"http://127.0.0.1:2002": {"reverse_proxy 127.0.0.1:2004 {", "keepalive 2m", "keepalive_idle_conns_per_host 1000"},
 				"http://127.0.0.1:2003": {"llm_gate {", "secret 0123456789abcdef0123456789abcdef", "api_keys", "plan bench",
-					"reverse_proxy 127.0.0.1:2004 {", "keepalive_idle_conns_per_host 1000"},
+					"reverse_proxy 127.0.0.1:2004 {", "keepalive 2m", "keepalive_idle_conns_per_host 1000"},
 			},
 			notWant: map[string][]string{
 				"http://127.0.0.1:2002": {"llm_gate", "log"},

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -66,8 +67,12 @@ func fakeSim(args []string) error {
 	fs.IntVar(&cfg.MaxModelLen, "max-model-len", 0, "")
 	fs.IntVar(&cfg.DefaultLength, "length", 0, "")
 	fs.IntVar(&cfg.RecordLimit, "record-limit", 0, "")
+	keep := fs.Duration("keep-alive", 5*time.Second, "")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *keep != 0 {
+		return fmt.Errorf("-keep-alive %v: the bench's emulator must keep idle connections", *keep)
 	}
 	cfg.ModelNames = []string{*model}
 	ln, err := net.Listen("tcp", *addr)

@@ -65,6 +65,7 @@ func parseFlags(args []string, getenv func(string) string) (string, vllmsim.Conf
 	fs.IntVar(&cfg.EmbeddingDim, "embedding-dim", d.EmbeddingDim, "length of embedding vectors")
 	fs.StringVar(&cfg.Version, "version", d.Version, "version reported by GET /version")
 	fs.IntVar(&cfg.RecordLimit, "record-limit", d.RecordLimit, "requests kept for /sim/requests (negative disables recording)")
+	fs.DurationVar(&vllmKeepAlive, "keep-alive", 5*time.Second, "close a connection without a request for this long, as vLLM's server does (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return "", cfg, err
 	}
@@ -102,12 +103,23 @@ func run(args []string, getenv func(string) string) error {
 	return serve(ctx, ln, cfg)
 }
 
+// vllmKeepAlive is how long the emulator keeps a connection without a
+// request open (-keep-alive; 0: for ever).
+var vllmKeepAlive = 5 * time.Second
+
 // serve runs the emulator on ln until ctx ends, then shuts down gracefully:
 // streams in flight get a few seconds to finish.
 func serve(ctx context.Context, ln net.Listener, cfg vllmsim.Config) error {
 	sim := vllmsim.New(cfg)
 	eff := sim.Config()
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	// vLLM's server (uvicorn) closes a connection that carries no request
+	// for 5 s (timeout_keep_alive, VLLM_HTTP_TIMEOUT_KEEP_ALIVE), the first
+	// one included: a proxy that keeps idle connections longer meets that
+	// close here as it would there. -keep-alive 0 closes none.
+	srv := &http.Server{Handler: sim}
+	if vllmKeepAlive > 0 {
+		srv.ReadHeaderTimeout, srv.IdleTimeout = vllmKeepAlive, vllmKeepAlive
+	}
 	log.Printf("vllm-sim listening on http://%s (models %s, max_model_len %d, ttft %s, tps %g, chunk %d, length %d)",
 		ln.Addr(), strings.Join(eff.ModelNames, ","), eff.MaxModelLen, eff.TTFT, eff.TokensPerSecond, eff.TokensPerChunk, eff.DefaultLength)
 	errc := make(chan error, 1)

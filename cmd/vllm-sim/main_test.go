@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -87,5 +89,54 @@ func TestRunBadAddress(t *testing.T) {
 	}
 	if err := run([]string{"-bogus"}, func(string) string { return "" }); err == nil {
 		t.Fatal("bad flag accepted")
+	}
+}
+
+// TestServeClosesIdle: as vLLM's server does, the emulator closes a
+// keep-alive connection left idle for its keep-alive timeout, and keeps it
+// while requests follow each other sooner.
+func TestServeClosesIdle(t *testing.T) {
+	defer func(d time.Duration) { vllmKeepAlive = d }(vllmKeepAlive)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cfg, _ := parseFlags([]string{"-length", "3", "-keep-alive", "300ms"}, func(string) string { return "" })
+	if vllmKeepAlive != 300*time.Millisecond {
+		t.Fatalf("-keep-alive 300ms: %v", vllmKeepAlive)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go serve(ctx, ln, cfg)
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	ask := func() {
+		t.Helper()
+		body := `{"prompt":"hi"}`
+		fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("status %d, close %v", resp.StatusCode, resp.Close)
+		}
+	}
+	ask()
+	time.Sleep(vllmKeepAlive / 3)
+	ask() // the same connection, still open
+	idle := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("reading the idle connection: %v, want EOF", err)
+	}
+	if waited := time.Since(idle); waited < vllmKeepAlive/2 {
+		t.Fatalf("closed after %v idle, before the keep-alive timeout %v", waited, vllmKeepAlive)
 	}
 }
