@@ -142,25 +142,33 @@ func TestFlushReusesRecords(t *testing.T) {
 	}
 }
 
+// keyedState is a State whose user u has the API key k1 (hash {1}), and
+// that key as the State's cache gives it.
+func keyedState(t *testing.T, u *store.User) (*State, *APIKey) {
+	t.Helper()
+	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
+	t.Cleanup(func() { s.Destruct() })
+	if err := s.PutUser(u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutKey(&store.Key{ID: "k1", UserID: u.ID, Hash: [32]byte{1}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.KeyByHash([32]byte{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, k
+}
+
 // TestKeyLastUsedGrain: a key's last-used time reaches the store on its
 // first use, then again only once it is a minute older than what was
 // written; a use older than the last one queued (a request that started
 // earlier) changes nothing.
 func TestKeyLastUsedGrain(t *testing.T) {
-	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
-	defer s.Destruct()
+	s, k := keyedState(t, &store.User{ID: "a"})
 	s.configure(time.Hour, 0)
 	db, err := s.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.PutUser(&store.User{ID: "a"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.PutKey(&store.Key{ID: "k1", UserID: "a", Hash: [32]byte{1}, Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	k, err := s.KeyByHash([32]byte{1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,20 +206,9 @@ func TestKeyLastUsedGrain(t *testing.T) {
 
 // TestKeyUserFollowsChanges: a key's requests take its user from the key's
 // entry, and see every change to the user from the request after it on
-// (disabled, plan changed, deleted and created again).
+// (disabled, another user changed, replaced, deleted).
 func TestKeyUserFollowsChanges(t *testing.T) {
-	s := newState(filepath.Join(t.TempDir(), "g.db"), zap.NewNop())
-	defer s.Destruct()
-	if err := s.PutUser(&store.User{ID: "a", Plan: "free"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutKey(&store.Key{ID: "k1", UserID: "a", Hash: [32]byte{1}, Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	k, err := s.KeyByHash([32]byte{1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, k := keyedState(t, &store.User{ID: "a", Plan: "free"})
 	user := func() *store.User {
 		t.Helper()
 		u, err := s.KeyUser(k)

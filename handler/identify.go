@@ -16,7 +16,6 @@ import (
 // caller is who a request comes from and what they are held to.
 type caller struct {
 	user   *store.User
-	keyID  string
 	key    *gate.APIKey // nil for a JWT
 	claims gate.Claims
 	eff    gate.Effective
@@ -25,6 +24,14 @@ type caller struct {
 	model              string
 	prompt, completion int64
 	estimated, settled bool
+}
+
+// keyID is the id of the request's API key, "" for a JWT.
+func (c *caller) keyID() string {
+	if c.key == nil {
+		return ""
+	}
+	return c.key.ID
 }
 
 // placeholder answers the {http.llm_gate.*} placeholders.
@@ -37,7 +44,7 @@ func (c *caller) placeholder(key string) (any, bool) {
 	case "user":
 		return c.user.ID, true
 	case "key_id":
-		return c.keyID, true
+		return c.keyID(), true
 	case "plan":
 		return c.eff.Plan, true
 	case "model":
@@ -87,7 +94,7 @@ func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) 
 			}
 			return nil, errInvalidKey()
 		}
-		c.user, c.keyID, c.key = u, k.ID, k
+		c.user, c.key = u, k
 	case h.verifier != nil:
 		id, err := h.verifier.VerifyAt(tok, now)
 		if err != nil {

@@ -330,7 +330,7 @@ func (x *exchange) promptCount(req *meter.Request) int64 {
 // record is the request's record before its outcome: who, what, when.
 func (x *exchange) record() store.Record {
 	return store.Record{
-		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID, Model: x.model,
+		Time: x.start, User: x.c.user.ID, KeyID: x.c.keyID(), Model: x.model,
 		Endpoint: x.ep.String(), Plan: x.c.eff.Plan,
 	}
 }

@@ -44,7 +44,7 @@ func (h *Handler) serveSelf(w http.ResponseWriter, r *http.Request, c *caller) e
 		MaxParallel int          `json:"max_parallel,omitempty"`
 		InFlight    int          `json:"in_flight"`
 		Windows     []SelfWindow `json:"windows"`
-	}{User: c.user.ID, Plan: c.eff.Plan, KeyID: c.keyID, Models: c.eff.Models,
+	}{User: c.user.ID, Plan: c.eff.Plan, KeyID: c.keyID(), Models: c.eff.Models,
 		MaxParallel: c.eff.Limits.MaxParallel, InFlight: h.state.Engine.InFlight(c.user.ID), Windows: []SelfWindow{}}
 	for _, s := range st {
 		out.Windows = append(out.Windows, SelfWindow{Window: s.Window.String(), Kind: s.Kind, Limit: s.Limit,

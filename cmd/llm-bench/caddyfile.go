@@ -56,10 +56,10 @@ func (c CaddyConfig) Caddyfile() string {
 	fmt.Fprintf(&b, "\t\tplan %s {\n\t\t\ttokens 1000000000000000 per day\n\t\t}\n", benchPlan)
 	fmt.Fprintf(&b, "\t\tdefault_plan %s\n\t}\n}\n", benchPlan)
 
-	// The same keepalive on every transport (http's default; transport
-	// llm_gate's is 4 s, below vLLM's 5 s, which the bench's emulator does
-	// not keep: -keep-alive 0), so that every path keeps its connections
-	// between rounds alike.
+	// Every transport keeps idle connections 2 minutes (http's default;
+	// transport llm_gate's is 4 s, below vLLM's 5 s, which the bench's
+	// emulator does not apply: -keep-alive 0), so that every path keeps its
+	// connections between rounds alike.
 	proxy := func(transport string) string {
 		return fmt.Sprintf("\treverse_proxy %s {\n\t\ttransport %s {\n\t\t\tkeepalive 2m\n\t\t\tkeepalive_idle_conns_per_host %d\n\t\t}\n\t}\n",
 			c.Upstream, transport, max(c.IdleConnsPerHost, 1))
