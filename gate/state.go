@@ -531,6 +531,8 @@ func (s *State) KeyUsed(k *APIKey, at time.Time) {
 	if s.pending.KeyLastUsed == nil {
 		s.pending.KeyLastUsed = make(map[string]time.Time)
 	}
+	// Two uses a minute apart can pass their CAS in order and reach this
+	// lock in the other: the later time stays.
 	if prev, ok := s.pending.KeyLastUsed[k.ID]; !ok || at.After(prev) {
 		s.pending.KeyLastUsed[k.ID] = at
 	}
