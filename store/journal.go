@@ -8,12 +8,13 @@ import (
 )
 
 // The journal keeps what commits change in the counters and agg buckets
-// as one value per commit, appended, and folds it into those buckets every
+// as values of half a page or less appended at its end (a commit's in key
+// order, each decoding on its own), and folds it into those buckets every
 // foldEvery commits. Those buckets are keyed by user: with many users, each
 // commit's puts land on most of their pages, and bbolt rewrites (and writes
 // to disk) every page a commit touches. Appending a commit's changes costs
-// one value at the end of a bucket; a fold writes each user's latest state
-// and summed deltas once for many commits.
+// its own bytes at the end of a bucket; a fold writes each user's latest
+// state and summed deltas once for many commits.
 //
 // Readers see the journal as if it were folded: Usage adds the deltas of the
 // entries it reads in the same transaction as the aggregates, and
@@ -31,32 +32,80 @@ var (
 )
 
 // encodeJournal encodes one commit's counters (an empty state deletes) and
-// aggregate deltas: format byte; count, then user and state per counter;
-// count, then key and the five sums per delta.
-func encodeJournal(counters map[string][]byte, users []string, deltas []aggDelta) []byte {
-	size := 1 + 2*binary.MaxVarintLen64
-	for _, u := range users {
-		size += 2*binary.MaxVarintLen64 + len(u) + len(counters[u])
+// aggregate deltas as journal values of at most limit bytes each (but for a
+// counter or delta larger alone, which takes a value of its own), returned
+// end to end in one buffer with the offset where each ends. A value is
+// format byte; count, then user and state per counter; count, then key and
+// the five sums per delta. The counters come first, in users' order, then
+// the deltas; every value decodes on its own.
+//
+// Values of a page's half or less keep a commit from rewriting the
+// commits before it: bbolt rewrites a leaf whole when a put lands in it, and
+// never splits a leaf of four entries or fewer, so one value per commit (half
+// a megabyte with 3,000 users) shared its leaf with the three or so before
+// it, and a commit wrote three to five times its own bytes.
+func encodeJournal(counters map[string][]byte, users []string, deltas []aggDelta, limit int) ([]byte, []int) {
+	size := func(i int) int {
+		if i < len(users) {
+			u := users[i]
+			st := counters[u]
+			return uvarintLen(uint64(len(u))) + len(u) + uvarintLen(uint64(len(st))) + len(st)
+		}
+		d := &deltas[i-len(users)]
+		return uvarintLen(uint64(len(d.key))) + len(d.key) + d.sums.size()
 	}
-	for i := range deltas {
-		size += 6*binary.MaxVarintLen64 + len(deltas[i].key)
+	// Where each value's items end, and the bytes they take.
+	const header = 1 + 2*binary.MaxVarintLen32
+	n := len(users) + len(deltas)
+	var cuts []int
+	total, used := 0, 0
+	for i := range n {
+		sz := size(i)
+		if used > 0 && header+used+sz > limit {
+			cuts = append(cuts, i)
+			used = 0
+		}
+		used += sz
+		total += sz
 	}
-	e := encoder{b: make([]byte, 0, size)}
-	e.byte(journalFormat)
-	e.uvarint(uint64(len(users)))
-	for _, u := range users {
-		e.str(u)
-		e.uvarint(uint64(len(counters[u])))
-		e.b = append(e.b, counters[u]...)
+	cuts = append(cuts, n)
+
+	e := encoder{b: make([]byte, 0, total+len(cuts)*header)}
+	ends := make([]int, 0, len(cuts))
+	from := 0
+	for _, to := range cuts {
+		cFrom, cTo := min(from, len(users)), min(to, len(users))
+		dFrom, dTo := max(from, len(users))-len(users), max(to, len(users))-len(users)
+		e.byte(journalFormat)
+		e.uvarint(uint64(cTo - cFrom))
+		for _, u := range users[cFrom:cTo] {
+			e.str(u)
+			e.uvarint(uint64(len(counters[u])))
+			e.b = append(e.b, counters[u]...)
+		}
+		e.uvarint(uint64(dTo - dFrom))
+		for i := dFrom; i < dTo; i++ {
+			d := &deltas[i]
+			e.uvarint(uint64(len(d.key)))
+			e.b = append(e.b, d.key...)
+			e.b = d.sums.append(e.b)
+		}
+		ends = append(ends, len(e.b))
+		from = to
 	}
-	e.uvarint(uint64(len(deltas)))
-	for i := range deltas {
-		d := &deltas[i]
-		e.uvarint(uint64(len(d.key)))
-		e.b = append(e.b, d.key...)
-		e.b = d.sums.append(e.b)
+	return e.b, ends
+}
+
+// journalValues calls f with each of the values encodeJournal returned.
+func journalValues(buf []byte, ends []int, f func(v []byte) error) error {
+	start := 0
+	for _, end := range ends {
+		if err := f(buf[start:end:end]); err != nil {
+			return err
+		}
+		start = end
 	}
-	return e.b
+	return nil
 }
 
 // decodeJournal calls counter and delta for each part of a journal value in
@@ -93,18 +142,24 @@ func walkJournal(v []byte, counter func(user []byte, state []byte), delta func([
 	return d.done()
 }
 
-// journalPut appends value to the journal and folds it when it has grown to
-// foldEvery entries or foldBytes bytes. It reports whether it folded.
-func journalPut(tx *bolt.Tx, value []byte, entries, size int) (folded bool, err error) {
+// journalPut appends one commit's values (buf, ends: see encodeJournal) to
+// the journal and folds it when it has grown to foldEvery commits or
+// foldBytes bytes. It reports whether it folded.
+func journalPut(tx *bolt.Tx, buf []byte, ends []int, commits, size int) (folded bool, err error) {
 	jb := tx.Bucket(bucketJournal)
-	seq, err := jb.NextSequence()
+	keys := make([]byte, 0, 8*len(ends)) // the values' keys, cut from one buffer
+	err = journalValues(buf, ends, func(v []byte) error {
+		seq, err := jb.NextSequence()
+		if err != nil {
+			return err
+		}
+		keys = binary.BigEndian.AppendUint64(keys, seq)
+		return jb.Put(keys[len(keys)-8:], v)
+	})
 	if err != nil {
 		return false, err
 	}
-	if err := jb.Put(binary.BigEndian.AppendUint64(nil, seq), value); err != nil {
-		return false, err
-	}
-	if entries+1 < foldEvery && size+len(value) < foldBytes {
+	if commits+1 < foldEvery && size+len(buf) < foldBytes {
 		return false, nil
 	}
 	return true, fold(tx)
@@ -175,20 +230,20 @@ func fold(tx *bolt.Tx) error {
 // Store's jmu after each commit.
 type journalCounters struct {
 	latest  map[string][]byte
-	entries int // in the journal
+	commits int // whose values the journal holds
 	size    int // bytes of their values
 }
 
-// committed notes a commit's journal entry, value, which holds the states
-// of users in order, or the fold it caused. The states it keeps point into
-// value, which is the Store's own.
-func (j *journalCounters) committed(users []string, value []byte, folded bool) {
+// committed notes a commit's journal values (buf, ends), which hold the
+// states of users in order, or the fold it caused. The states it keeps
+// point into buf, which is the Store's own.
+func (j *journalCounters) committed(users []string, buf []byte, ends []int, folded bool) {
 	if folded {
 		j.reset()
 		return
 	}
-	j.entries++
-	j.size += len(value)
+	j.commits++
+	j.size += len(buf)
 	if len(users) == 0 {
 		return
 	}
@@ -196,10 +251,12 @@ func (j *journalCounters) committed(users []string, value []byte, folded bool) {
 		j.latest = make(map[string][]byte, len(users))
 	}
 	i := 0
-	_ = walkJournal(value, func(_, state []byte) {
-		j.latest[users[i]] = state // users[i] is the key: no string per user
-		i++
-	}, nil)
+	_ = journalValues(buf, ends, func(v []byte) error {
+		return walkJournal(v, func(_, state []byte) {
+			j.latest[users[i]] = state // users[i] is the key: no string per user
+			i++
+		}, nil)
+	})
 }
 
 func (j *journalCounters) reset() { *j = journalCounters{} }

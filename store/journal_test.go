@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -258,13 +260,13 @@ func TestJournalDamagedEntry(t *testing.T) {
 	setFoldEvery(t, 100)
 	s := newStore(t)
 	deltas := aggregate([]Record{{Time: t0, User: "bob", Model: "m", PromptTokens: 5, CompletionTokens: 1}}, 0)
-	valid := encodeJournal(map[string][]byte{"bob": {7}}, []string{"bob"}, deltas)
+	valid, _ := encodeJournal(map[string][]byte{"bob": {7}}, []string{"bob"}, deltas, s.blockBytes)
 	if err := s.PutUser(&User{ID: "bob"}); err != nil {
 		t.Fatal(err)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, v := range [][]byte{valid[:len(valid)-1], {9, 9}, valid} {
-			if _, err := journalPut(tx, v, 0, 0); err != nil {
+			if _, err := journalPut(tx, v, []int{len(v)}, 0, 0); err != nil {
 				return err
 			}
 		}
@@ -394,5 +396,109 @@ func TestJournalConcurrent(t *testing.T) {
 		if c, _ := s.LoadCounters(u); len(c) != 1 || c[0] != commits-1 {
 			t.Errorf("counters of %s: %v, want [%d]", u, c, commits-1)
 		}
+	}
+}
+
+// encodeJournal cuts a commit into values of at most limit bytes (one item
+// larger than that alone in a value of its own), each of which decodes on
+// its own, and which together hold every counter and delta in order.
+func TestJournalValues(t *testing.T) {
+	var users []string
+	counters := map[string][]byte{}
+	var recs []Record
+	for i := range 300 {
+		u := fmt.Sprintf("user%03d", i)
+		users = append(users, u)
+		counters[u] = bytes.Repeat([]byte{byte(i)}, i%90)
+		recs = append(recs, Record{Time: t0, User: u, Model: "m", PromptTokens: int64(i) << 20, CompletionTokens: 1})
+	}
+	counters["user007"] = bytes.Repeat([]byte{7}, 5000) // larger than a value
+	counters["user008"] = nil                           // a deletion
+	deltas := aggregate(recs, 0)
+	for _, limit := range []int{64, 300, 2008, 1 << 20} {
+		buf, ends := encodeJournal(counters, users, deltas, limit)
+		if ends[len(ends)-1] != len(buf) {
+			t.Fatalf("limit %d: values end at %d of %d bytes", limit, ends[len(ends)-1], len(buf))
+		}
+		var gotUsers []string
+		var gotDeltas []aggDelta
+		values := 0
+		err := journalValues(buf, ends, func(v []byte) error {
+			values++
+			items := 0
+			err := decodeJournal(v, func(user, state []byte) {
+				items++
+				if u := string(user); !bytes.Equal(state, counters[u]) {
+					t.Errorf("limit %d: %s's state %d bytes, want %d", limit, u, len(state), len(counters[u]))
+				}
+				gotUsers = append(gotUsers, string(user))
+			}, func(key []byte, s *sums) {
+				items++
+				gotDeltas = append(gotDeltas, aggDelta{key: bytes.Clone(key), sums: *s})
+			})
+			if len(v) > limit && items > 1 {
+				t.Errorf("limit %d: a value of %d bytes holds %d items", limit, len(v), items)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("limit %d: %v", limit, err)
+		}
+		if !reflect.DeepEqual(gotUsers, users) || !reflect.DeepEqual(gotDeltas, deltas) {
+			t.Errorf("limit %d: the values hold %d counters and %d deltas, not the %d and %d given in order", limit, len(gotUsers), len(gotDeltas), len(users), len(deltas))
+		}
+		if limit == 2008 && values < len(buf)/limit {
+			t.Errorf("limit %d: %d values for %d bytes", limit, values, len(buf))
+		}
+	}
+}
+
+// A commit writes its own part of the journal, not the commits' before it
+// again: with many users' counters a commit's journal entry is hundreds of
+// kilobytes, and the leaf it lands in used to hold the three or four entries
+// before it, all rewritten (bbolt rewrites a leaf whole). Counted with
+// bbolt's bytes of pages allocated per transaction.
+func TestJournalAppendOnly(t *testing.T) {
+	setFoldEvery(t, 100)
+	s := newStore(t)
+	const users = 500
+	var ids []string
+	for i := range users {
+		id := fmt.Sprintf("user%04d", i)
+		ids = append(ids, id)
+		if err := s.PutUser(&User{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c := range 10 {
+		counters := make(map[string][]byte, users)
+		for _, id := range ids {
+			counters[id] = bytes.Repeat([]byte{byte(c)}, 200)
+		}
+		st := s.db.Stats().TxStats
+		before := st.GetPageAlloc()
+		size := s.j.size
+		if err := s.Commit(&Batch{Counters: counters}); err != nil {
+			t.Fatal(err)
+		}
+		st = s.db.Stats().TxStats
+		alloc, own := st.GetPageAlloc()-before, s.j.size-size
+		if c > 0 && alloc > 2*int64(own) {
+			t.Errorf("commit %d: %d KiB of pages for its %d KiB of journal", c, alloc>>10, own>>10)
+		}
+	}
+	if s.j.commits != 10 || journalLen(t, s) < 10*users*200/s.blockBytes {
+		t.Errorf("the journal holds %d commits in %d values, want 10 commits in values of at most %d bytes", s.j.commits, journalLen(t, s), s.blockBytes)
+	}
+	for _, id := range ids {
+		if c, err := s.LoadCounters(id); err != nil || !bytes.Equal(c, bytes.Repeat([]byte{9}, 200)) {
+			t.Fatalf("counters of %s: %d bytes, %v", id, len(c), err)
+		}
+	}
+	if err := s.db.Update(fold); err != nil {
+		t.Fatal(err)
+	}
+	if c := rawCounters(t, s, ids[users-1]); !bytes.Equal(c, bytes.Repeat([]byte{9}, 200)) {
+		t.Errorf("folded counters of %s: %v", ids[users-1], c)
 	}
 }

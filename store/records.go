@@ -319,9 +319,10 @@ func (s *Store) Commit(b *Batch) error {
 	defer s.jmu.Unlock()
 	counters := b.Counters
 	var journal []byte
+	var jends []int
 	encode := func() {
 		if len(users) > 0 || len(deltas) > 0 {
-			journal = encodeJournal(counters, users, deltas)
+			journal, jends = encodeJournal(counters, users, deltas, s.blockBytes)
 		}
 	}
 	// A user deleted while the process runs: a flush racing DeleteUser
@@ -370,7 +371,7 @@ func (s *Store) Commit(b *Batch) error {
 		// buckets every foldEvery commits.
 		if journal != nil {
 			var err error
-			if folded, err = journalPut(tx, journal, s.j.entries, s.j.size); err != nil {
+			if folded, err = journalPut(tx, journal, jends, s.j.commits, s.j.size); err != nil {
 				return err
 			}
 		}
@@ -392,7 +393,7 @@ func (s *Store) Commit(b *Batch) error {
 		return commitOpen(tx, b)
 	})
 	if err == nil && journal != nil {
-		s.j.committed(users, journal, folded)
+		s.j.committed(users, journal, jends, folded)
 	}
 	return err
 }

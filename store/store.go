@@ -19,7 +19,7 @@
 //	agg       hour (8-byte big-endian Unix seconds), user id, 0x00, model → sums
 //	records   8-byte big-endian Unix nanoseconds, 8-byte sequence → a block of Records from that one on (binary; version 4, one Record before)
 //	open      8-byte big-endian id → Unix nanoseconds, Record: requests in flight (version 2)
-//	journal   8-byte big-endian sequence → a commit's counters and agg deltas, not yet folded into those buckets (version 3)
+//	journal   8-byte big-endian sequence → counters and agg deltas of a commit (a commit's in one value or more), not yet folded into those buckets (version 3)
 package store
 
 import (

@@ -41,6 +41,12 @@ func satAdd(a, b int64) int64 {
 
 func (s *sums) encode() []byte { return s.append(make([]byte, 0, 5*binary.MaxVarintLen64)) }
 
+// size is how many bytes append adds.
+func (s *sums) size() int {
+	return uvarintLen(uint64(s.requests)) + uvarintLen(uint64(s.prompt)) + uvarintLen(uint64(s.completion)) +
+		uvarintLen(uint64(s.cached)) + uvarintLen(uint64(s.estimated))
+}
+
 // append appends the five sums as uvarints.
 func (s *sums) append(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(s.requests))
