@@ -313,7 +313,12 @@ func (s *Store) Commit(b *Batch) error {
 	}
 	deltas := aggregate(b.Records, int(s.aggGroups.Load()))
 	s.aggGroups.Store(int64(len(deltas)))
-	users := sortedKeys(b.Counters)
+	// The journal takes counters and sums in any order (a fold sorts
+	// them), so neither is sorted here.
+	users := make([]string, 0, len(b.Counters))
+	for u := range b.Counters {
+		users = append(users, u)
+	}
 
 	s.jmu.Lock()
 	defer s.jmu.Unlock()

@@ -103,8 +103,8 @@ type aggDelta struct {
 	sums
 }
 
-// aggregate sums records per aggregate key, sorted by key so the
-// transaction walks the tree in order.
+// aggregate sums records per aggregate key, in the order of each key's
+// first record.
 // groups, if known, is about how many keys there are (the last commit's
 // count): the map is made that size at once rather than grown.
 func aggregate(recs []Record, groups int) []aggDelta {
@@ -138,7 +138,6 @@ func aggregate(recs []Record, groups int) []aggDelta {
 		}
 		s.add(&one)
 	}
-	slices.SortFunc(out, func(a, b aggDelta) int { return bytes.Compare(a.key, b.key) })
 	return out
 }
 
