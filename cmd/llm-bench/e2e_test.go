@@ -54,6 +54,8 @@ func TestRunEndToEnd(t *testing.T) {
 		"— latency p50, interleaved (µs) gate − plain", "— latency p99, interleaved (µs) gate − plain", "— TTFT p99, mixed (µs) gate − plain",
 		"concurrency 16 — throughput, sliced (req/s) gate/plain", "concurrency 4 — throughput, sliced (req/s) gate/plain",
 		"— throughput, sliced (req/s) gate 30 keys/plain",
+		// What the many users cost beyond one user's gate.
+		"| throughput, sliced (req/s), 30 keys against 1 JWT user", "gate 30 keys/gate 1 JWT: ",
 		// plain, gate and gate B each in a process of its own, profiled.
 		"Split: plain and gate in Caddy processes of their own, non-streaming, HTTP/1.1, concurrency 4, 5 API keys round-robin",
 		"gate B/gate", "gate B − gate", "CPU profile of gate over the first sliced round",

@@ -1061,6 +1061,8 @@ func (b *Bench) scenarioUsers(ctx context.Context) error {
 	t.Rows = append(t.Rows, (&Row{Metric: "throughput (req/s), gate with 1 JWT user", Vals: only(perRound(res, Window.Rate), pathPlain, gate1)}).Ratio(gate1, pathPlain, nil))
 	t.Rows = append(t.Rows, slicedRows(sliced, pathPlain, gateKeys, cpuPaths, AtLeast(0.95, ""))...)
 	t.Rows = append(t.Rows, (&Row{Metric: "throughput, sliced (req/s), gate with 1 JWT user", Vals: only(perRound(sliced, Window.Rate), pathPlain, gate1)}).Ratio(gate1, pathPlain, nil))
+	// What the many users cost beyond the gate's own work with one.
+	t.Rows = append(t.Rows, (&Row{Metric: fmt.Sprintf("throughput, sliced (req/s), %d keys against 1 JWT user", n), Vals: only(perRound(sliced, Window.Rate), gate1, gateKeys)}).Ratio(gateKeys, gate1, nil))
 	t.Notes = []string{slicedNote(slice), fmt.Sprintf("Setting up the %d users and keys through the admin API took %v (%.0f users/s, one PUT and one POST each).", n, took.Round(time.Millisecond), float64(n)/took.Seconds())}
 	b.tables = append(b.tables, t)
 	return nil
