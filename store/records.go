@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -315,10 +316,7 @@ func (s *Store) Commit(b *Batch) error {
 	s.aggGroups.Store(int64(len(deltas)))
 	// The journal takes counters and sums in any order (a fold sorts
 	// them), so neither is sorted here.
-	users := make([]string, 0, len(b.Counters))
-	for u := range b.Counters {
-		users = append(users, u)
-	}
+	users := slices.AppendSeq(make([]string, 0, len(b.Counters)), maps.Keys(b.Counters))
 
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
