@@ -415,7 +415,8 @@ func TestJournalValues(t *testing.T) {
 	counters["user007"] = bytes.Repeat([]byte{7}, 5000) // larger than a value
 	counters["user008"] = nil                           // a deletion
 	deltas := aggregate(recs, 0)
-	for _, limit := range []int{64, 300, 2008, 1 << 20} {
+	page := blockBytes(4096) // what a store of 4 KiB pages cuts at
+	for _, limit := range []int{64, 300, page, 1 << 20} {
 		buf, ends := encodeJournal(counters, users, deltas, limit)
 		if ends[len(ends)-1] != len(buf) {
 			t.Fatalf("limit %d: values end at %d of %d bytes", limit, ends[len(ends)-1], len(buf))
@@ -447,7 +448,7 @@ func TestJournalValues(t *testing.T) {
 		if !reflect.DeepEqual(gotUsers, users) || !reflect.DeepEqual(gotDeltas, deltas) {
 			t.Errorf("limit %d: the values hold %d counters and %d deltas, not the %d and %d given in order", limit, len(gotUsers), len(gotDeltas), len(users), len(deltas))
 		}
-		if limit == 2008 && values < len(buf)/limit {
+		if limit == page && values < len(buf)/limit {
 			t.Errorf("limit %d: %d values for %d bytes", limit, values, len(buf))
 		}
 	}
