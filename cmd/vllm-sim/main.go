@@ -72,6 +72,9 @@ func parseFlags(args []string, getenv func(string) string) (string, vllmsim.Conf
 	if fs.NArg() > 0 {
 		return "", cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	if vllmKeepAlive < 0 {
+		return "", cfg, fmt.Errorf("-keep-alive %v: must be 0 (never close) or more", vllmKeepAlive)
+	}
 	cfg.ModelNames = nil
 	for _, m := range strings.Split(*models, ",") {
 		if m = strings.TrimSpace(m); m != "" {

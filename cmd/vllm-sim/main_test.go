@@ -43,7 +43,7 @@ func TestParseFlags(t *testing.T) {
 	if _, cfg, _ := parseFlags([]string{"-api-key", "flag", "-api-key", "second"}, env(map[string]string{"VLLM_API_KEY": "envkey"})); cfg.APIKey != "flag" || len(cfg.APIKeys) != 1 || cfg.APIKeys[0] != "second" {
 		t.Errorf("flags must win over the environment: %q %q", cfg.APIKey, cfg.APIKeys)
 	}
-	for _, args := range [][]string{{"-tps", "fast"}, {"extra"}, {"-nope"}} {
+	for _, args := range [][]string{{"-tps", "fast"}, {"extra"}, {"-nope"}, {"-keep-alive", "-1s"}} {
 		if _, _, err := parseFlags(args, env(nil)); err == nil {
 			t.Errorf("%v accepted", args)
 		}
