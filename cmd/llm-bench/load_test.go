@@ -306,6 +306,33 @@ func TestMixedStreams(t *testing.T) {
 	}
 }
 
+// TestTurnOf: streams started in turn alternate the order of the targets, so
+// that over every two turns each target's streams start on average at the
+// same index (in a fixed order the last target's would start paths−1 later).
+func TestTurnOf(t *testing.T) {
+	var got []int
+	for i := range 8 {
+		got = append(got, turnOf(i, 2))
+	}
+	if want := []int{0, 1, 1, 0, 0, 1, 1, 0}; !slices.Equal(got, want) {
+		t.Errorf("two targets: %v, want %v", got, want)
+	}
+	for _, paths := range []int{1, 2, 3, 4} {
+		n := 2 * paths * 50
+		count, sum := make([]int, paths), make([]int, paths)
+		for i := range n {
+			k := turnOf(i, paths)
+			count[k]++
+			sum[k] += i
+		}
+		for k := range paths {
+			if count[k] != n/paths || sum[k] != sum[0] {
+				t.Errorf("%d targets: target %d has %d streams, indexes summing to %d; target 0 %d, %d", paths, k, count[k], sum[k], count[0], sum[0])
+			}
+		}
+	}
+}
+
 func TestStreams(t *testing.T) {
 	srv := simServer(t)
 	var errs ErrorLog
