@@ -820,7 +820,7 @@ func streamTable(o Options, chunk int, cols []string, res map[string][]streamSam
 	t.Notes = []string{
 		"TTFT is the time from sending the request to the first SSE data event; inter-chunk delay is the time between consecutive data events of a stream. " +
 			"\"added … vs direct\" is the proxied path's figure minus direct's in the same round. " +
-			fmt.Sprintf("The mixed rows come from rounds of their own: %d streams, plain's and gate's started in turn, running side by side, so that both meet the same load; ", o.Streams) +
+			fmt.Sprintf("The mixed rows come from rounds of their own: %d streams, plain's and gate's started in turn (which of a pair starts first alternating), running side by side, so that both meet the same load; ", o.Streams) +
 			"the TTFT target is held to what the gate adds there on top of plain Caddy. " +
 			"The split mixed rows come from as many rounds again, the same streams served by two Caddy processes, plain's and gate's, " +
 			"so that each path's Caddy CPU is a process's own over the same seconds; the CPU target is held to them " +
