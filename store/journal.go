@@ -7,14 +7,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The journal keeps what commits change in the counters and agg buckets
-// as values of half a page or less appended at its end (a commit's in key
-// order, each decoding on its own), and folds it into those buckets every
-// foldEvery commits. Those buckets are keyed by user: with many users, each
-// commit's puts land on most of their pages, and bbolt rewrites (and writes
-// to disk) every page a commit touches. Appending a commit's changes costs
-// its own bytes at the end of a bucket; a fold writes each user's latest
-// state and summed deltas once for many commits.
+// The journal keeps what commits change in the counters and agg buckets as
+// values of half a page or less appended at its end (a commit's under
+// consecutive keys, each decoding on its own), and folds it into those
+// buckets every foldEvery commits. Those buckets are keyed by user: with
+// many users, each commit's puts land on most of their pages, and bbolt
+// rewrites (and writes to disk) every page a commit touches. Appending a
+// commit's changes costs its own bytes at the end of a bucket; a fold writes
+// each user's latest state and summed deltas once for many commits.
 //
 // Readers see the journal as if it were folded: Usage adds the deltas of the
 // entries it reads in the same transaction as the aggregates, and
@@ -193,7 +193,9 @@ func fold(tx *bolt.Tx) error {
 		return err
 	}
 
-	// In key order, through one cursor per bucket (see Commit).
+	// In key order, so that consecutive puts land on the same or the next
+	// leaf, and through one cursor per bucket (seekValue) rather than the
+	// one Get makes for every key.
 	ab := tx.Bucket(bucketAgg)
 	ac := ab.Cursor()
 	for _, k := range sortedKeys(sumsOf) {

@@ -497,9 +497,9 @@ func Streams(ctx context.Context, t *Target, body []byte, n int, ramp time.Durat
 
 // MixedStreams opens n streaming requests as Streams does, to the targets
 // in turn (see turnOf), and returns one window per target: the targets'
-// streams start in turn and run side by side, so they meet the same load,
-// where separate windows meet the machine in different states. Failures go
-// to errs under label and the target's name.
+// streams run side by side, so they meet the same load, where separate
+// windows meet the machine in different states. Failures go to errs under
+// label and the target's name.
 func MixedStreams(ctx context.Context, ts []*Target, body []byte, n int, ramp time.Duration, minEvents int, errs *ErrorLog, label string) []StreamWindow {
 	labels := make([]string, len(ts))
 	for i, t := range ts {
