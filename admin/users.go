@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -355,10 +354,7 @@ var userFields = map[string]userField{
 			return nil, fmt.Errorf("models must be an array of model names or globs, or null")
 		}
 		for _, g := range globs {
-			if g == "" {
-				return nil, fmt.Errorf("models: empty model name")
-			}
-			if _, err := path.Match(g, ""); err != nil {
+			if err := gate.ValidModelGlob(g); err != nil {
 				return nil, fmt.Errorf("models: bad glob %q: %v", g, err)
 			}
 		}

@@ -3,7 +3,6 @@ package caddyfile
 import (
 	"maps"
 	"math"
-	"path"
 	"slices"
 	"strings"
 
@@ -189,9 +188,8 @@ func parsePlan(d *caddyfile.Dispenser, name string) (*gate.PlanConfig, error) {
 				return nil, err
 			}
 			for _, g := range globs {
-				// Match reports a malformed pattern whatever the name.
-				if _, err := path.Match(g, ""); err != nil {
-					return nil, d.Errf("models: bad glob %q: %v (globs use path.Match syntax, e.g. llama-*)", g, err)
+				if err := gate.ValidModelGlob(g); err != nil {
+					return nil, d.Errf("models: bad glob %q: %v (globs use path.Match syntax, where * and ? match / too, e.g. llama-* or meta-llama/*)", g, err)
 				}
 			}
 			plan.Models = append(plan.Models, globs...)

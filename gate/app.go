@@ -5,7 +5,6 @@ package gate
 
 import (
 	"fmt"
-	"path"
 	"path/filepath"
 	"sort"
 	"time"
@@ -128,7 +127,7 @@ func (a *App) compile() error {
 			}
 		}
 		for _, g := range pc.Models {
-			if _, err := path.Match(g, ""); err != nil {
+			if err := ValidModelGlob(g); err != nil {
 				return fmt.Errorf("llm_gate: plan %q: bad model glob %q: %w", name, g, err)
 			}
 		}
@@ -266,14 +265,14 @@ func budgetWindow(l quota.Limits, def quota.Window) quota.Window {
 	return def
 }
 
-// ModelAllowed reports whether model matches one of the globs; no globs
-// allow every model.
+// ModelAllowed reports whether model matches one of the globs (see
+// MatchModel); no globs allow every model.
 func ModelAllowed(globs []string, model string) bool {
 	if len(globs) == 0 {
 		return true
 	}
 	for _, g := range globs {
-		if ok, _ := path.Match(g, model); ok {
+		if MatchModel(g, model) {
 			return true
 		}
 	}

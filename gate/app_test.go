@@ -82,3 +82,32 @@ func TestModelAllowed(t *testing.T) {
 		t.Fatal("ModelAllowed")
 	}
 }
+
+func TestMatchModel(t *testing.T) {
+	for _, c := range []struct {
+		glob, model string
+		want        bool
+	}{
+		{"*", "meta-llama/Llama-3.1-8B-Instruct", true},
+		{"*Llama*", "meta-llama/Llama-3.1-8B-Instruct", true},
+		{"meta-llama/*", "meta-llama/Llama-3.1-8B-Instruct", true},
+		{"meta-llama/*", "Qwen/Qwen3-8B", false},
+		{"meta-llama?Llama*", "meta-llama/Llama-3", true},
+		{`meta-llama\/*`, "meta-llama/Llama-3", true},
+		{"meta-llama[/]*", "meta-llama/Llama-3", true},
+		{"llama-*", "llama-3", true},
+		{"llama-*", "meta-llama/llama-3", false},
+		{"qwen-?", "qwen-22", false},
+		{"*", "a\x00b", false},
+		{"[", "[", false},
+	} {
+		if got := MatchModel(c.glob, c.model); got != c.want {
+			t.Errorf("MatchModel(%q, %q) = %v", c.glob, c.model, got)
+		}
+	}
+	for g, ok := range map[string]bool{"*": true, "meta-llama/*": true, "": false, "[": false, `a\`: false, "a\x00": false} {
+		if err := ValidModelGlob(g); (err == nil) != ok {
+			t.Errorf("ValidModelGlob(%q) = %v", g, err)
+		}
+	}
+}

@@ -14,8 +14,9 @@ type PlanConfig struct {
 	Requests []WindowLimit `json:"requests,omitempty"`
 	// How many requests of one user may run at once. 0 means no limit.
 	MaxParallel int `json:"max_parallel,omitempty"`
-	// Globs of the model names the plan allows (path.Match syntax, e.g.
-	// "llama-*"). Empty allows every model.
+	// Globs of the model names the plan allows (path.Match syntax, where *
+	// and ? match '/' too, e.g. "llama-*" or "meta-llama/*"). Empty allows
+	// every model.
 	Models []string `json:"models,omitempty"`
 }
 

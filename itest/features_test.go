@@ -96,7 +96,7 @@ func firstCharge(e *env, user string) int64 {
 // the caller's windows.
 func TestModelsAndSelfService(t *testing.T) {
 	e := newEnv(t, envOpts{
-		sim:    vllmsim.Config{ModelNames: []string{"llama-3", "qwen-2", "mistral-7b"}},
+		sim:    vllmsim.Config{ModelNames: []string{"llama-3", "qwen-2", "mistral-7b", "meta-llama/Llama-3.1-8B"}},
 		global: "plan p {\n\t\t\ttokens 5000 per day\n\t\t\trequests 10 per minute\n\t\t\tmodels llama-* qwen-*\n\t\t}",
 		site:   "plan p",
 	})
@@ -122,6 +122,39 @@ func TestModelsAndSelfService(t *testing.T) {
 		t.Fatalf("%s", b)
 	}
 	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("llama-3", false, map[string]any{"max_tokens": 5})), 200)
+	modelIDs := func(cred string) string {
+		var list struct {
+			Data []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(mustStatus(t, e.get("/v1/models", cred), 200), &list); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range list.Data {
+			ids = append(ids, m.ID)
+		}
+		return strings.Join(ids, ",")
+	}
+	// A user's own globs: "*" allows every model, Hugging Face ids (vLLM's
+	// default served names, with a '/') too, and "meta-llama/*" that org's.
+	for _, c := range []struct{ globs, want string }{
+		{`["*"]`, "llama-3,qwen-2,mistral-7b,meta-llama/Llama-3.1-8B"},
+		{`["meta-llama/*"]`, "meta-llama/Llama-3.1-8B"},
+		{`["*llama*"]`, "llama-3,meta-llama/Llama-3.1-8B"},
+	} {
+		if st := e.admin("PATCH", "/llm_gate/users/lee", json.RawMessage(`{"models":`+c.globs+`}`), nil); st != 200 {
+			t.Fatalf("PATCH models %s: %d", c.globs, st)
+		}
+		if got := modelIDs(tk); got != c.want {
+			t.Fatalf("models %s: listed %s, want %s", c.globs, got, c.want)
+		}
+	}
+	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("meta-llama/Llama-3.1-8B", false, map[string]any{"max_tokens": 5})), 200)
+	if st := e.admin("PATCH", "/llm_gate/users/lee", json.RawMessage(`{"models":null}`), nil); st != 200 {
+		t.Fatalf("PATCH models null: %d", st)
+	}
 	var me struct {
 		User    string `json:"user"`
 		Plan    string `json:"plan"`
@@ -137,18 +170,19 @@ func TestModelsAndSelfService(t *testing.T) {
 	if err := jsonDecode(e.get("/llm_gate/me", tk), &me); err != nil {
 		t.Fatal(err)
 	}
-	recs := e.waitRecords("lee", 1)
+	recs := e.waitRecords("lee", 2)
+	used := recs[0].PromptTokens + recs[0].CompletionTokens + recs[1].PromptTokens + recs[1].CompletionTokens
 	if me.User != "lee" || me.Plan != "p" || len(me.Windows) != 2 {
 		t.Fatalf("self-service %+v", me)
 	}
 	for _, w := range me.Windows {
 		switch w.Kind {
 		case "tokens":
-			if w.Window != "day" || w.Limit != 5000 || w.Used != recs[0].PromptTokens+recs[0].CompletionTokens || w.Remaining != 5000-w.Used || w.ResetsAt == "" {
-				t.Fatalf("tokens window %+v, record %+v", w, recs[0])
+			if w.Window != "day" || w.Limit != 5000 || w.Used != used || w.Remaining != 5000-w.Used || w.ResetsAt == "" {
+				t.Fatalf("tokens window %+v, records %+v", w, recs)
 			}
 		case "requests":
-			if w.Window != "minute" || w.Limit != 10 || w.Used != 1 {
+			if w.Window != "minute" || w.Limit != 10 || w.Used != 2 {
 				t.Fatalf("requests window %+v", w)
 			}
 		}
