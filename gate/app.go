@@ -5,6 +5,7 @@ package gate
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -74,9 +75,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.DB == "" {
 		a.DB = filepath.Join(caddy.AppDataDir(), "llm_gate", "llm_gate.db")
 	}
-	if abs, err := filepath.Abs(a.DB); err == nil {
-		a.DB = abs
+	// {env.*} and {file.*}, as secret and public_key take them: left as
+	// they are, a placeholder would name a directory of its own, and a
+	// store opened from another working directory would start empty.
+	db, err := caddy.NewReplacer().ReplaceOrErr(a.DB, true, true)
+	if err != nil {
+		return fmt.Errorf("llm_gate: db %q: %w", a.DB, err)
 	}
+	if abs, err := filepath.Abs(db); err == nil {
+		db = abs
+	}
+	if fi, err := os.Stat(db); err == nil && fi.IsDir() {
+		return fmt.Errorf("llm_gate: db %s is a directory: name the bbolt file in it (say %s)", db, filepath.Join(db, "llm_gate.db"))
+	}
+	a.DB = db
 	flush, retention := DefaultFlushInterval, DefaultRetention
 	if a.FlushInterval != nil {
 		flush = time.Duration(*a.FlushInterval)

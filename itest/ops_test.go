@@ -244,3 +244,31 @@ func TestStoreOpensAtStart(t *testing.T) {
 	}
 	mustStatus(t, e.post("/v1/chat/completions", token(t, "still", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 3})), 200)
 }
+
+// The db path takes {env.*} placeholders, as secret and public_key do:
+// left as written, {env.X} named a directory of its own under the working
+// directory, and a Caddy started elsewhere found an empty store. A path
+// that is a directory is refused when the config loads, not when the
+// store first opens.
+func TestDBPathPlaceholders(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("LLM_GATE_ITEST_DB_DIR", dir)
+	file := strings.Replace(gateCaddyfile, "db {DB}", "db {env.LLM_GATE_ITEST_DB_DIR}/gate.db", 1)
+	e := newEnv(t, envOpts{file: file})
+	mustStatus(t, e.post("/v1/chat/completions", token(t, "envy", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 3})), 200)
+	if _, err := os.Stat(filepath.Join(dir, "gate.db")); err != nil {
+		t.Fatalf("the store is not where {env.LLM_GATE_ITEST_DB_DIR} points: %v", err)
+	}
+
+	live := strings.NewReplacer("{GLOBAL}", "", "{SITE}", "").Replace(file)
+	for _, c := range []struct{ db, want string }{
+		{"{env.LLM_GATE_ITEST_UNSET}/gate.db", "LLM_GATE_ITEST_UNSET"},
+		{dir, "is a directory"},
+	} {
+		err := e.caddy.Load(strings.Replace(live, "db {env.LLM_GATE_ITEST_DB_DIR}/gate.db", "db "+c.db, 1))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("db %s loaded or failed without saying %q: %v", c.db, c.want, err)
+		}
+	}
+	mustStatus(t, e.post("/v1/chat/completions", token(t, "envy", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 3})), 200)
+}
