@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,7 +69,9 @@ type Handler struct {
 	// uncounted numbers the requests admitted on a bound of their prompt
 	// whose usage the upstream reported, to count one in estimateEvery.
 	uncounted *atomic.Uint64
-	logger    *zap.Logger
+	// twice warns once that a request reached this gate identified.
+	twice  *sync.Once
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,6 +108,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.hide = h.UsageChunk == "hide"
 	h.modelLens = &modelLens{}
 	h.uncounted = new(atomic.Uint64)
+	h.twice = new(sync.Once)
 	if h.JWT != nil {
 		cfg, err := h.JWT.verifierConfig(h.logger)
 		if err != nil {
@@ -160,6 +164,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	start := time.Now()
 	c, aerr := h.identify(r, start)
 	if aerr != nil {
+		if aerr.Code == "missing_api_key" && identified(r) {
+			// A second llm_gate on the request's way (twice in a site):
+			// the first took the credential and meters the request.
+			h.twice.Do(func() {
+				h.logger.Warn("llm_gate handles a request a previous llm_gate already identified: it passes it on; use llm_gate once per route")
+			})
+			return next.ServeHTTP(w, r)
+		}
 		h.countOutcome(outcomeFor(aerr))
 		aerr.write(w, r)
 		return nil
@@ -191,6 +203,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveModels(w, r, next, c)
 	}
 	return h.passThrough(w, r, next)
+}
+
+// identified reports whether an llm_gate before this one identified r's
+// caller (its placeholders answer).
+func identified(r *http.Request) bool {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return false
+	}
+	_, ok := repl.Get("http.llm_gate.user")
+	return ok
 }
 
 // passThrough hands on a request the gate does not meter. An upstream that

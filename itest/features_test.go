@@ -454,3 +454,29 @@ func TestCapsAsTheUpstreamAppliesThem(t *testing.T) {
 		t.Fatalf("upstream max_tokens %v; want the client's 0, not raised", last.MaxTokens)
 	}
 }
+
+// llm_gate twice on a request's way (given twice in a site): the first
+// takes the credential and meters the request; the second passes it on
+// rather than refusing it for want of the credential the first removed.
+func TestGateTwiceInASite(t *testing.T) {
+	twice := strings.Replace(gateCaddyfile, "\treverse_proxy {UPSTREAM}", "\tllm_gate {\n\t\tjwt {\n\t\t\tsecret {SECRET}\n\t\t}\n\t}\n\treverse_proxy {UPSTREAM}", 1)
+	e := newEnv(t, envOpts{file: twice})
+	tk := token(t, "dup", nil)
+	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", false, map[string]any{"max_tokens": 3})), 200)
+	mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, map[string]any{"max_tokens": 3})), 200)
+	// Without a credential the first gate still refuses.
+	b := mustStatus(t, e.post("/v1/chat/completions", "", chatBody("sim-model", false, nil)), 401)
+	if decodeError(t, b).Error.Code != "missing_api_key" {
+		t.Fatalf("%s", b)
+	}
+	recs := e.waitRecords("dup", 2)
+	time.Sleep(50 * time.Millisecond) // a second record per request would be there by now (flush 0)
+	if recs = e.records("dup"); len(recs) != 2 {
+		t.Fatalf("%d records for 2 requests: %+v", len(recs), recs)
+	}
+	for _, r := range recs {
+		if r.Status != 200 || r.PromptTokens == 0 || r.CompletionTokens != 3 {
+			t.Fatalf("record %+v", r)
+		}
+	}
+}
