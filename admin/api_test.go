@@ -780,9 +780,13 @@ func TestUsage(t *testing.T) {
 
 	for _, q := range []string{
 		"group_by=user,week", "since=yesterday", "until=2025-13-01", "since=2025-06-03&until=2025-06-01",
+		"since=2025-06-02&until=2025-06-01", // a day before since: until's day ends where since's starts
 		"format=xml", "users=ann", "user=%20x", "user=a&user=b",
 	} {
 		e.fails("GET", "/llm_gate/usage?"+q, nil, 400)
+	}
+	if msg := e.fails("GET", "/llm_gate/usage?since=2025-06-03&until=2025-06-01", nil, 400); msg != "since 2025-06-03 is after until 2025-06-01" {
+		t.Errorf("reversed range: %q names other bounds than those sent", msg)
 	}
 	// Bounds inside an hour are refused, naming the hours around them:
 	// [10:00, 10:20) and [10:20, 11:00) would each count all of 10:00's
@@ -855,7 +859,7 @@ func TestRequests(t *testing.T) {
 	if len(p.Requests) != 0 {
 		t.Errorf("until the year 1: %+v", p.Requests)
 	}
-	for _, q := range []string{"cursor=xyz", "limit=0", "since=bad", "model=llama", "user=%01", "since=2025-06-01&until=0001-01-01T00:00:00Z"} {
+	for _, q := range []string{"cursor=xyz", "limit=0", "since=bad", "model=llama", "user=%01", "since=2025-06-01&until=0001-01-01T00:00:00Z", "since=2025-06-02&until=2025-06-01"} {
 		e.fails("GET", "/llm_gate/requests?"+q, nil, 400)
 	}
 }

@@ -178,8 +178,10 @@ func (q query) timeRange() (since, until time.Time, err error) {
 			return since, until, apiErrorf(http.StatusBadRequest, "until: %v", err)
 		}
 	}
-	if q.get("since") != "" && q.get("until") != "" && since.After(until) {
-		return since, until, apiErrorf(http.StatusBadRequest, "since %s is after until %s", since.Format(time.RFC3339), until.Format(time.RFC3339))
+	// A date until is the start of the next day here: since that day
+	// (since=2026-12-06&until=2026-12-05) is after it too.
+	if s, u := q.get("since"), q.get("until"); s != "" && u != "" && (since.After(until) || since.Equal(until) && len(u) == len(time.DateOnly)) {
+		return since, until, apiErrorf(http.StatusBadRequest, "since %s is after until %s", s, u)
 	}
 	// The zero time means "no bound" to the store: an until as early as
 	// that (0001-01-01T00:00:00Z) must select nothing, not everything, and
