@@ -280,6 +280,7 @@ func TestUserBodyErrors(t *testing.T) {
 		{"null body", `null`, "JSON object"},
 		{"broken JSON", `{"plan":`, "JSON object"},
 		{"trailing data", `{"plan":"pro"} {}`, "after its JSON object"},
+		{"minute tokens twice", `{"token_limit":5,"period":"minute","tokens_per_minute":100}`, "give one of them"},
 	}
 	for _, b := range bodies {
 		for _, method := range []string{"PUT", "PATCH"} {
@@ -291,6 +292,12 @@ func TestUserBodyErrors(t *testing.T) {
 			})
 		}
 	}
+	// Nor when the other half is stored already.
+	e.call("PUT", "/llm_gate/users/carl", `{"tokens_per_minute":100}`, 201, nil)
+	if msg := e.fails("PATCH", "/llm_gate/users/carl", `{"token_limit":5,"period":"minute"}`, 400); !strings.Contains(msg, "give one of them") {
+		t.Errorf("PATCH setting the minute twice: %q", msg)
+	}
+	e.call("PATCH", "/llm_gate/users/carl", `{"token_limit":5,"period":"minute","tokens_per_minute":null}`, 200, nil)
 	// Nothing of the refused bodies was written.
 	var u admin.UserView
 	e.call("GET", "/llm_gate/users/bob", nil, 200, &u)

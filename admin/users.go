@@ -222,6 +222,9 @@ func (a *API) putUser(w http.ResponseWriter, r *http.Request, p []string) error 
 	}
 	u := &store.User{ID: id}
 	change(u)
+	if err := conflictingOverrides(u); err != nil {
+		return err
+	}
 	u.Source = "admin"
 	st := a.state()
 	status := http.StatusOK
@@ -251,13 +254,22 @@ func (a *API) patchUser(w http.ResponseWriter, r *http.Request, p []string) erro
 	}
 	u, err := a.state().UpdateUser(id, func(u *store.User) error {
 		change(u)
-		return nil
+		return conflictingOverrides(u)
 	})
 	if err != nil {
 		return storeError(err)
 	}
 	a.logger.Info("user updated", zap.String("user", id))
 	return a.writeUser(w, http.StatusOK, u)
+}
+
+// conflictingOverrides refuses overrides that set one limit twice:
+// token_limit per minute and tokens_per_minute (one would silently win).
+func conflictingOverrides(u *store.User) error {
+	if u.TokenLimit != nil && u.TokensPerMinute != nil && u.Period == "minute" {
+		return apiErrorf(http.StatusBadRequest, "token_limit with period minute and tokens_per_minute both set the tokens per minute: give one of them (or clear the other with null)")
+	}
+	return nil
 }
 
 // deleteUser answers DELETE /llm_gate/users/{id}: the user and its windows
