@@ -136,7 +136,7 @@ func parseApp(d *caddyfile.Dispenser, existing any) (any, error) {
 			cfg.DefaultPlan = name
 
 		default:
-			return nil, d.Errf("unrecognized llm_gate option %q (known: db, flush_interval, retention, tokenizer, plan, default_plan)", word)
+			return nil, d.Errf("unrecognized llm_gate option %q (known: db, flush_interval, retention, tokenizer, plan, default_plan, metrics_per_user)", word)
 		}
 	}
 

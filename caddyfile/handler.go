@@ -165,6 +165,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			if err != nil {
 				return nil, err
 			}
+			if n > maxJSONInt {
+				return nil, d.Errf("reserve_output: %d is too large (at most %d: Caddy's JSON config carries a handler's numbers as floats)", n, maxJSONInt)
+			}
 			h.ReserveOutput = n
 
 		case "self_service":
@@ -175,8 +178,8 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			if err != nil {
 				return nil, err
 			}
-			if !strings.HasPrefix(p, "/") {
-				return nil, d.Errf("self_service: path %q must start with /", p)
+			if err := handler.ValidSelfService(p); err != nil {
+				return nil, d.Errf("%v", err)
 			}
 			h.SelfService = p
 
@@ -197,6 +200,9 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 			size, err := humanize.ParseBytes(s)
 			if err != nil || size == 0 || size > math.MaxInt64 {
 				return nil, d.Errf("max_body_size: bad size %q (examples: 16MB, 1MiB, 512KiB)", s)
+			}
+			if size > maxJSONInt {
+				return nil, d.Errf("max_body_size: %s is too large (at most %d bytes: Caddy's JSON config carries a handler's numbers as floats)", s, maxJSONInt)
 			}
 			h.MaxBodySize = int64(size)
 
@@ -360,3 +366,8 @@ func checkPEM(path string) error {
 	}
 	return nil
 }
+
+// maxJSONInt is the largest integer a float64 holds exactly: Caddy turns a
+// handler's JSON into floats and back on its way to the module, so a larger
+// count would fail to load, or load rounded.
+const maxJSONInt = 1<<53 - 1

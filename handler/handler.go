@@ -142,8 +142,25 @@ func (h *Handler) Validate() error {
 	if h.verifier == nil && !h.apiKeys {
 		return errors.New("llm_gate: no credential can be accepted: configure jwt, or leave api_keys on")
 	}
-	if h.SelfService != "" && !strings.HasPrefix(h.SelfService, "/") {
-		return fmt.Errorf("llm_gate: self_service must be a path starting with /, not %q", h.SelfService)
+	if h.SelfService != "" {
+		if err := ValidSelfService(h.SelfService); err != nil {
+			return fmt.Errorf("llm_gate: %w", err)
+		}
+	}
+	return nil
+}
+
+// ValidSelfService reports a self_service path that cannot serve: one not
+// starting with /, one with a query (never part of a request's path), or
+// one under /v1/, where it would answer for (and stop metering) an API path.
+func ValidSelfService(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("self_service: path %q must start with /", p)
+	case strings.ContainsAny(p, "?#"):
+		return fmt.Errorf("self_service: path %q must not hold a query or fragment: a request's path never does", p)
+	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
+		return fmt.Errorf("self_service: path %q is under /v1/, the API the gate serves: choose one outside it (say /llm_gate/me)", p)
 	}
 	return nil
 }
