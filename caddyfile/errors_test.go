@@ -1,6 +1,10 @@
 package caddyfile
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -91,6 +95,21 @@ func TestHandlerErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(t.TempDir(), "nope.pem")
+	// Keys that parse as PEM but that the verifier refuses at provision,
+	// where no line could be named.
+	ed := writePublicKey(t)
+	edPriv := filepath.Join(t.TempDir(), "ed.key")
+	if _, priv, err := ed25519.GenerateKey(rand.Reader); err != nil {
+		t.Fatal(err)
+	} else if der, err := x509.MarshalPKCS8PrivateKey(priv); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(edPriv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyJWKS := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(emptyJWKS, []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, global, body, phrase string
 	}{
@@ -134,7 +153,10 @@ func TestHandlerErrors(t *testing.T) {
 		{"api_keys off without jwt", "", "api_keys off " + mark, "no credential can be accepted: configure jwt, or leave api_keys on"},
 		{"algorithm without its key", "", "jwt {\nsecret {env.S}\nalgorithms HS256 RS256 " + mark + "\n}", "jwt algorithms: RS256 needs a public_key or jwks"},
 		{"hmac algorithm without a secret", "", "jwt {\njwks https://i/j\nalgorithms HS512 " + mark + "\n}", "jwt algorithms: HS512 needs a secret"},
-		{"missing jwks file", "", "jwt {\njwks " + missing + " " + mark + "\n}", "jwt jwks: stat " + missing + ": no such file or directory"},
+		{"private key as public_key", "", "jwt {\npublic_key " + edPriv + " " + mark + "\n}", "holds a PRIVATE KEY"},
+		{"jwks file without keys", "", "jwt {\njwks " + emptyJWKS + " " + mark + "\n}", "no usable signature verification key"},
+		{"algorithm without a key of its kind", "", "jwt {\npublic_key " + ed + "\nalgorithms ES256 " + mark + "\n}", "algorithm ES256 has no EC P-256 key"},
+		{"missing jwks file", "", "jwt {\njwks " + missing + " " + mark + "\n}", "jwt jwks: open " + missing + ": no such file or directory"},
 		{"plan twice", "plan free\nplan pro", "plan free\nplan pro " + mark, "plan is given twice"},
 		{"usage_chunk twice", "", "usage_chunk hide\nusage_chunk forward " + mark, "usage_chunk is given twice"},
 		{"prompt_count twice", "", "prompt_count estimate\nprompt_count tokenize " + mark, "prompt_count is given twice"},

@@ -3,6 +3,7 @@ package caddyfile
 import (
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/llmgate/llmgate/auth"
 	"github.com/llmgate/llmgate/gate"
 	"github.com/llmgate/llmgate/handler"
 )
@@ -228,6 +230,23 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 				return nil, errAt(*algTok, "jwt algorithms: %s needs %s, and the site's jwt blocks give none", a, need)
 			}
 		}
+		// Each algorithm needs a key of its kind (ES256 a P-256 key, EdDSA
+		// an Ed25519 one), known here when the public keys are files.
+		var pems [][]byte
+		known := true
+		for _, p := range h.JWT.PublicKeys {
+			b, err := os.ReadFile(p) // read above, unless a placeholder names it
+			if hasPlaceholder(p) || err != nil {
+				known = false
+				break
+			}
+			pems = append(pems, b)
+		}
+		if known {
+			if err := auth.CheckAlgorithms(h.JWT.Algorithms, hasSecret, pems, len(h.JWT.JWKS) > 0); err != nil {
+				return nil, errAt(*algTok, "%v", err)
+			}
+		}
 	}
 	return h, nil
 }
@@ -280,8 +299,12 @@ func parseJWT(d *caddyfile.Dispenser, cfg *handler.JWTConfig, single once, algTo
 					return d.Errf("jwks: %q is neither an http(s) URL nor a file path", src)
 				}
 			} else if !hasPlaceholder(src) {
-				if _, err := os.Stat(src); err != nil {
+				b, err := os.ReadFile(src)
+				if err != nil {
 					return d.Errf("jwt jwks: %v", err) // *PathError: the path and the reason
+				}
+				if err := auth.CheckJWKS(b); err != nil {
+					return d.Errf("jwt jwks: %s: %v", src, err)
 				}
 			}
 			cfg.JWKS = append(cfg.JWKS, src)
@@ -363,6 +386,9 @@ func checkPEM(path string) error {
 	}
 	if block, _ := pem.Decode(b); block == nil {
 		return &os.PathError{Op: "read", Path: path, Err: errNoPEM}
+	}
+	if err := auth.CheckPEM(b); err != nil {
+		return fmt.Errorf("%s: %v", path, err)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package caddyfile
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +76,10 @@ func TestNoGlobalOption(t *testing.T) {
 // compares the handler's JSON.
 func TestHandlerWords(t *testing.T) {
 	pub := writePublicKey(t)
+	jwksFile := filepath.Join(t.TempDir(), "jwks.json") // RFC 8037's Ed25519 example key
+	if err := os.WriteFile(jwksFile, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, global, body, want string
 	}{
@@ -85,7 +91,7 @@ func TestHandlerWords(t *testing.T) {
 		{"public_key", "", "jwt {\npublic_key " + pub + "\n}", `{"jwt":{"public_keys":["` + pub + `"]}}`},
 		{"public_key placeholder", "", "jwt {\npublic_key {env.KEY_FILE}\n}", `{"jwt":{"public_keys":["{env.KEY_FILE}"]}}`},
 		{"jwks url", "", "jwt {\njwks https://idp.example.com/jwks.json\n}", `{"jwt":{"jwks":["https://idp.example.com/jwks.json"]}}`},
-		{"jwks file", "", "jwt {\njwks " + pub + "\n}", `{"jwt":{"jwks":["` + pub + `"]}}`},
+		{"jwks file", "", "jwt {\njwks " + jwksFile + "\n}", `{"jwt":{"jwks":["` + jwksFile + `"]}}`},
 		{"algorithms", "", "jwt {\nsecret {env.S}\njwks https://i/j\nalgorithms HS256 HS512\nalgorithms EdDSA\n}", `{"jwt":{"secrets":["{env.S}"],"jwks":["https://i/j"],"algorithms":["HS256","HS512","EdDSA"]}}`},
 		{"issuer", "", "jwt {\njwks https://i/j\nissuer https://a\nissuer https://b\n}", `{"jwt":{"jwks":["https://i/j"],"issuers":["https://a","https://b"]}}`},
 		{"audience", "", "jwt {\njwks https://i/j\naudience vllm\naudience chat\n}", `{"jwt":{"jwks":["https://i/j"],"audiences":["vllm","chat"]}}`},
