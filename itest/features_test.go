@@ -469,9 +469,10 @@ func TestGateTwiceInASite(t *testing.T) {
 	if decodeError(t, b).Error.Code != "missing_api_key" {
 		t.Fatalf("%s", b)
 	}
-	recs := e.waitRecords("dup", 2)
+	e.waitRecords("dup", 2)
 	time.Sleep(50 * time.Millisecond) // a second record per request would be there by now (flush 0)
-	if recs = e.records("dup"); len(recs) != 2 {
+	recs := e.records("dup")
+	if len(recs) != 2 {
 		t.Fatalf("%d records for 2 requests: %+v", len(recs), recs)
 	}
 	for _, r := range recs {
