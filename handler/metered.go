@@ -163,6 +163,9 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		errBadRequest("invalid_json", err.Error()).write(w, r)
 		return
 	}
+	// The gate reads the answer's usage: a compressed one would go
+	// uncounted (vLLM does not compress, a proxy in front of it may).
+	delete(r.Header, "Accept-Encoding")
 	if int64(len(body)) != r.ContentLength {
 		r.ContentLength = int64(len(body))
 		r.Header["Content-Length"] = []string{strconv.Itoa(len(body))}

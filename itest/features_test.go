@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -479,5 +480,25 @@ func TestGateTwiceInASite(t *testing.T) {
 		if r.Status != 200 || r.PromptTokens == 0 || r.CompletionTokens != 3 {
 			t.Fatalf("record %+v", r)
 		}
+	}
+}
+
+// The client's Accept-Encoding does not reach the upstream of a metered
+// request: an upstream (or a proxy before it) that compressed the answer
+// would leave its usage unread, and the request charged an estimate.
+func TestMeteredRequestsAskForNoEncoding(t *testing.T) {
+	got := make(chan string, 4)
+	sim := vllmsim.New(vllmsim.Config{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Accept-Encoding")
+		sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, envOpts{file: strings.Replace(gateCaddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy "+up.URL, 1)})
+	mustStatus(t, e.post("/v1/chat/completions", token(t, "gz", nil), chatBody("sim-model", false, map[string]any{"max_tokens": 3}), "Accept-Encoding", "gzip, deflate"), 200)
+	// Go's transport may ask for gzip of its own: it then hands on the
+	// answer decompressed, which the gate reads.
+	if ae := <-got; ae != "" && ae != "gzip" {
+		t.Fatalf("the upstream was asked for the client's Accept-Encoding %q", ae)
 	}
 }
