@@ -235,10 +235,13 @@ func unmarshalHandler(d *caddyfile.Dispenser, plans map[string]*gate.PlanConfig)
 		var pems [][]byte
 		known := true
 		for _, p := range h.JWT.PublicKeys {
-			b, err := os.ReadFile(p) // read above, unless a placeholder names it
-			if hasPlaceholder(p) || err != nil {
+			if hasPlaceholder(p) { // resolved, and checked, at provision
 				known = false
 				break
+			}
+			b, err := os.ReadFile(p) // checkPEM read it in parseJWT
+			if err != nil {
+				return nil, errAt(*algTok, "jwt public_key: %v", err)
 			}
 			pems = append(pems, b)
 		}
