@@ -259,15 +259,22 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 	switch {
 	case reported:
 		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = usage.PromptTokens, usage.CompletionTokens, usage.CachedTokens
+		// A stream cut after continuous usage: its last running counts,
+		// not vLLM's final word.
+		rec.Estimated = mw.stream != nil && mw.status < 300 && mw.stream.UsageRunning()
 	case mw.audio != nil && upErr == nil && accepted:
 		rec.PromptTokens, rec.CompletionTokens = x.transcript()
 		rec.Estimated = true
 	case mw.generated():
 		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.promptCount(req)), mw.estimateCompletion(), true
-	case upErr == nil && (accepted && nextErr == nil || clientGone):
-		// Accepted but cut before the first token, or the client gone
-		// before the answer (a non-streaming request that vLLM was
-		// generating): vLLM processed the prompt.
+	case upErr == nil && (accepted || clientGone),
+		mw.status == http.StatusInternalServerError && mw.stream == nil && upErr != nil:
+		// Accepted but cut before the first token (vLLM answers 200 before
+		// the engine starts, and a cut upstream then aborts the response),
+		// the client gone before the answer (a non-streaming request that
+		// vLLM was generating), or vLLM's 500 to a non-streaming request
+		// (generation failed, finish_reason "error": VLLM.md §10.1 rule 5;
+		// it cannot say what it generated): vLLM processed the prompt.
 		rec.PromptTokens, rec.Estimated = mw.prompt(x.promptCount(req)), true
 	}
 	elapsed := time.Since(x.start)

@@ -147,7 +147,9 @@ func TestUsageMatchesEmulator(t *testing.T) {
 			recs := e.waitRecords(user, 1)
 			r := recs[0]
 			prompt, gen := after.PromptTokens-before.PromptTokens, after.GenerationTokens-before.GenerationTokens
-			if r.PromptTokens != prompt || r.CompletionTokens != gen || r.Estimated {
+			// A cut stream's running counts are exact, and marked estimated
+			// all the same: vLLM's final word never came.
+			if r.PromptTokens != prompt || r.CompletionTokens != gen || r.Estimated != strings.HasSuffix(c.name, ", cut") {
 				t.Fatalf("recorded prompt=%d completion=%d estimated=%v; emulator counted prompt=%d generation=%d\nresponse: %.400s",
 					r.PromptTokens, r.CompletionTokens, r.Estimated, prompt, gen, b)
 			}
@@ -179,6 +181,41 @@ func TestCutStreamsAreEstimated(t *testing.T) {
 		r := e.waitRecords("crash", 1)[0]
 		if !r.Estimated || r.CompletionTokens < 5 || r.CompletionTokens > 8 {
 			t.Fatalf("record %+v", r)
+		}
+	})
+	// vLLM answers 200 before the engine starts: an upstream cut before
+	// the first token still had the prompt read (the README's promise).
+	t.Run("upstream cut before the first token", func(t *testing.T) {
+		resp := e.post("/v1/chat/completions", token(t, "early-cut", nil), chatBody("sim-model", true, nil), "X-Sim-Crash-After", "0")
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		r := e.waitRecords("early-cut", 1)[0]
+		if resp.StatusCode != 200 || !r.Estimated || r.PromptTokens == 0 || r.CompletionTokens != 0 {
+			t.Fatalf("status %d, record %+v; want the prompt charged, estimated", resp.StatusCode, r)
+		}
+	})
+	// Continuous usage gives running counts: exact as far as they go, but
+	// the stream ended without vLLM's final word.
+	t.Run("continuous usage, then an error", func(t *testing.T) {
+		body := chatBody("sim-model", true, map[string]any{"stream_options": map[string]any{"include_usage": true, "continuous_usage_stats": true}})
+		b := mustStatus(t, e.post("/v1/chat/completions", token(t, "cont-err", nil), body, "X-Sim-Error-After", "5"), 200)
+		r := e.waitRecords("cont-err", 1)[0]
+		if !r.Estimated || r.CompletionTokens != 5 || r.PromptTokens == 0 {
+			t.Fatalf("record %+v after %s; want the running counts, estimated", r, b)
+		}
+	})
+	// vLLM's 500 to a non-streaming request (generation failed) cannot say
+	// what it generated: the prompt it processed is charged (VLLM.md §10.1
+	// rule 5), where a refusal (4xx) is not.
+	t.Run("500 after generation", func(t *testing.T) {
+		mustStatus(t, e.post("/v1/chat/completions", token(t, "failed", nil), chatBody("sim-model", false, nil), "X-Sim-Error-After", "5"), 500)
+		r := e.waitRecords("failed", 1)[0]
+		if !r.Estimated || r.PromptTokens == 0 || r.CompletionTokens != 0 || r.Status != 500 {
+			t.Fatalf("record %+v; want the prompt charged, estimated", r)
+		}
+		mustStatus(t, e.post("/v1/chat/completions", token(t, "refused", nil), chatBody("sim-model", false, nil), "X-Sim-Status", "400"), 400)
+		if r := e.waitRecords("refused", 1)[0]; r.PromptTokens != 0 || r.CompletionTokens != 0 {
+			t.Fatalf("a 400 was charged: %+v", r)
 		}
 	})
 	t.Run("client disconnect", func(t *testing.T) {

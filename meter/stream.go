@@ -994,6 +994,11 @@ func (m *StreamMeter) AtLineStart() bool { return m.lineLen == 0 }
 // or response.completed) rather than from running counts.
 func (m *StreamMeter) UsageFinal() bool { return m.finalOK }
 
+// UsageRunning reports that Usage comes from continuous usage only: the
+// running counts of the last chunks, the stream having ended without its
+// final usage chunk (an error event, a cut).
+func (m *StreamMeter) UsageRunning() bool { return !m.finalOK && m.contOK }
+
 // Err returns the error event seen in the stream, nil if none.
 func (m *StreamMeter) Err() *UpstreamError { return m.err }
 
