@@ -34,10 +34,16 @@ func (c *caller) keyID() string {
 	return c.key.ID
 }
 
-// placeholder answers the {http.llm_gate.*} placeholders.
+// placeholder answers the {http.llm_gate.*} placeholders, and
+// {http.auth.user.id} as Caddy's authentication handlers do: the access log
+// reads it as its user_id field when the line is written, so that even a
+// response cut short (which skips log_append's fields) names its caller.
 func (c *caller) placeholder(key string) (any, bool) {
 	name, ok := strings.CutPrefix(key, "http.llm_gate.")
 	if !ok {
+		if key == "http.auth.user.id" {
+			return c.user.ID, true
+		}
 		return nil, false
 	}
 	switch name {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/llmgate/llmgate/gate"
 	"github.com/llmgate/llmgate/meter"
@@ -207,6 +208,7 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 		if p := recover(); p != nil {
 			x.settle(req, res, errors.New("response aborted"))
 			settled = true
+			x.logCut()
 			panic(p)
 		}
 	}()
@@ -314,6 +316,21 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 	}
 	if err != nil {
 		h.logger.Error("committing usage", zap.Error(err))
+	}
+}
+
+// logCut says what a response cut short was charged. The panic that cuts
+// the client's connection also skips the log_append handlers on its way
+// out (they add their fields after the handlers they wrap return), so the
+// access log line lacks the {http.llm_gate.*} fields: this line has them.
+func (x *exchange) logCut() {
+	lvl, msg := zapcore.WarnLevel, "upstream cut the response: charged what was relayed"
+	if x.r.Context().Err() != nil {
+		lvl, msg = zapcore.InfoLevel, "client left before the response ended: charged what was relayed"
+	}
+	if ce := x.h.logger.Check(lvl, msg); ce != nil {
+		ce.Write(zap.String("user", x.c.user.ID), zap.String("key_id", x.c.keyID()), zap.String("model", x.model),
+			zap.Int64("prompt_tokens", x.c.prompt), zap.Int64("completion_tokens", x.c.completion), zap.Bool("estimated", x.c.estimated))
 	}
 }
 

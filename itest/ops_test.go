@@ -2,6 +2,7 @@ package itest
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -87,6 +88,14 @@ func TestMetricsAndLogs(t *testing.T) {
 		t.Error("the default metrics carry a per-user label")
 	}
 
+	// A stream the upstream cuts: Caddy aborts the client's connection with
+	// a panic that skips log_append; the access log still names the caller
+	// (user_id) and the gate's own line says what was charged.
+	cut := e.post("/v1/chat/completions", token(t, "cut", nil), chatBody("sim-model", true, nil), "X-Sim-Crash-After", "3")
+	io.Copy(io.Discard, cut.Body)
+	cut.Body.Close()
+	cutRec := e.waitRecords("cut", 1)[0]
+
 	// Logs are written asynchronously by zap's file writer: wait for them.
 	var accessLog, debugLog string
 	deadline := time.Now().Add(5 * time.Second)
@@ -94,7 +103,7 @@ func TestMetricsAndLogs(t *testing.T) {
 		a, _ := os.ReadFile(access)
 		d, _ := os.ReadFile(debug)
 		accessLog, debugLog = string(a), string(d)
-		if strings.Count(accessLog, "\n") >= 5 && strings.Contains(debugLog, "credential refused") {
+		if strings.Count(accessLog, "\n") >= 6 && strings.Contains(debugLog, "credential refused") && strings.Contains(debugLog, "upstream cut") {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -106,6 +115,18 @@ func TestMetricsAndLogs(t *testing.T) {
 	}
 	if !strings.Contains(debugLog, "credential refused") {
 		t.Errorf("the debug log does not say why a credential was refused")
+	}
+	for _, want := range []string{`"user_id":"nina"`, `"user_id":"olga"`, `"user_id":"cut"`} {
+		if !strings.Contains(accessLog, want) {
+			t.Errorf("access log lacks %s:\n%s", want, accessLog)
+		}
+	}
+	cutLine := regexp.MustCompile(`.*upstream cut the response.*`).FindString(debugLog)
+	for _, want := range []string{`"user":"cut"`, `"model":"sim-model"`, `"prompt_tokens":` + strconv.FormatInt(cutRec.PromptTokens, 10),
+		`"completion_tokens":` + strconv.FormatInt(cutRec.CompletionTokens, 10), `"estimated":true`} {
+		if !strings.Contains(cutLine, want) {
+			t.Errorf("the cut stream's log line lacks %s: %q", want, cutLine)
+		}
 	}
 	secretParts := []string{tk, strings.Split(tk, ".")[2], key.Key, key.Key[10:], testSecret}
 	for _, s := range secretParts {
