@@ -317,9 +317,9 @@ func TestUserBodyErrors(t *testing.T) {
 
 func TestUserIDs(t *testing.T) {
 	e := start(t)
-	// Any printable id works once escaped, including '%', '?', '#' and spaces
-	// inside.
-	for _, id := range []string{"a b", "ümlaut", "x%y", "q?x=1", "h#1", "dots.and-dashes_1", "user@example.com"} {
+	// Any printable id works once escaped, including '%', '?', '#', '/' and
+	// spaces inside.
+	for _, id := range []string{"a b", "ümlaut", "x%y", "q?x=1", "h#1", "dots.and-dashes_1", "user@example.com", "repo:octo/app:ref:refs/heads/main", "a/keys"} {
 		p := "/llm_gate/users/" + url.PathEscape(id)
 		var u admin.UserView
 		e.call("PUT", p, `{}`, 201, &u)
@@ -332,7 +332,6 @@ func TestUserIDs(t *testing.T) {
 		}
 	}
 	bad := []string{
-		"a%2Fb",                  // '/' inside an id
 		"%20lead",                // leading space
 		"trail%20",               // trailing space
 		"ctl%01",                 // control character

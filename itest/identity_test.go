@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,26 @@ func TestIdentity(t *testing.T) {
 	b = mustStatus(t, e.post("/v1/chat/completions", token(t, "dave", nil), chatBody("sim-model", false, nil)), 403)
 	if decodeError(t, b).Error.Code != "user_disabled" {
 		t.Fatalf("%s", b)
+	}
+
+	// A JWT subject with '/' (GitHub Actions' OIDC tokens name the
+	// repository and ref) is a user like any other, reachable in the admin
+	// API with the '/' escaped.
+	const ci = "repo:octo/app:ref:refs/heads/main"
+	mustStatus(t, e.post("/v1/chat/completions", token(t, ci, nil), chatBody("sim-model", false, nil)), 200)
+	reqs = e.sim.Requests()
+	if got := reqs[len(reqs)-1].Header.Get("X-Gate-User"); got != ci {
+		t.Fatalf("user %q upstream, want %q", got, ci)
+	}
+	var u struct {
+		ID     string `json:"id"`
+		Source string `json:"source"`
+	}
+	if st := e.admin("GET", "/llm_gate/users/"+url.PathEscape(ci), nil, &u); st != 200 || u.ID != ci || u.Source != "jwt" {
+		t.Fatalf("GET the JWT user: %d %+v", st, u)
+	}
+	if r := e.waitRecords(ci, 1)[0]; r.PromptTokens == 0 {
+		t.Fatalf("record %+v", r)
 	}
 
 	// Paths outside /v1 are not proxied.

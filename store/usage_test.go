@@ -172,7 +172,7 @@ func TestUsageGroupByWords(t *testing.T) {
 		{GroupBy: []string{"user", "week"}},
 		{GroupBy: []string{""}},
 		{Since: t0, Until: t0.Add(-time.Second)},
-		{User: "bad/user"},
+		{User: "bad\nuser"},
 	}
 	for _, q := range bad {
 		if _, err := s.Usage(q); !errors.Is(err, ErrInvalid) {

@@ -36,9 +36,11 @@ type User struct {
 }
 
 // ValidUserID reports why id cannot be a user id, or nil. Ids are 1 to 256
-// bytes of printable UTF-8 without '/' (they appear in admin URL paths) and
-// without leading or trailing spaces (which are invisible in listings and
-// usually a copy-paste slip).
+// bytes of printable UTF-8 without leading or trailing spaces (which are
+// invisible in listings and usually a copy-paste slip). '/' is allowed: JWT
+// subjects hold it (GitHub's OIDC "repo:org/app:ref:refs/heads/main", SPIFFE
+// ids), and admin paths carry it escaped (%2F), each segment unescaped on
+// its own.
 func ValidUserID(id string) error {
 	switch {
 	case id == "":
@@ -51,9 +53,6 @@ func ValidUserID(id string) error {
 		return fmt.Errorf("user id %q has a leading or trailing space: %w", id, ErrInvalid)
 	}
 	for i, r := range id {
-		if r == '/' {
-			return fmt.Errorf("user id %q contains '/' at byte %d: %w", id, i, ErrInvalid)
-		}
 		// IsPrint rejects control characters and every space but ' '.
 		if !unicode.IsPrint(r) {
 			return fmt.Errorf("user id %q contains a control or non-printable character at byte %d: %w", id, i, ErrInvalid)
