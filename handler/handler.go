@@ -180,6 +180,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// time since (cheaper than another reading).
 	start := time.Now()
 	c, aerr := h.identify(r, start)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if c != nil && repl != nil {
+		// One provider answers every {http.llm_gate.*} placeholder from the
+		// caller, whose counts settle fills in later: cheaper than a Set
+		// (a lock and a boxed value) per placeholder.
+		repl.Map(c.placeholder)
+	}
 	if aerr != nil {
 		if aerr.Code == "missing_api_key" && identified(r) {
 			// A second llm_gate on the request's way (twice in a site):
@@ -192,13 +199,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.countOutcome(outcomeFor(aerr))
 		aerr.write(w, r)
 		return nil
-	}
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil {
-		// One provider answers every {http.llm_gate.*} placeholder from the
-		// caller, whose counts settle fills in later: cheaper than a Set
-		// (a lock and a boxed value) per placeholder.
-		repl.Map(c.placeholder)
 	}
 	// The caller's credential is for the gate only.
 	delete(r.Header, "Authorization") // canonical keys: no Del, which canonicalizes

@@ -66,7 +66,7 @@ func (c *caller) placeholder(key string) (any, bool) {
 }
 
 // identify turns the request's credential into a caller, or the error to
-// answer. Reasons are logged at debug level, never the credential itself.
+// answer (with the caller too when it is a known user who is refused). Reasons are logged at debug level, never the credential itself.
 func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) {
 	tok, err := auth.Credential(r.Header)
 	if errors.Is(err, auth.ErrNoCredential) {
@@ -129,12 +129,12 @@ func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) 
 		h.logger.Debug("credential refused", zap.String("reason", "not an API key, and no jwt configured"))
 		return nil, errInvalidKey()
 	}
+	c.eff = h.app.Resolve(c.user, h.Plan, c.claims)
 	if c.user.Disabled {
-		return nil, errUserDisabled()
+		return c, errUserDisabled() // c for the placeholders: the access log names who was refused
 	}
 	if c.key != nil {
 		h.state.KeyUsed(c.key, now)
 	}
-	c.eff = h.app.Resolve(c.user, h.Plan, c.claims)
 	return c, nil
 }

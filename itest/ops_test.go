@@ -95,6 +95,9 @@ func TestMetricsAndLogs(t *testing.T) {
 	io.Copy(io.Discard, cut.Body)
 	cut.Body.Close()
 	cutRec := e.waitRecords("cut", 1)[0]
+	// A disabled user's 403 names them in the access log.
+	e.admin("PUT", "/llm_gate/users/dora", map[string]any{"disabled": true}, nil)
+	mustStatus(t, e.post("/v1/chat/completions", token(t, "dora", nil), chatBody("sim-model", false, nil)), 403)
 
 	// Logs are written asynchronously by zap's file writer: wait for them.
 	var accessLog, debugLog string
@@ -103,7 +106,7 @@ func TestMetricsAndLogs(t *testing.T) {
 		a, _ := os.ReadFile(access)
 		d, _ := os.ReadFile(debug)
 		accessLog, debugLog = string(a), string(d)
-		if strings.Count(accessLog, "\n") >= 6 && strings.Contains(debugLog, "credential refused") && strings.Contains(debugLog, "upstream cut") {
+		if strings.Count(accessLog, "\n") >= 7 && strings.Contains(debugLog, "credential refused") && strings.Contains(debugLog, "upstream cut") {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -116,7 +119,7 @@ func TestMetricsAndLogs(t *testing.T) {
 	if !strings.Contains(debugLog, "credential refused") {
 		t.Errorf("the debug log does not say why a credential was refused")
 	}
-	for _, want := range []string{`"user_id":"nina"`, `"user_id":"olga"`, `"user_id":"cut"`} {
+	for _, want := range []string{`"user_id":"nina"`, `"user_id":"olga"`, `"user_id":"cut"`, `"user_id":"dora"`, `"llm_user":"dora"`} {
 		if !strings.Contains(accessLog, want) {
 			t.Errorf("access log lacks %s:\n%s", want, accessLog)
 		}
