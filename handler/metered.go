@@ -289,9 +289,11 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 	case !mw.wroteHeader && nextErr != nil:
 		h.logger.Warn("upstream failed", zap.Error(nextErr))
 		e := upstreamFailure(nextErr)
+		writeRate(x.w.Header(), mw.rate, x.start.Add(elapsed))
 		e.write(x.w, x.r)
 		rec.Status = e.Status
 	case !mw.wroteHeader && !aborted:
+		writeRate(x.w.Header(), mw.rate, x.start.Add(elapsed))
 		h.noUpstream(x.w, x.r)
 		rec.Status = http.StatusBadGateway
 	}
@@ -423,7 +425,8 @@ var rateHeaderNames = [2][3]string{
 // writeRate sets the x-ratelimit-* headers of the user's tightest windows.
 // Every metered response carries them, so the values (limit, remaining and
 // reset of each window present, in order) are cut from one string and
-// share one slice. The resets count from now.
+// share one slice. The resets count from now; a window that never resets
+// (a total budget) has no reset header, where "0s" would promise room now.
 func writeRate(hdr http.Header, rs quota.RateStatus, now time.Time) {
 	var wins [2]*quota.WindowStatus
 	if rs.HasTokens {
@@ -433,22 +436,22 @@ func writeRate(hdr http.Header, rs quota.RateStatus, now time.Time) {
 		wins[1] = &rs.Requests
 	}
 	var buf [128]byte // two windows' int64s and resets in decimal
+	var names [6]string
 	b, ends, n := buf[:0], [6]int{}, 0
-	for _, s := range wins {
+	for i, s := range wins {
 		if s == nil {
 			continue
 		}
-		reset := time.Duration(0)
-		if !s.ResetsAt.IsZero() {
-			reset = s.ResetsAt.Sub(now).Round(time.Second)
-		}
 		b = strconv.AppendInt(b, s.Limit, 10)
-		ends[n] = len(b)
+		ends[n], names[n] = len(b), rateHeaderNames[i][0]
 		b = strconv.AppendInt(b, max(s.Remaining, 0), 10)
-		ends[n+1] = len(b)
-		b = appendSeconds(b, reset)
-		ends[n+2] = len(b)
-		n += 3
+		ends[n+1], names[n+1] = len(b), rateHeaderNames[i][1]
+		n += 2
+		if !s.ResetsAt.IsZero() {
+			b = appendSeconds(b, s.ResetsAt.Sub(now).Round(time.Second))
+			ends[n], names[n] = len(b), rateHeaderNames[i][2]
+			n++
+		}
 	}
 	if n == 0 {
 		return
@@ -457,16 +460,7 @@ func writeRate(hdr http.Header, rs quota.RateStatus, now time.Time) {
 	vals := make([]string, n)
 	for k, start := 0, 0; k < n; k++ {
 		vals[k], start = all[start:ends[k]], ends[k]
-	}
-	k := 0
-	for i, s := range wins {
-		if s == nil {
-			continue
-		}
-		for _, name := range rateHeaderNames[i] {
-			hdr[name] = vals[k : k+1 : k+1]
-			k++
-		}
+		hdr[names[k]] = vals[k : k+1 : k+1]
 	}
 }
 
@@ -497,11 +491,15 @@ func (h *Handler) writeDenial(w http.ResponseWriter, r *http.Request, c *caller,
 	switch d.Kind {
 	case quota.Budget:
 		e.Type, e.Code = "insufficient_quota", "insufficient_quota"
-		w.Header().Set("X-Should-Retry", "false")
 	case quota.TokenRate:
 		e.Type = "tokens"
 	default:
 		e.Type = "requests"
+	}
+	if d.Kind == quota.Budget || d.TooLarge() {
+		// Waiting will not help (or not soon): SDKs that retry 429s by
+		// themselves read this and give up at once.
+		w.Header().Set("X-Should-Retry", "false")
 	}
 	e.write(w, r)
 }

@@ -20,8 +20,9 @@ func TestAppendSeconds(t *testing.T) {
 	}
 }
 
-// TestWriteRate: each window present writes its three headers with its own
-// numbers, whichever of the two is there, and nothing else.
+// TestWriteRate: each window present writes its three headers (two for
+// one that never resets) with its own numbers, whichever of the two is
+// there, and nothing else.
 func TestWriteRate(t *testing.T) {
 	now := time.Now()
 	tok := quota.WindowStatus{Limit: 1000000, Remaining: 999123, ResetsAt: now.Add(23*time.Hour + 59*time.Minute + 30*time.Second)}
@@ -41,8 +42,13 @@ func TestWriteRate(t *testing.T) {
 		{"requests", quota.RateStatus{Requests: req, HasRequests: true}, map[string]string{
 			"X-Ratelimit-Limit-Requests": "60", "X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Reset-Requests": "42s",
 		}},
+		// A total budget never resets: "0s" would promise room at once.
 		{"total budget, no reset", quota.RateStatus{Tokens: quota.WindowStatus{Limit: 5, Remaining: 5}, HasTokens: true}, map[string]string{
-			"X-Ratelimit-Limit-Tokens": "5", "X-Ratelimit-Remaining-Tokens": "5", "X-Ratelimit-Reset-Tokens": "0s",
+			"X-Ratelimit-Limit-Tokens": "5", "X-Ratelimit-Remaining-Tokens": "5",
+		}},
+		{"total budget and requests", quota.RateStatus{Tokens: quota.WindowStatus{Limit: 5, Remaining: 5}, Requests: req, HasTokens: true, HasRequests: true}, map[string]string{
+			"X-Ratelimit-Limit-Tokens": "5", "X-Ratelimit-Remaining-Tokens": "5",
+			"X-Ratelimit-Limit-Requests": "60", "X-Ratelimit-Remaining-Requests": "0", "X-Ratelimit-Reset-Requests": "42s",
 		}},
 		{"none", quota.RateStatus{}, map[string]string{}},
 	}

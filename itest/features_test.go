@@ -198,9 +198,13 @@ func TestNoUpstream(t *testing.T) {
 	e := upstreamAs(t, "")
 	tk := token(t, "nobody-behind", nil)
 	for _, stream := range []bool{false, true} {
-		b := mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", stream, nil)), 502)
+		resp := e.post("/v1/chat/completions", tk, chatBody("sim-model", stream, nil))
+		b := mustStatus(t, resp, 502)
 		if got := decodeError(t, b); got.Error.Code != "upstream_error" || got.Error.Type != "server_error" {
 			t.Fatalf("stream %v: %s", stream, b)
+		}
+		if resp.Header.Get("X-Ratelimit-Limit-Tokens") != "5000" || resp.Header.Get("X-Ratelimit-Reset-Tokens") == "" {
+			t.Fatalf("stream %v: the gate's 502 lacks the rate headers: %v", stream, resp.Header)
 		}
 	}
 	if b := mustStatus(t, e.get("/v1/models", tk), 502); decodeError(t, b).Error.Code != "upstream_error" {
@@ -220,9 +224,13 @@ func TestNoUpstream(t *testing.T) {
 func TestUpstreamDown(t *testing.T) {
 	e := upstreamAs(t, "reverse_proxy 127.0.0.1:1")
 	tk := token(t, "max", nil)
-	b := mustStatus(t, e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil)), 502)
+	resp := e.post("/v1/chat/completions", tk, chatBody("sim-model", true, nil))
+	b := mustStatus(t, resp, 502)
 	if decodeError(t, b).Error.Code != "upstream_error" {
 		t.Fatalf("%s", b)
+	}
+	if resp.Header.Get("X-Ratelimit-Limit-Tokens") != "5000" || resp.Header.Get("X-Ratelimit-Remaining-Tokens") == "" {
+		t.Fatalf("the gate's 502 lacks the rate headers: %v", resp.Header)
 	}
 	// The paths handed on unmetered answer the same way, not an empty 502.
 	if b := mustStatus(t, e.get("/v1/models", tk), 502); decodeError(t, b).Error.Code != "upstream_error" {

@@ -167,6 +167,43 @@ func TestRateLimitsAndSDK(t *testing.T) {
 	}
 }
 
+// TestRequestLargerThanWindow: a request whose prompt alone exceeds a
+// minute window's whole limit can never be admitted: its 429 tells SDKs not
+// to retry (they would, three times, by default) and promises no wait; a
+// total budget's headers promise no reset.
+func TestRequestLargerThanWindow(t *testing.T) {
+	e := newEnv(t, envOpts{
+		global: "plan small {\n\t\t\ttokens 40 per minute\n\t\t}\n\t\tplan lifetime {\n\t\t\ttokens 1000 per total\n\t\t\ttokens 100000 per day\n\t\t}",
+		site:   "plan small",
+	})
+	tk := token(t, "wordy", nil)
+	long := chatBody("sim-model", false, map[string]any{"max_tokens": 5, "messages": []map[string]any{{"role": "user", "content": strings.Repeat("word ", 60)}}})
+	resp := e.post("/v1/chat/completions", tk, long)
+	b := mustStatus(t, resp, 429)
+	if got := decodeError(t, b); got.Error.Code != "rate_limit_exceeded" || got.Error.Type != "tokens" {
+		t.Fatalf("%s", b)
+	}
+	if resp.Header.Get("X-Should-Retry") != "false" || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("429 of a request that never fits: headers %v", resp.Header)
+	}
+	// One that fits is admitted, and its minute window resets.
+	resp = e.post("/v1/chat/completions", tk, chatBody("sim-model", false, map[string]any{"max_tokens": 2}))
+	mustStatus(t, resp, 200)
+	if d, err := time.ParseDuration(resp.Header.Get("X-Ratelimit-Reset-Tokens")); err != nil || d <= 0 || d > time.Minute {
+		t.Fatalf("minute window's headers %v", resp.Header)
+	}
+	// Where a total budget is the tightest token window, there is no reset
+	// to announce.
+	resp = e.post("/v1/chat/completions", token(t, "lifer", map[string]any{"plan": "lifetime"}), chatBody("sim-model", false, map[string]any{"max_tokens": 2}))
+	mustStatus(t, resp, 200)
+	if resp.Header.Get("X-Ratelimit-Limit-Tokens") != "1000" || resp.Header.Get("X-Ratelimit-Remaining-Tokens") == "" {
+		t.Fatalf("total budget's headers %v", resp.Header)
+	}
+	if _, ok := resp.Header["X-Ratelimit-Reset-Tokens"]; ok {
+		t.Fatalf("a total budget announces a reset: %v", resp.Header)
+	}
+}
+
 // TestPatchUnderTraffic: admins changing a user's limits while the user's
 // requests run leave the counters equal to the records.
 func TestPatchUnderTraffic(t *testing.T) {
