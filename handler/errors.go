@@ -42,8 +42,11 @@ func errUserDisabled() *apiError {
 }
 
 func errModelNotAllowed(model string) *apiError {
-	return &apiError{Status: 403, Type: "permission_error", Code: "model_not_allowed", Param: "model",
-		Message: "The model `" + model + "` is not allowed by your plan."}
+	msg := "The model `" + model + "` is not allowed by your plan."
+	if model == "" {
+		msg = "The request names no model, and the upstream lists none to serve it with: name one your plan allows."
+	}
+	return &apiError{Status: 403, Type: "permission_error", Code: "model_not_allowed", Param: "model", Message: msg}
 }
 
 func errBadRequest(code, msg string) *apiError {

@@ -46,6 +46,15 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		e.write(w, r)
 		return nil
 	}
+	defaulted := false
+	if req.Model == "" {
+		// vLLM serves a request that names no model with its first one: the
+		// plan is checked, and the record kept, against that model, which
+		// the body then names (see forward).
+		if m := h.modelLens.defaultModel(r, next); m != "" {
+			req.Model, defaulted = m, true
+		}
+	}
 	c.model = req.Model
 	if !gate.ModelAllowed(c.eff.Models, req.Model) {
 		h.countOutcome(outcomeForbidden)
@@ -123,7 +132,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 		errInternal().write(w, r)
 		return nil
 	}
-	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, counted: !bounded, start: start}
+	x := exchange{h: h, w: w, r: r, c: c, model: req.Model, ep: ep, prompt: prompt, counted: !bounded, start: start, defaulted: defaulted}
 	if ep.Audio() {
 		x.textPrompt, x.audioExact = req.TextPromptTokens(h.app.Counter()), req.AudioExact
 	}
@@ -148,6 +157,9 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	}()
 	opts := meter.RewriteOptions{
 		InjectUsage: req.Stream && (!req.IncludeUsage || req.IncludeUsageImplied) && (x.ep == meter.EndpointChat || x.ep == meter.EndpointCompletions || x.ep.Audio()),
+	}
+	if x.defaulted {
+		opts.Model = req.Model
 	}
 	// The reservation's cap is set upstream, unless it is what the model
 	// can still produce anyway: vLLM then stops there by itself, counting
@@ -238,6 +250,9 @@ type exchange struct {
 	// audioExact reports that its audio's duration is known exactly.
 	textPrompt int64
 	audioExact bool
+	// defaulted: the request named no model, and model is the upstream's
+	// default.
+	defaulted bool
 }
 
 // settle charges what the response shows to the reservation, keeps the

@@ -39,6 +39,7 @@ type modelLens struct {
 // them) and when to ask again.
 type lensSnapshot struct {
 	lens    map[string]int64
+	first   string // the first model listed: vLLM's default, served to a request that names none
 	expires time.Time
 }
 
@@ -46,6 +47,17 @@ type lensSnapshot struct {
 // say. It asks the upstream (through next, like any other request) at most
 // once per TTL, or per retry interval while asking fails.
 func (m *modelLens) get(r *http.Request, next caddyhttp.Handler, model string) int64 {
+	return m.snapshot(r, next).lens[model]
+}
+
+// defaultModel returns the model the upstream serves to a request that
+// names none (vLLM's first served name), or "" when it does not say.
+func (m *modelLens) defaultModel(r *http.Request, next caddyhttp.Handler) string {
+	return m.snapshot(r, next).first
+}
+
+// snapshot returns the upstream's answer, asking for it as get says.
+func (m *modelLens) snapshot(r *http.Request, next caddyhttp.Handler) *lensSnapshot {
 	s := m.cur.Load()
 	switch {
 	case s == nil:
@@ -54,7 +66,7 @@ func (m *modelLens) get(r *http.Request, next caddyhttp.Handler, model string) i
 		defer m.fetching.Store(false) // even if next panics (reverse_proxy aborting)
 		s = m.fetch(r, next)
 	}
-	return s.lens[model]
+	return s
 }
 
 // first returns the first answer, asking for it unless another request
@@ -71,11 +83,11 @@ func (m *modelLens) first(r *http.Request, next caddyhttp.Handler) *lensSnapshot
 // fetch asks the upstream and keeps its answer for the TTL; when asking
 // fails, it keeps the lengths known before, until the retry interval is up.
 func (m *modelLens) fetch(r *http.Request, next caddyhttp.Handler) *lensSnapshot {
-	lens := fetchModelLens(r, next)
-	s := &lensSnapshot{lens: lens, expires: time.Now().Add(cmp.Or(m.ttl, modelLenTTL))}
+	lens, first := fetchModelLens(r, next)
+	s := &lensSnapshot{lens: lens, first: first, expires: time.Now().Add(cmp.Or(m.ttl, modelLenTTL))}
 	if lens == nil {
 		if prev := m.cur.Load(); prev != nil {
-			s.lens = prev.lens
+			s.lens, s.first = prev.lens, prev.first
 		}
 		s.expires = time.Now().Add(cmp.Or(m.retry, modelLenRetry))
 	}
@@ -84,9 +96,9 @@ func (m *modelLens) fetch(r *http.Request, next caddyhttp.Handler) *lensSnapshot
 }
 
 // fetchModelLens asks GET /v1/models through next for each model's
-// max_model_len: nil when the upstream gave no answer, an empty map when it
-// gave no lengths.
-func fetchModelLens(r *http.Request, next caddyhttp.Handler) map[string]int64 {
+// max_model_len, and the first model's id: nil when the upstream gave no
+// answer, an empty map when it gave no lengths.
+func fetchModelLens(r *http.Request, next caddyhttp.Handler) (map[string]int64, string) {
 	sub := r.Clone(r.Context())
 	sub.Method = http.MethodGet
 	sub.URL.Path, sub.URL.RawPath, sub.URL.RawQuery = "/v1/models", "", ""
@@ -97,7 +109,7 @@ func fetchModelLens(r *http.Request, next caddyhttp.Handler) map[string]int64 {
 	sub.Header.Del("Accept-Encoding")
 	rec := &bufferedResponse{header: make(http.Header)}
 	if err := next.ServeHTTP(rec, sub); err != nil || rec.status != http.StatusOK {
-		return nil
+		return nil, ""
 	}
 	var list struct {
 		Data []struct {
@@ -106,13 +118,17 @@ func fetchModelLens(r *http.Request, next caddyhttp.Handler) map[string]int64 {
 		} `json:"data"`
 	}
 	if json.Unmarshal(rec.body.Bytes(), &list) != nil {
-		return nil
+		return nil, ""
 	}
 	lens := make(map[string]int64, len(list.Data))
-	for _, d := range list.Data {
+	first := ""
+	for i, d := range list.Data {
+		if i == 0 {
+			first = d.ID
+		}
 		if d.MaxModelLen > 0 {
 			lens[d.ID] = d.MaxModelLen
 		}
 	}
-	return lens
+	return lens, first
 }

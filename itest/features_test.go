@@ -510,3 +510,33 @@ func TestMeteredRequestsAskForNoEncoding(t *testing.T) {
 		t.Fatalf("the upstream was asked for the client's Accept-Encoding %q", ae)
 	}
 }
+
+// TestRequestWithoutModel: vLLM serves a request that names no model with
+// its first served model. The gate checks the plan against that model,
+// records it, and names it in the body it forwards; it no longer refuses
+// a request without a model nor records an empty model.
+func TestRequestWithoutModel(t *testing.T) {
+	e := newEnv(t, envOpts{sim: vllmsim.Config{ModelNames: []string{"base-model", "sim-model"}}})
+	if st := e.admin("PUT", "/llm_gate/users/pat", map[string]any{"models": []string{"sim-*"}}, nil); st != 201 {
+		t.Fatalf("PUT user: %d", st)
+	}
+	body := chatBody("", false, nil)
+	delete(body, "model")
+	b := mustStatus(t, e.post("/v1/chat/completions", token(t, "pat", nil), body), 403)
+	if got := decodeError(t, b); got.Error.Code != "model_not_allowed" || !strings.Contains(got.Error.Message, "`base-model`") {
+		t.Fatalf("%s", b)
+	}
+	if st := e.admin("PATCH", "/llm_gate/users/pat", map[string]any{"models": []string{"base-*"}}, nil); st != 200 {
+		t.Fatalf("PATCH: %d", st)
+	}
+	for _, user := range []string{"pat", "unrestricted"} {
+		mustStatus(t, e.post("/v1/chat/completions", token(t, user, nil), body), 200)
+		reqs := e.sim.Requests()
+		if up := string(reqs[len(reqs)-1].Body); !strings.Contains(up, `"model":"base-model"`) {
+			t.Fatalf("%s: upstream body %s", user, up)
+		}
+		if r := e.waitRecords(user, 1)[0]; r.Model != "base-model" || r.PromptTokens == 0 {
+			t.Fatalf("%s: record %+v", user, r)
+		}
+	}
+}

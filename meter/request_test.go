@@ -605,6 +605,27 @@ func TestRewrite(t *testing.T) {
 		want string // "" means: the same slice comes back
 	}{
 		{
+			name: "model named for a request without one",
+			ep:   EndpointChat,
+			body: `{"messages":[]}`,
+			opt:  RewriteOptions{Model: "org/m\"1"},
+			want: `{"messages":[],"model":"org/m\"1"}`,
+		},
+		{
+			name: "model null and empty replaced, each occurrence, with a cap",
+			ep:   EndpointChat,
+			body: `{"model":null,"messages":[],"model":""}`,
+			opt:  RewriteOptions{Model: "m", MaxTokens: 5},
+			want: `{"model":"m","messages":[],"model":"m","max_tokens":5}`,
+		},
+		{
+			name: "model into an empty object",
+			ep:   EndpointEmbeddings,
+			body: `{ }`,
+			opt:  RewriteOptions{Model: "m"},
+			want: `{ "model":"m"}`,
+		},
+		{
 			name: "inject without stream_options",
 			ep:   EndpointChat,
 			body: `{"model":"m","stream":true,"messages":[]}`,
@@ -782,6 +803,9 @@ func TestRewrite(t *testing.T) {
 			if c.opt.MaxTokens > 0 && (r2.MaxTokens != c.opt.MaxTokens) {
 				t.Fatalf("cap %d after Rewrite, want %d", r2.MaxTokens, c.opt.MaxTokens)
 			}
+			if c.opt.Model != "" && r2.Model != c.opt.Model {
+				t.Fatalf("model %q after Rewrite, want %q", r2.Model, c.opt.Model)
+			}
 			var before, after map[string]json.RawMessage
 			_ = json.Unmarshal(body, &before)
 			_ = json.Unmarshal(out, &after)
@@ -789,6 +813,10 @@ func TestRewrite(t *testing.T) {
 				switch k {
 				case "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens":
 					continue
+				case "model":
+					if c.opt.Model != "" {
+						continue
+					}
 				}
 				if !bytes.Equal(after[k], v) {
 					t.Fatalf("member %q changed: %s -> %s", k, v, after[k])

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"strconv"
@@ -15,6 +16,11 @@ type RewriteOptions struct {
 	InjectUsage bool
 	// MaxTokens is the per-choice output cap to set; 0 leaves the caps alone.
 	MaxTokens int64
+	// Model, when set, names the model of a request that named none
+	// ("model" absent, null or ""): the upstream's default, which the gate
+	// checked against the plan, spelt out so that the upstream serves that
+	// one even if its default changed meanwhile.
+	Model string
 }
 
 // edit replaces body[start:end] with text (an insertion when start == end).
@@ -69,7 +75,7 @@ func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
 			primary = "max_tokens"
 		}
 	}
-	if !inject && primary == "" {
+	if !inject && primary == "" && o.Model == "" {
 		return body, nil
 	}
 	it, ok := newObjIter(body)
@@ -81,8 +87,12 @@ func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
 	if primary != "" {
 		capText = strconv.AppendInt(nil, o.MaxTokens, 10)
 	}
+	var modelText []byte
+	if o.Model != "" {
+		modelText, _ = json.Marshal(o.Model) // a string always marshals
+	}
 	lastEnd := -1 // end of the last member's value: where new members go
-	sawOptions, sawPrimary := false, false
+	sawOptions, sawPrimary, sawModel := false, false, false
 	var kb [maxKeyBytes]byte
 	for {
 		key, val, more := it.next()
@@ -105,6 +115,9 @@ func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
 			if string(val) != string(capText) {
 				edits = append(edits, edit{vs, ve, capText})
 			}
+		case modelText != nil && name == "model":
+			sawModel = true
+			edits = append(edits, edit{vs, ve, modelText})
 		case primary != "" && slices.Contains(others, name):
 			if n, ok := parseInt(val); !ok || n > o.MaxTokens {
 				edits = append(edits, edit{vs, ve, capText})
@@ -136,6 +149,9 @@ func Rewrite(body []byte, r *Request, o RewriteOptions) ([]byte, error) {
 	}
 	if primary != "" && !sawPrimary {
 		add(primary, capText)
+	}
+	if modelText != nil && !sawModel {
+		add("model", modelText)
 	}
 	if len(edits) == 0 {
 		return body, nil
