@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -56,9 +57,12 @@ func (c *JWTConfig) verifierConfig(logger *zap.Logger) (auth.JWTConfig, error) {
 		Logger:     logger,
 	}
 	for i, s := range c.Secrets {
-		v := repl.ReplaceKnown(s, "")
-		if strings.TrimSpace(v) == "" {
-			return cfg, fmt.Errorf("llm_gate jwt: secret #%d (%s) is empty: is the environment variable set?", i+1, s)
+		v, err := resolve(repl, s)
+		if err == nil && strings.TrimSpace(v) == "" {
+			err = errors.New("it is empty")
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("llm_gate jwt: secret #%d (%s): %v", i+1, s, err)
 		}
 		if len(v) < MinSecretLen {
 			return cfg, fmt.Errorf("llm_gate jwt: secret #%d is %d bytes; it must be at least %d bytes (generate one with: openssl rand -base64 48)", i+1, len(v), MinSecretLen)
@@ -66,10 +70,36 @@ func (c *JWTConfig) verifierConfig(logger *zap.Logger) (auth.JWTConfig, error) {
 		cfg.Secrets = append(cfg.Secrets, []byte(v))
 	}
 	for _, p := range c.PublicKeys {
-		cfg.PublicKeyFiles = append(cfg.PublicKeyFiles, repl.ReplaceKnown(p, ""))
+		v, err := resolve(repl, p)
+		if err != nil {
+			return cfg, fmt.Errorf("llm_gate jwt: public_key %s: %v", p, err)
+		}
+		cfg.PublicKeyFiles = append(cfg.PublicKeyFiles, v)
 	}
 	for _, j := range c.JWKS {
-		cfg.JWKS = append(cfg.JWKS, repl.ReplaceKnown(j, ""))
+		v, err := resolve(repl, j)
+		if err != nil {
+			return cfg, fmt.Errorf("llm_gate jwt: jwks %s: %v", j, err)
+		}
+		cfg.JWKS = append(cfg.JWKS, v)
 	}
 	return cfg, nil
+}
+
+// resolve replaces the {env.*} and {file.*} placeholders in s; one that
+// comes out empty is an error that says which, and what to check. Unknown
+// placeholders are left as they are (a secret may hold braces).
+func resolve(repl *caddy.Replacer, s string) (string, error) {
+	v, err := repl.ReplaceOrErr(s, true, false)
+	if err != nil {
+		hint := ""
+		switch {
+		case strings.Contains(s, "{env."):
+			hint = ": is the environment variable set?"
+		case strings.Contains(s, "{file."):
+			hint = ": does the file exist, readable by Caddy, and hold the value?"
+		}
+		return "", fmt.Errorf("%v%s", err, hint)
+	}
+	return v, nil
 }
