@@ -4,10 +4,13 @@
 package gate
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -87,6 +90,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if fi, err := os.Stat(db); err == nil && fi.IsDir() {
 		return fmt.Errorf("llm_gate: db %s is a directory: name the bbolt file in it (say %s)", db, filepath.Join(db, "llm_gate.db"))
+	}
+	if err := creatableDir(filepath.Dir(db)); err != nil {
+		return fmt.Errorf("llm_gate: db %s cannot be created: %w", db, err)
 	}
 	a.DB = db
 	flush, retention := DefaultFlushInterval, DefaultRetention
@@ -298,3 +304,22 @@ var (
 	_ caddy.CleanerUpper = (*App)(nil)
 	_ caddy.Destructor   = (*State)(nil)
 )
+
+// creatableDir reports why dir can neither be used nor created (the store
+// creates what is missing when it opens): an ancestor that is a file, or
+// one that cannot be looked at. caddy validate then says so, not the start.
+func creatableDir(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s is a file, not a directory", p)
+		case err == nil:
+			return nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR): // ENOTDIR: a file above p
+			return err
+		case filepath.Dir(p) == p:
+			return nil
+		}
+	}
+}

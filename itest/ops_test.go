@@ -288,6 +288,7 @@ func TestDBPathPlaceholders(t *testing.T) {
 	for _, c := range []struct{ db, want string }{
 		{"{env.LLM_GATE_ITEST_UNSET}/gate.db", "LLM_GATE_ITEST_UNSET"},
 		{dir, "is a directory"},
+		{filepath.Join(dir, "gate.db", "sub", "gate.db"), "is a file, not a directory"}, // a file in the way
 	} {
 		err := e.caddy.Load(strings.Replace(live, "db {env.LLM_GATE_ITEST_DB_DIR}/gate.db", "db "+c.db, 1))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
