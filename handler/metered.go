@@ -283,7 +283,8 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 		rec.PromptTokens, rec.CompletionTokens = x.transcript()
 		rec.Estimated = true
 	case mw.generated():
-		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.promptCount(req)), mw.estimateCompletion(), true
+		// With echo, the text relayed starts with the prompt repeated.
+		rec.PromptTokens, rec.CompletionTokens, rec.Estimated = mw.prompt(x.promptCount(req)), max(mw.estimateCompletion()-req.EchoEstimate(h.app.Counter()), 0), true
 	case upErr == nil && (accepted || clientGone),
 		mw.status == http.StatusInternalServerError && mw.stream == nil && upErr != nil:
 		// Accepted but cut before the first token (vLLM answers 200 before

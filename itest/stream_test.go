@@ -218,6 +218,32 @@ func TestCutStreamsAreEstimated(t *testing.T) {
 			t.Fatalf("a 400 was charged: %+v", r)
 		}
 	})
+	// echo repeats the prompt (completions) or the assistant's last
+	// message (chat) before the answer: that text is not generated.
+	t.Run("echo, then an error", func(t *testing.T) {
+		long := strings.Repeat("the quick brown fox jumps over the lazy dog ", 20)
+		for _, c := range []struct {
+			user, path string
+			body       map[string]any
+		}{
+			{"echo-cmpl", "/v1/completions", map[string]any{"model": "sim-model", "prompt": long, "echo": true, "stream": true, "max_tokens": 30, "n": 2}},
+			{"echo-chat", "/v1/chat/completions", chatBody("sim-model", true, map[string]any{"echo": true, "messages": []map[string]any{
+				{"role": "user", "content": "Go on."}, {"role": "assistant", "content": long}}})},
+		} {
+			b := mustStatus(t, e.post(c.path, token(t, c.user, nil), c.body, "X-Sim-Error-After", "5"), 200)
+			if !strings.Contains(string(b), "lazy dog") {
+				t.Fatalf("%s: no echo in %.300s", c.user, b)
+			}
+			r := e.waitRecords(c.user, 1)[0]
+			choices := int64(1)
+			if c.user == "echo-cmpl" {
+				choices = 2
+			}
+			if !r.Estimated || r.CompletionTokens < 4*choices || r.CompletionTokens > 7*choices || r.PromptTokens < 150 {
+				t.Errorf("%s: record %+v; want about 5 tokens a choice generated", c.user, r)
+			}
+		}
+	})
 	t.Run("client disconnect", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, "POST", e.base+"/v1/chat/completions",

@@ -175,6 +175,38 @@ type roleCount struct {
 	n   int64
 }
 
+// EchoEstimate estimates the text a request with echo has vLLM repeat at
+// the start of each choice, which a stream meter reads as generated:
+// completions repeat the choice's prompt; chat, the last message's content
+// when it is the assistant's (vLLM's response role). 0 without echo.
+func (r *Request) EchoEstimate(c Counter) int64 {
+	if !r.Echo {
+		return 0
+	}
+	e := estimator{c: c}
+	switch r.Endpoint {
+	case EndpointCompletions:
+		e.inputs(r.prompt) // each prompt's choices repeat it: the sum, times n
+	case EndpointChat:
+		var last []byte
+		for m := range elements(r.messages) {
+			last = m
+		}
+		if last == nil || !stringEq(member(last, "role"), "assistant") {
+			return 0
+		}
+		content := member(last, "content")
+		if isString(content) {
+			e.str(content)
+		} else {
+			for part := range elements(content) {
+				e.str(member(part, "text"))
+			}
+		}
+	}
+	return e.n * int64(r.N)
+}
+
 // str counts a string value; other values count nothing.
 func (e *estimator) str(v []byte) {
 	body, ok := stringBody(v)

@@ -164,6 +164,9 @@ type Request struct {
 	IncludeUsageImplied bool
 	// ContinuousUsage is stream_options.continuous_usage_stats.
 	ContinuousUsage bool
+	// Echo is chat's and completions' "echo": the answer starts with the
+	// prompt (completions) or the last message (chat) repeated.
+	Echo bool
 
 	// Raw values of the prompt parts, referencing the body; nil if absent.
 	messages, prompt, input, instructions, tools, functions, system []byte
@@ -264,6 +267,10 @@ func (r *Request) Parse(ep Endpoint, body []byte) error {
 			r.renderOpts = append(r.renderOpts, rawMember{name, val})
 		case "stream":
 			r.Stream, err = boolField(name, val)
+		case "echo":
+			if ep == EndpointChat || ep == EndpointCompletions {
+				r.Echo, err = boolField(name, val)
+			}
 		case "n":
 			var o optInt
 			o, err = intField(name, val)
@@ -396,7 +403,7 @@ var requestFields = [...]string{
 	"n", "prompt", "input", "tools", "functions", "instructions", "max_output_tokens", "system",
 	"query", "documents", "text_1", "text_2", "queries", "items", "data_1", "data_2",
 	"add_generation_prompt", "continue_final_message", "add_special_tokens",
-	"chat_template", "chat_template_kwargs", "mm_processor_kwargs",
+	"chat_template", "chat_template_kwargs", "mm_processor_kwargs", "echo",
 }
 
 // requestField returns the name in requestFields that key is, without

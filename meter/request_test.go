@@ -186,7 +186,7 @@ func TestParseRequest(t *testing.T) {
 			name: "explicit zero cap",
 			ep:   EndpointCompletions,
 			body: `{"prompt":"x","max_tokens":0,"echo":true}`,
-			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1, MaxTokensField: "max_tokens"},
+			want: Request{Endpoint: EndpointCompletions, N: 1, Prompts: 1, MaxTokensField: "max_tokens", Echo: true},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
