@@ -66,7 +66,8 @@ func (c *caller) placeholder(key string) (any, bool) {
 }
 
 // identify turns the request's credential into a caller, or the error to
-// answer (with the caller too when it is a known user who is refused). Reasons are logged at debug level, never the credential itself.
+// answer (with the caller too when it is a known user who is refused).
+// Reasons are logged at debug level, never the credential itself.
 func (h *Handler) identify(r *http.Request, now time.Time) (*caller, *apiError) {
 	tok, err := auth.Credential(r.Header)
 	if errors.Is(err, auth.ErrNoCredential) {
