@@ -204,6 +204,7 @@ func newIDP(tb testing.TB, doc []byte) *idp {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(*s.doc.Load())
 	}))
+	lastGood.Delete(s.URL) // a port an earlier test's IdP had must not bring its keys
 	tb.Cleanup(s.Close)
 	return s
 }

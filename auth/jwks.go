@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,6 +25,17 @@ type jwksSource struct {
 	loc  string // URL or file path
 	url  bool
 	keys []*key // last good keys; kept when a refresh fails
+}
+
+// lastGood keeps, for the whole process, the keys of each JWKS URL's last
+// good fetch and when it was, so that a config loaded while the identity
+// provider is down (a reload, another site's change) starts with the keys
+// the config before it had, rather than failing or refusing every token.
+var lastGood sync.Map // URL → goodKeys
+
+type goodKeys struct {
+	keys []*key
+	at   time.Time
 }
 
 // newJWKSSource classifies a configured location.
@@ -80,6 +92,9 @@ func (v *Verifier) fetch(ctx context.Context, s *jwksSource) ([]*key, error) {
 		// Sets routinely carry encryption keys next to signing keys.
 		v.log.Debug("JWKS key skipped", zap.String("jwks", s.loc), zap.Error(e))
 	}
+	if err == nil && s.url {
+		lastGood.Store(s.loc, goodKeys{keys, time.Now()})
+	}
 	return keys, err
 }
 
@@ -96,7 +111,13 @@ func (v *Verifier) initialFetch() error {
 				v.fetchMu.Unlock()
 				return err
 			}
-			failed = append(failed, err)
+			if g, ok := lastGood.Load(s.loc); ok {
+				s.keys = g.(goodKeys).keys
+				v.log.Warn("JWKS unavailable; serving with the keys this process fetched from it before, and retrying in the background",
+					zap.String("jwks", s.loc), zap.Strings("kids", kids(s.keys)), zap.Time("fetched", g.(goodKeys).at), zap.Error(err))
+			} else {
+				failed = append(failed, err)
+			}
 			continue
 		}
 		s.keys = keys
@@ -105,12 +126,18 @@ func (v *Verifier) initialFetch() error {
 	v.publishLocked()
 	v.fetchMu.Unlock()
 
-	if v.keys.Load().count == 0 {
-		return fmt.Errorf("%w (and no other key source has a key)", errors.Join(failed...))
-	}
+	// An identity provider that does not answer is not the config's fault:
+	// failing here would fail the whole config (every site of the Caddy,
+	// at a start or a reload). The gate starts, refuses the tokens it has
+	// no key for, and fetches again in the background.
 	for _, err := range failed {
-		v.log.Warn("JWKS unavailable at start; serving with the other keys and retrying in the background",
-			zap.Error(err))
+		if v.keys.Load().count == 0 {
+			v.log.Error("JWKS unavailable at start and no other key source has a key: every token is refused until it answers; retrying in the background",
+				zap.Error(err))
+		} else {
+			v.log.Warn("JWKS unavailable at start; serving with the other keys and retrying in the background",
+				zap.Error(err))
+		}
 	}
 	if len(v.sources) > 0 {
 		v.done = make(chan struct{})

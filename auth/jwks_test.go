@@ -472,9 +472,17 @@ func TestJWKSHTTPErrors(t *testing.T) {
 	k := keys(t)
 	srv := newIDP(t, jwksOf(t, jwkOf(t, &k.rsa.PublicKey, "a")))
 	srv.status.Store(http.StatusNotFound)
-	_, err := NewVerifier(JWTConfig{JWKS: []string{srv.URL}})
-	if err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), srv.URL) {
-		t.Fatalf("err = %v, want the status and the URL", err)
+	// An identity provider that does not answer fails no config: the
+	// error log says why every token is refused.
+	errCore, errLogs := observer.New(zapcore.ErrorLevel)
+	down, err := NewVerifier(JWTConfig{JWKS: []string{srv.URL}, Logger: zap.New(errCore)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Close()
+	if l := errLogs.FilterMessageSnippet("every token is refused").All(); len(l) != 1 ||
+		!strings.Contains(l[0].ContextMap()["error"].(string), "404") || !strings.Contains(l[0].ContextMap()["error"].(string), srv.URL) {
+		t.Fatalf("logs %v, want the status and the URL", errLogs.All())
 	}
 	// A plain-http JWKS is allowed but warned about.
 	srv.status.Store(0)
@@ -512,4 +520,40 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestJWKSLastGoodAcrossConfigs: a verifier built while its identity
+// provider is down (a reload during an outage) starts with the keys an
+// earlier verifier of the process fetched from the same URL; one with no
+// such keys and no other source starts too, refuses every token, and takes
+// the keys once the provider answers.
+func TestJWKSLastGoodAcrossConfigs(t *testing.T) {
+	k := keys(t)
+	srv := newIDP(t, jwksOf(t, jwkOf(t, &k.rsa.PublicKey, "a")))
+	tok := sign(t, jwt.SigningMethodRS256, k.rsa, claims(nil), map[string]any{"kid": "a"})
+	first := newTestVerifier(t, JWTConfig{JWKS: []string{srv.URL}})
+	if _, err := first.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	srv.status.Store(http.StatusServiceUnavailable)
+	core, logs := observer.New(zapcore.WarnLevel)
+	second := newTestVerifier(t, JWTConfig{JWKS: []string{srv.URL}, Logger: zap.New(core)})
+	if _, err := second.Verify(tok); err != nil {
+		t.Fatalf("the reloaded config refuses a token the keys fetched before verify: %v", err)
+	}
+	if logs.FilterMessageSnippet("fetched from it before").Len() != 1 {
+		t.Fatalf("logs %v", logs.All())
+	}
+
+	other := newIDP(t, jwksOf(t, jwkOf(t, &k.rsa.PublicKey, "a")))
+	other.status.Store(http.StatusServiceUnavailable)
+	cold := newTestVerifier(t, JWTConfig{JWKS: []string{other.URL}, MinRefetchInterval: 10 * time.Millisecond, RefreshInterval: time.Hour})
+	if _, err := cold.Verify(tok); err == nil {
+		t.Fatal("verified with no key")
+	}
+	other.status.Store(0)
+	waitFor(t, "background retry", func() bool { return cold.keys.Load().count == 1 })
+	if _, err := cold.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
 }
