@@ -788,8 +788,18 @@ func TestUsage(t *testing.T) {
 		"group_by=user,week", "since=yesterday", "until=2025-13-01", "since=2025-06-03&until=2025-06-01",
 		"since=2025-06-02&until=2025-06-01", // a day before since: until's day ends where since's starts
 		"format=xml", "users=ann", "user=%20x", "user=a&user=b",
+		"user=", // empty: it must not widen the report to everyone
 	} {
 		e.fails("GET", "/llm_gate/usage?"+q, nil, 400)
+	}
+	e.fails("GET", "/llm_gate/requests?user=", nil, 400)
+
+	// A user id (a JWT's subject) shaped like a spreadsheet formula is
+	// written as text.
+	seedRecords(t, e.state(), []store.Record{{Time: time.Date(2025, 6, 4, 9, 0, 0, 0, time.UTC), User: `=HYPERLINK("x")`, Model: "@m", Endpoint: "chat", Status: 200, PromptTokens: 1}})
+	_, _, data = e.do("GET", "/llm_gate/usage?group_by=user,model&since=2025-06-04&format=csv", nil)
+	if recs, err := csv.NewReader(bytes.NewReader(data)).ReadAll(); err != nil || len(recs) != 2 || recs[1][0] != `'=HYPERLINK("x")` || recs[1][1] != "'@m" {
+		t.Errorf("formula cells %q %v", recs, err)
 	}
 	if msg := e.fails("GET", "/llm_gate/usage?since=2025-06-03&until=2025-06-01", nil, 400); msg != "since 2025-06-03 is after until 2025-06-01" {
 		t.Errorf("reversed range: %q names other bounds than those sent", msg)

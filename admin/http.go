@@ -155,8 +155,8 @@ func (q query) limit() (int, error) {
 // user parses an optional user filter.
 func (q query) user() (string, error) {
 	u := q.get("user")
-	if u == "" {
-		return "", nil
+	if u == "" && !q.v.Has("user") {
+		return "", nil // user= is refused below: an empty filter must not widen a report to everyone
 	}
 	if err := store.ValidUserID(u); err != nil {
 		return "", apiErrorf(http.StatusBadRequest, "user: %v", err)

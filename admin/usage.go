@@ -94,6 +94,16 @@ func groupBy(s string) ([]string, error) {
 	return out, nil
 }
 
+// csvText is s as a CSV cell a spreadsheet shows as text: one that starts
+// like a formula (=, +, -, @, a tab or a carriage return; user ids come
+// from JWT subjects) gets a leading ' (OWASP's advice on CSV injection).
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
 // usageColumns are the CSV's sum columns, after the grouped ones.
 var usageColumns = []string{"requests", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "estimated_requests"}
 
@@ -107,9 +117,9 @@ func writeUsageCSV(w http.ResponseWriter, groups []string, rows []store.UsageRow
 		for _, g := range groups {
 			switch g {
 			case store.GroupUser:
-				rec = append(rec, row.User)
+				rec = append(rec, csvText(row.User))
 			case store.GroupModel:
-				rec = append(rec, row.Model)
+				rec = append(rec, csvText(row.Model))
 			case store.GroupDay:
 				rec = append(rec, row.Day)
 			case store.GroupHour:
