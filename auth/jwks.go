@@ -112,9 +112,10 @@ func (v *Verifier) initialFetch() error {
 				return err
 			}
 			if g, ok := lastGood.Load(s.loc); ok {
-				s.keys = g.(goodKeys).keys
+				good := g.(goodKeys)
+				s.keys = good.keys
 				v.log.Warn("JWKS unavailable; serving with the keys this process fetched from it before, and retrying in the background",
-					zap.String("jwks", s.loc), zap.Strings("kids", kids(s.keys)), zap.Time("fetched", g.(goodKeys).at), zap.Error(err))
+					zap.String("jwks", s.loc), zap.Strings("kids", kids(s.keys)), zap.Time("fetched", good.at), zap.Error(err))
 			} else {
 				failed = append(failed, err)
 			}

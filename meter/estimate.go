@@ -195,14 +195,7 @@ func (r *Request) EchoEstimate(c Counter) int64 {
 		if last == nil || !stringEq(member(last, "role"), "assistant") {
 			return 0
 		}
-		content := member(last, "content")
-		if isString(content) {
-			e.str(content)
-		} else {
-			for part := range elements(content) {
-				e.str(member(part, "text"))
-			}
-		}
+		e.content(member(last, "content"))
 	}
 	return e.n * int64(r.N)
 }
