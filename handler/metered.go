@@ -70,28 +70,36 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	// else, or a bound the windows have no ample room for, is counted
 	// first. (So the model-length cap below, for uncapped requests under
 	// token limits, always has the count.)
-	prompt, bounded := int64(0), false
+	prompt, bounded, exact := int64(0), false, false
 	if h.PromptCount != "tokenize" && (!req.Uncapped() || !hasTokenLimit(c.eff.Limits)) {
 		prompt, bounded = req.PromptBound(body)
 	}
 	if !bounded {
-		prompt = h.countPrompt(r, next, &req)
+		prompt, exact = h.countPrompt(r, next, &req)
 	}
 	// Without a client cap, reserve what the model can still produce, at
-	// most reserve_output.
-	defaultOutput, modelBound := h.ReserveOutput, false
+	// most reserve_output (but see below).
+	defaultOutput, modelLeft := h.ReserveOutput, int64(0)
 	if req.Uncapped() && !req.PromptOnly() && !ep.Audio() && hasTokenLimit(c.eff.Limits) {
 		if n := h.modelLens.get(r, next, req.Model); n > 0 && req.Prompts > 1 {
 			// prompt is the prompts' sum here, and one cap serves them all:
 			// it must fit the longest one's context, with room for the
 			// estimate's error (vLLM refuses the whole request otherwise).
-			// It is always set (modelBound stays false).
+			// It is always set (modelLeft stays 0).
 			longest := req.LongestPrompt(h.app.Counter())
-			if left := n - longest - longest/16 - 16; left < defaultOutput {
+			if left := n - longest - estimateError(longest); left < defaultOutput {
 				defaultOutput = max(left, 1)
 			}
-		} else if n > 0 && n-prompt > 0 && n-prompt < defaultOutput {
-			defaultOutput, modelBound = n-prompt, true
+		} else if n > 0 {
+			// Within the estimate's error of the context's end, a cap could
+			// be more than the model has left after the real prompt (vLLM
+			// refuses it): the reservation is what the model can produce,
+			// and forward leaves the cap to vLLM.
+			left := n - prompt
+			if left < defaultOutput || left-estimateError(prompt) < defaultOutput && !exact && !req.PromptIsTokens() {
+				modelLeft = max(left, 1)
+				defaultOutput = modelLeft
+			}
 		}
 	}
 	output := req.MaxTokens
@@ -117,7 +125,8 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	err := engine.AdmitTo(&res, qr)
 	if errors.Is(err, quota.ErrNeedCount) {
-		prompt, bounded = h.countPrompt(r, next, &req), false
+		prompt, _ = h.countPrompt(r, next, &req)
+		bounded = false
 		qr.Prompt, qr.PromptBound = prompt, false
 		err = engine.AdmitTo(&res, qr)
 	}
@@ -136,9 +145,7 @@ func (h *Handler) serveMetered(w http.ResponseWriter, r *http.Request, next cadd
 	if ep.Audio() {
 		x.textPrompt, x.audioExact = req.TextPromptTokens(h.app.Counter()), req.AudioExact
 	}
-	if modelBound {
-		x.modelCap = defaultOutput
-	}
+	x.modelLeft = modelLeft
 	x.forward(next, body, &req, &res)
 	return nil
 }
@@ -165,9 +172,12 @@ func (x *exchange) forward(next caddyhttp.Handler, body []byte, req *meter.Reque
 	// can still produce anyway: vLLM then stops there by itself, counting
 	// the prompt exactly, where a cap from the estimate (max_model_len −
 	// estimated prompt) would be refused as too large whenever the real
-	// prompt (template, BOS) is longer than the estimate.
+	// prompt (template, BOS) is longer than the estimate. A budget's cap is
+	// less than half of that (the engine leaves a request half of what
+	// remains when it cannot have all it wants), which only an estimate
+	// off by as much again would make too large.
 	if hasTokenLimit(x.c.eff.Limits) && (req.Uncapped() || res.OutputCap < req.MaxTokens || req.OtherCap) && res.OutputCap > 0 &&
-		(x.modelCap == 0 || res.OutputCap < x.modelCap) {
+		(x.modelLeft == 0 || res.OutputCap < x.modelLeft) {
 		opts.MaxTokens = res.OutputCap
 	}
 	body, err := meter.Rewrite(body, req, opts)
@@ -241,11 +251,11 @@ type exchange struct {
 	// bound the request was admitted on (counted false).
 	prompt  int64
 	counted bool
-	// modelCap is the output the model can still produce after the prompt
-	// (estimated), when it set the reservation of a request without a cap;
-	// else 0.
-	modelCap int64
-	start    time.Time
+	// modelLeft is the output the model can still produce after the
+	// prompt (as counted), when it set the reservation of a request without
+	// a cap; else 0.
+	modelLeft int64
+	start     time.Time
 	// textPrompt is the count of a speech-to-text request's text prompt;
 	// audioExact reports that its audio's duration is known exactly.
 	textPrompt int64

@@ -16,14 +16,21 @@ import (
 // countPrompt counts the prompt the way the site asks: with the local
 // tokenizer, or exactly through the upstream's /tokenize (sent through the
 // same next handler, so it reaches the same upstream), falling back to the
-// estimate when the upstream cannot say.
-func (h *Handler) countPrompt(r *http.Request, next caddyhttp.Handler, req *meter.Request) int64 {
+// estimate when the upstream cannot say; exact reports the former.
+func (h *Handler) countPrompt(r *http.Request, next caddyhttp.Handler, req *meter.Request) (n int64, exact bool) {
 	if h.PromptCount == "tokenize" {
 		if n, ok := h.tokenize(r, next, req); ok {
-			return n
+			return n, true
 		}
 	}
-	return req.EstimatePrompt(h.app.Counter())
+	return req.EstimatePrompt(h.app.Counter()), false
+}
+
+// estimateError is the room left for an estimated prompt of n tokens
+// running short of the real one (a chat template's tokens, a tokenizer
+// that splits differently): a cap that must fit the context leaves it.
+func estimateError(n int64) int64 {
+	return n/16 + 16
 }
 
 func (h *Handler) tokenize(r *http.Request, next caddyhttp.Handler, req *meter.Request) (int64, bool) {

@@ -540,3 +540,65 @@ func TestRequestWithoutModel(t *testing.T) {
 		}
 	}
 }
+
+// TestCapNearContextEnd: with the estimated prompt count, a request without
+// max_tokens whose prompt is just past max_model_len − reserve_output (and
+// whose estimate, short of the template's tool preamble, is just before it)
+// is served: the gate leaves the cap to vLLM within the estimate's error of
+// the context's end, where max_tokens = reserve_output would be more than
+// the real prompt leaves and refused with a 400.
+func TestCapNearContextEnd(t *testing.T) {
+	e := newEnv(t, envOpts{
+		sim:    vllmsim.Config{MaxModelLen: 8192, DefaultLength: 9000},
+		global: "plan p {\n\t\t\ttokens 100000 per day\n\t\t}",
+		site:   "plan p\n\t\treserve_output 4096",
+	})
+	tools := []map[string]any{{"type": "function", "function": map[string]any{
+		"name": "get_weather", "description": "Weather at a place",
+		"parameters": map[string]any{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}},
+	}}}
+	body := func(n int) map[string]any {
+		return chatBody("sim-model", false, map[string]any{
+			"messages": []map[string]any{{"role": "user", "content": strings.Repeat(" river", n)}},
+			"tools":    tools,
+		})
+	}
+	count := func(n int) int64 { // the real prompt, as vLLM renders it
+		t.Helper()
+		b, _ := json.Marshal(body(n))
+		resp, err := http.Post(e.simURL+"/tokenize", "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			Count int64 `json:"count"`
+		}
+		if err := json.Unmarshal(mustStatus(t, resp, 200), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Count
+	}
+	n := int(8192-4096+1-count(1)) + 1
+	if c := count(n); c != 8192-4096+1 {
+		t.Fatalf("prompt of %d tokens; the test wants 4097", c)
+	}
+	resp := e.post("/v1/chat/completions", token(t, "nell", nil), body(n))
+	remaining, _ := strconv.ParseInt(resp.Header.Get("X-Ratelimit-Remaining-Tokens"), 10, 64)
+	var out struct {
+		Usage struct {
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(mustStatus(t, resp, 200), &out); err != nil {
+		t.Fatal(err)
+	}
+	reqs := e.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.MaxTokens != nil && int64(*last.MaxTokens)+out.Usage.PromptTokens > 8192 {
+		t.Fatalf("upstream max_tokens %d past the context", *last.MaxTokens)
+	}
+	if used, held := out.Usage.PromptTokens+out.Usage.CompletionTokens, 100000-remaining; used != 8192 || held < used {
+		t.Fatalf("used %d (%+v), %d held; want the whole context, held", used, out.Usage, held)
+	}
+
+}

@@ -409,6 +409,22 @@ func (e *estimator) inputs(v []byte) {
 	}
 }
 
+// PromptIsTokens reports that a completions prompt is given as token ids
+// (or arrays of them), which EstimatePrompt counts exactly.
+func (r *Request) PromptIsTokens() bool {
+	if r.Endpoint != EndpointCompletions || !isArray(r.prompt) {
+		return false
+	}
+	ids := false
+	for el := range elements(r.prompt) {
+		if el[0] == '"' || el[0] == '{' {
+			return false
+		}
+		ids = true
+	}
+	return ids
+}
+
 // item counts one Responses input item: a message ({role, content}), a
 // function call ({name, arguments}), a call's output ({output}) or a
 // reasoning item ({summary: [{text}]}).

@@ -913,6 +913,29 @@ func TestLongestPrompt(t *testing.T) {
 	}
 }
 
+func TestPromptIsTokens(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"prompt":[1,2,3]}`:                            true,
+		`{"prompt":[[1,2],[3]]}`:                        true,
+		`{"prompt":"1 2 3"}`:                            false,
+		`{"prompt":["a",[1,2]]}`:                        false,
+		`{"prompt":[]}`:                                 false,
+		`{"messages":[{"role":"user","content":"hi"}]}`: false,
+	} {
+		ep := EndpointCompletions
+		if strings.Contains(body, "messages") {
+			ep = EndpointChat
+		}
+		r, err := ParseRequest(ep, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.PromptIsTokens(); got != want {
+			t.Errorf("%s: PromptIsTokens = %v, want %v", body, got, want)
+		}
+	}
+}
+
 var (
 	sinkModel string
 	// viaForm is never set: the compiler cannot tell, so a branch on it
