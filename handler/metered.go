@@ -335,7 +335,8 @@ func (x *exchange) settle(req *meter.Request, res *quota.Reservation, nextErr er
 	if x.counted {
 		estimate = x.prompt
 	}
-	h.observe(&rec, upErr != nil || nextErr != nil || mw.status >= 500, aborted, reported, estimate)
+	// An error body with a 4xx is vLLM refusing the request: the client's.
+	h.observe(&rec, upErr != nil && mw.status < 400 || nextErr != nil || mw.status >= 500, aborted, reported, estimate)
 	var err error
 	if mw.st != nil {
 		err = h.state.Finish(mw.st, rec) // replaces its open record

@@ -50,7 +50,12 @@ func TestMetricsAndLogs(t *testing.T) {
 	mustStatus(t, e.post("/v1/chat/completions", "", chatBody("sim-model", false, nil), "X-Api-Key", key.Key), 200)
 	mustStatus(t, e.post("/v1/chat/completions", tk+"x", chatBody("sim-model", false, nil)), 401)
 	mustStatus(t, e.post("/v1/chat/completions", key.Key+"x", chatBody("sim-model", false, nil)), 401)
+	// vLLM refusing a request is the client's error; its 5xx is upstream's.
+	vera := token(t, "vera", nil)
+	mustStatus(t, e.post("/v1/chat/completions", vera, chatBody("sim-model", false, nil), "X-Sim-Status", "400"), 400)
+	mustStatus(t, e.post("/v1/chat/completions", vera, chatBody("sim-model", false, nil), "X-Sim-Status", "503"), 503)
 	recs := append(e.waitRecords("nina", 1), e.waitRecords("olga", 2)...)
+	e.waitRecords("vera", 2)
 
 	after := scrape(t, e.caddy.Admin)
 	var prompt, completion int64
@@ -64,6 +69,8 @@ func TestMetricsAndLogs(t *testing.T) {
 		`caddy_llm_gate_tokens_total{kind="completion",model="sim-model"}`: float64(completion),
 		`caddy_llm_gate_requests_total{outcome="ok"}`:                      3,
 		`caddy_llm_gate_requests_total{outcome="unauthorized"}`:            2,
+		`caddy_llm_gate_requests_total{outcome="bad_request"}`:             1,
+		`caddy_llm_gate_requests_total{outcome="upstream_error"}`:          1,
 		// Of the three requests, admitted without counting (no token limit
 		// here), the first, counted after its answer.
 		`caddy_llm_gate_prompt_estimate_error_ratio_count`: 1,
