@@ -506,6 +506,21 @@ func TestKeys(t *testing.T) {
 	} {
 		e.fails("POST", "/llm_gate/users/kim/keys", body, 400)
 	}
+	// Errors speak JSON, not Go.
+	for body, want := range map[string]string{
+		`{"name":5}`:   "bad request body: name must be a string, not a JSON number",
+		`["x"]`:        "bad request body: the body must be an object, not a JSON array",
+		`{"name":"x"`:  "bad request body: unexpected EOF",
+		`{"name":x}`:   "bad request body: invalid character 'x' looking for beginning of value",
+		`{"nmae":"x"}`: `bad request body: unknown field "nmae"`,
+	} {
+		if got := e.fails("POST", "/llm_gate/users/kim/keys", body, 400); got != want {
+			t.Errorf("POST keys %s: %q; want %q", body, got, want)
+		}
+	}
+	if got := e.fails("PUT", "/llm_gate/users/kim", `[1]`, 400); got != "request body must be a JSON object, not a JSON array" {
+		t.Errorf("PUT user [1]: %q", got)
+	}
 
 	// Deleting the user revokes every key at once.
 	found2, _ := st.KeyByHash(auth.HashKey(k2.Key)) // warm the cache

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,7 +78,10 @@ func decodeObject(r *http.Request) (map[string]json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	var m map[string]json.RawMessage
 	if err := dec.Decode(&m); err != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "request body must be a JSON object: %v", err)
+		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+			return nil, apiErrorf(http.StatusBadRequest, "request body must be a JSON object, not a JSON %s", te.Value)
+		}
+		return nil, apiErrorf(http.StatusBadRequest, "request body must be a JSON object: %s", jsonError(err))
 	}
 	if m == nil {
 		return nil, apiErrorf(http.StatusBadRequest, "request body must be a JSON object, not null")
@@ -101,7 +105,7 @@ func decodeStrict(r *http.Request, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return apiErrorf(http.StatusBadRequest, "bad request body: %v", err)
+		return apiErrorf(http.StatusBadRequest, "bad request body: %s", jsonError(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return apiErrorf(http.StatusBadRequest, "request body has data after its JSON object")
@@ -215,4 +219,32 @@ func timeOrNil(t time.Time) *time.Time {
 	}
 	t = t.UTC()
 	return &t
+}
+
+// jsonError says what encoding/json found wrong in a client's words: the
+// field and the JSON it holds, not Go's type names.
+func jsonError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		want := "a " + te.Type.Kind().String()
+		switch te.Type.Kind() {
+		case reflect.String:
+			want = "a string"
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			want = "a whole number"
+		case reflect.Float32, reflect.Float64:
+			want = "a number"
+		case reflect.Slice, reflect.Array:
+			want = "an array"
+		case reflect.Map, reflect.Struct:
+			want = "an object"
+		}
+		if te.Field == "" {
+			return fmt.Sprintf("the body must be %s, not a JSON %s", want, te.Value)
+		}
+		return fmt.Sprintf("%s must be %s, not a JSON %s", te.Field, want, te.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
