@@ -995,9 +995,12 @@ func (m *StreamMeter) AtLineStart() bool { return m.lineLen == 0 }
 func (m *StreamMeter) UsageFinal() bool { return m.finalOK }
 
 // UsageRunning reports that Usage comes from continuous usage only: the
-// running counts of the last chunks, the stream having ended without its
-// final usage chunk (an error event, a cut).
-func (m *StreamMeter) UsageRunning() bool { return !m.finalOK && m.contOK }
+// running counts of the last chunks, the stream having been cut or ended
+// in an error event before its final usage chunk. A stream that ended
+// without one (completions' beam search answers with the whole response
+// in one event, one beam's usage reading like continuous usage) has its
+// final counts there.
+func (m *StreamMeter) UsageRunning() bool { return !m.finalOK && m.contOK && (!m.done || m.err != nil) }
 
 // Err returns the error event seen in the stream, nil if none.
 func (m *StreamMeter) Err() *UpstreamError { return m.err }

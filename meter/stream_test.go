@@ -61,6 +61,7 @@ type streamCase struct {
 	usage     Usage
 	usageOK   bool
 	final     bool
+	running   bool // UsageRunning
 	err       *UpstreamError
 	done      bool
 	first     bool
@@ -138,7 +139,7 @@ var streamCases = []streamCase{
 			chat(0, `{"content":"w"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":9,"completion_tokens":2}`),
 			chat(1, `{"content":"v"}`, "", `,"usage":{"prompt_tokens":7,"total_tokens":10,"completion_tokens":3}`),
 		},
-		usage: Usage{7, 5, 12, 0}, usageOK: true, first: true, text: "xyzwv",
+		usage: Usage{7, 5, 12, 0}, usageOK: true, running: true, first: true, text: "xyzwv",
 	},
 	{
 		name: "n=2 with final usage",
@@ -178,7 +179,7 @@ var streamCases = []streamCase{
 			data(`{` + cmplHdr + `,"choices":[{"index":3,"text":"d","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2}}`),
 		},
 		perPrompt: 2,
-		usage:     Usage{8, 5, 13, 0}, usageOK: true, first: true, text: "abcd",
+		usage:     Usage{8, 5, 13, 0}, usageOK: true, running: true, first: true, text: "abcd",
 	},
 	{
 		name: "tool calls",
@@ -239,6 +240,29 @@ var streamCases = []streamCase{
 			{raw: done},
 		},
 		usage: Usage{4, 8, 12, 0}, usageOK: true, final: true, done: true, first: true, text: "bestnext",
+	},
+	{
+		name: "continuous usage, then an error event",
+		ep:   EndpointCompletions,
+		events: []ev{
+			data(`{` + cmplHdr + `,"choices":[{"index":0,"text":"x","logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":{"prompt_tokens":3,"total_tokens":4,"completion_tokens":1}}`),
+			data(`{"error": {"object": "error", "message": "engine died", "type": "InternalServerError", "param": null, "code": 500}}`),
+			{raw: done},
+		},
+		usage: Usage{3, 1, 4, 0}, usageOK: true, running: true,
+		err:  &UpstreamError{Message: "engine died", Type: "InternalServerError", Code: "500", Status: 500},
+		done: true, first: true, text: "x",
+	},
+	{
+		// One beam: its choice's usage reads like continuous usage, and is
+		// vLLM's final count all the same, the stream having ended.
+		name: "beam search with one beam answered as one event",
+		ep:   EndpointCompletions,
+		events: []ev{
+			data(`{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"best","logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":{"prompt_tokens":4,"total_tokens":8,"completion_tokens":4}}`),
+			{raw: done},
+		},
+		usage: Usage{4, 4, 8, 0}, usageOK: true, done: true, first: true, text: "best",
 	},
 	{
 		name: "responses API",
@@ -430,6 +454,9 @@ func checkMeter(t *testing.T, c *streamCase, m *StreamMeter) {
 	}
 	if m.UsageFinal() != c.final {
 		t.Errorf("UsageFinal() = %v, want %v", m.UsageFinal(), c.final)
+	}
+	if m.UsageRunning() != c.running {
+		t.Errorf("UsageRunning() = %v, want %v", m.UsageRunning(), c.running)
 	}
 	if got := m.Err(); (got == nil) != (c.err == nil) || got != nil && *got != *c.err {
 		t.Errorf("Err() = %+v, want %+v", got, c.err)
